@@ -1,0 +1,1 @@
+"""Catalogue tagging: Fashion-MNIST categories for product photos."""
