@@ -1,0 +1,59 @@
+"""Text renderings of the registry for the `tagging registry list|show` commands."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from model_registry.registry import CorruptMetadataError, Registry
+from tagging.labels import CATEGORY_SLUGS
+
+
+def list_command(registry: Registry) -> str:
+    """Table of every version: id, created_at, created_by, accuracy, champion marker."""
+    ids = registry.version_ids()
+    if not ids:
+        return f"registry {registry.root} has no versions yet\n"
+    champion = registry.champion()
+    table = Table(title=f"model registry {registry.root}")
+    for column in ("version", "created_at", "created_by", "accuracy", "champion"):
+        table.add_column(column, justify="right" if column == "accuracy" else "left")
+    for version in ids:
+        marker = "*" if version == champion else ""
+        try:
+            meta = registry.get(version, verify_checksums=False).metadata
+        except CorruptMetadataError as exc:
+            table.add_row(version, "CORRUPT", str(exc), "", marker)
+            continue
+        accuracy = f"{meta['metrics']['accuracy']:.4f}"
+        table.add_row(version, meta["created_at"], meta["created_by"], accuracy, marker)
+    return _render(table)
+
+
+def show_command(registry: Registry, ref: str) -> str:
+    """Gate-relevant metrics of one version, then its full metadata as JSON."""
+    info = registry.get(ref)
+    meta = info.metadata
+    metrics = meta["metrics"]
+    is_champion = info.version == registry.champion()
+    table = Table(title=info.version + (" (champion)" if is_champion else ""))
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("path", str(info.path))
+    table.add_row("accuracy", f"{metrics['accuracy']:.4f}")
+    table.add_row("loss", f"{metrics['loss']:.4f}")
+    for slug, recall in zip(CATEGORY_SLUGS, metrics["per_class_recall"], strict=True):
+        table.add_row(f"recall {slug}", f"{recall:.4f}")
+    table.add_row("eval_data_fingerprint", meta["eval_data_fingerprint"])
+    table.add_row("parent_champion", str(meta["parent_champion"]))
+    table.add_row("created", f"{meta['created_at']} by {meta['created_by']}")
+    return _render(table) + json.dumps(meta, indent=2) + "\n"
+
+
+def _render(table: Table) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=120, color_system=None, soft_wrap=False).print(table)
+    return buffer.getvalue()

@@ -1,0 +1,97 @@
+"""Promotion gate: may a candidate version replace the champion?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tagging.labels import CATEGORY_SLUGS
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Absolute floors, plus how much worse than the champion a candidate may be."""
+
+    min_accuracy: float = 0.85
+    min_class_recall: float = 0.50
+    tolerance: float = 0.005
+
+
+@dataclass
+class GateDecision:
+    """Outcome of the gate.
+
+    `reasons` lists why the gate refused (passed=False) or, when it passed, what
+    it checked. `forced` is True when promote() moved the alias despite a refusal.
+    """
+
+    passed: bool
+    candidate: str
+    champion: str | None
+    reasons: list[str]
+    candidate_accuracy: float
+    champion_accuracy: float | None
+    forced: bool = False
+
+
+def evaluate_gate(
+    candidate: str,
+    candidate_meta: dict[str, Any],
+    champion: str | None,
+    champion_meta: dict[str, Any] | None,
+    policy: GatePolicy,
+) -> GateDecision:
+    """Apply `policy` to validated metadata of the candidate and (if any) the champion."""
+    metrics = candidate_meta["metrics"]
+    accuracy = float(metrics["accuracy"])
+    champion_accuracy = None
+    if champion_meta is not None:
+        champion_accuracy = float(champion_meta["metrics"]["accuracy"])
+    decision = GateDecision(True, candidate, champion, [], accuracy, champion_accuracy)
+    if candidate == champion:
+        decision.reasons.append(f"{candidate} is already champion: nothing to do")
+        return decision
+
+    failures: list[str] = []
+    passes: list[str] = []
+    _check(accuracy >= policy.min_accuracy,
+           f"accuracy {accuracy:.4f} {{}} floor {policy.min_accuracy:.4f}", passes, failures)
+    low = [
+        f"{_class_name(i)} {recall:.4f}"
+        for i, recall in enumerate(metrics["per_class_recall"])
+        if recall < policy.min_class_recall
+    ]
+    if low:
+        failures.append(f"recall below floor {policy.min_class_recall:.4f}: {', '.join(low)}")
+    else:
+        passes.append(f"every class recall >= floor {policy.min_class_recall:.4f}")
+
+    if champion_meta is not None:
+        ours = candidate_meta["eval_data_fingerprint"]
+        theirs = champion_meta["eval_data_fingerprint"]
+        if ours != theirs:
+            failures.append(
+                f"evaluated on different data: candidate eval_data_fingerprint {ours!r} "
+                f"!= champion {champion} eval_data_fingerprint {theirs!r}"
+            )
+        else:
+            _check(
+                accuracy >= champion_accuracy - policy.tolerance,
+                f"accuracy {accuracy:.4f} {{}} champion {champion_accuracy:.4f} "
+                f"- {policy.tolerance:g}",
+                passes,
+                failures,
+            )
+    decision.passed = not failures
+    decision.reasons = failures or passes
+    return decision
+
+
+def _check(ok: bool, template: str, passes: list[str], failures: list[str]) -> None:
+    """Record `template` (with {} -> >= or <) as a pass or a failure."""
+    (passes if ok else failures).append(template.format(">=" if ok else "<"))
+
+
+def _class_name(index: int) -> str:
+    slug = CATEGORY_SLUGS[index] if index < len(CATEGORY_SLUGS) else "?"
+    return f"class {index} ({slug})"

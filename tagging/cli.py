@@ -1,0 +1,369 @@
+"""The `tagging` command line: train, evaluate, tag a catalogue, manage the registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date as Date
+from datetime import timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from tagging import config
+from tagging.labels import CATEGORY_SLUGS
+
+console = Console()
+
+DESCRIPTION = """\
+Tag an online shop's product photos with Fashion-MNIST clothing categories.
+
+Typical flow:
+  tagging train                          train, register, and promote if at least as good
+  tagging demo-catalogue --days 3        render a demo catalogue of product photos
+  tagging tag --date 2026-11-28          tag one day's partition and publish it
+  tagging registry list                  see model versions and the champion
+
+Paths default to ./var (set TAGGING_HOME), or TAGGING_REGISTRY / TAGGING_CATALOGUE;
+Fashion-MNIST is read from TAGGING_FASHION_MNIST_DIR, else downloaded to ~/.cache.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    try:
+        return args.func(args) or 0
+    except (ValueError, LookupError, OSError) as e:  # expected failures: say what, not a trace
+        if args.verbose:
+            raise
+        console.print(f"[bold red]error:[/] {e}")
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tagging", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model, register it, promote it through the gate",
+                       description="Train the dense classifier on Fashion-MNIST, evaluate it on "
+                       "the test split, write a report (metrics.json, learning curves, confusion "
+                       "matrix), register it, and promote it to champion if it passes the gate.")
+    add_registry_arg(p)
+    add_data_arg(p)
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping decides)")
+    p.add_argument("--hidden-units", help="hidden layer sizes, e.g. 256,128")
+    p.add_argument("--train-subset", type=int, help="train on the first N images only")
+    p.add_argument("--seed", type=int, help="random seed")
+    add_gate_args(p)
+    p.add_argument("--no-promote", action="store_true", help="register only; do not promote")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a registered version on the test split",
+                       description="Load VERSION (or 'champion') with Keras safe mode and "
+                       "measure it on the Fashion-MNIST test split.")
+    p.add_argument("version", help="version id (v0003) or 'champion'")
+    add_registry_arg(p)
+    add_data_arg(p)
+    p.add_argument("--out", type=Path, help="write metrics.json and confusion_matrix.png here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tag", help="tag one day's catalogue partition and publish it",
+                       description="Read catalogue/incoming/dt=DATE/*.parquet, predict a "
+                       "category for every photo, and publish catalogue/tagged/dt=DATE "
+                       "atomically with a _MANIFEST.json.")
+    add_catalogue_arg(p)
+    p.add_argument("--date", required=True, type=iso_date, help="partition date YYYY-MM-DD")
+    add_registry_arg(p)
+    p.add_argument("--model", default="champion", help="'champion' (default) or a version id")
+    p.add_argument("--review-threshold", type=float,
+                   help="override the model's confidence threshold for needs_review")
+    p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    p.add_argument("--rows-per-shard", type=int, default=20_000, help="rows per shard")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("demo-catalogue", help="render a demo catalogue of product photos",
+                       description="Render Fashion-MNIST test images as 762x1000 product photos "
+                       "(off-white background, tints, margins, JPEG/PNG/WebP, a few broken "
+                       "rows) into catalogue/incoming/dt=DATE/, with a true_category column.")
+    add_catalogue_arg(p)
+    add_data_arg(p)
+    p.add_argument("--days", type=int, default=3, help="number of daily partitions")
+    p.add_argument("--end", type=iso_date, default=Date.today().isoformat(),
+                   help="last partition date (default: today)")
+    p.add_argument("--rows-per-day", type=int, default=200, help="photos per partition")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_catalogue)
+
+    p = sub.add_parser("evaluate-photos", help="measure the tagger on labelled real photos",
+                       description="Accuracy per source and class, precision and coverage of "
+                       "tags not flagged needs_review, calibration, a contact sheet and a "
+                       "reliability diagram, for a folder of real photos with a manifest CSV "
+                       "(columns file,label).")
+    p.add_argument("--images", type=Path, required=True, help="folder of photos")
+    p.add_argument("--manifest", type=Path, required=True, help="CSV with file and label")
+    add_registry_arg(p)
+    p.add_argument("--model", default="champion", help="'champion' (default) or a version id")
+    p.add_argument("--out", type=Path, default=Path("var/photo-eval"), help="report folder")
+    p.set_defaults(func=cmd_evaluate_photos)
+
+    p = sub.add_parser("demo", help="end to end: demo catalogue + the Airflow DAG (SQLite)",
+                       description="Render a demo catalogue for a few days, then run the real "
+                       "Airflow DAG for each day with SQLite: retrain, gate, tag, publish, "
+                       "validate. Prints what was published where.")
+    p.add_argument("--workdir", type=Path, default=Path("var/demo"), help="all state goes here")
+    add_data_arg(p)
+    p.add_argument("--days", type=int, default=3, help="number of daily partitions")
+    p.add_argument("--rows-per-day", type=int, default=500, help="photos per partition")
+    p.set_defaults(func=cmd_demo)
+
+    add_registry_commands(sub)
+    return parser
+
+
+def add_registry_commands(sub) -> None:
+    p = sub.add_parser("registry", help="list, show, promote or roll back model versions",
+                       description="The model registry: immutable versions and the champion.")
+    add_registry_arg(p)
+    reg = p.add_subparsers(required=True, metavar="ACTION")
+    reg.add_parser("list", help="every version and the champion").set_defaults(func=cmd_list)
+    q = reg.add_parser("show", help="one version's metrics and metadata")
+    q.add_argument("version", help="version id or 'champion'")
+    q.set_defaults(func=cmd_show)
+    q = reg.add_parser("promote", help="make a version champion if it passes the gate")
+    q.add_argument("version")
+    add_gate_args(q)
+    q.add_argument("--force", action="store_true", help="promote even if the gate refuses")
+    q.set_defaults(func=cmd_promote)
+    q = reg.add_parser("rollback", help="move the champion back to the previous one")
+    q.set_defaults(func=cmd_rollback)
+    q = reg.add_parser("events", help="the registry's event log")
+    q.set_defaults(func=cmd_events)
+
+
+# ---------------------------------------------------------------- argument helpers
+
+
+def iso_date(value: str) -> str:
+    try:
+        return Date.fromisoformat(value).isoformat()
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {value!r}") from e
+
+
+def add_registry_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", type=Path, default=None,
+                   help="model registry folder (default: $TAGGING_REGISTRY or var/registry)")
+
+
+def add_catalogue_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalogue", type=Path, default=None,
+                   help="catalogue root (default: $TAGGING_CATALOGUE or var/catalogue)")
+
+
+def add_data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="Fashion-MNIST folder (default: $TAGGING_FASHION_MNIST_DIR, "
+                   "else downloaded to ~/.cache)")
+
+
+def add_gate_args(p: argparse.ArgumentParser) -> None:
+    from model_registry import GatePolicy
+
+    d = GatePolicy()
+    p.add_argument("--min-accuracy", type=float, default=d.min_accuracy,
+                   help=f"absolute accuracy floor (default {d.min_accuracy})")
+    p.add_argument("--min-class-recall", type=float, default=d.min_class_recall,
+                   help=f"per-class recall floor (default {d.min_class_recall})")
+    p.add_argument("--tolerance", type=float, default=d.tolerance,
+                   help=f"how far below the champion's accuracy a candidate may be "
+                   f"(default {d.tolerance})")
+
+
+def registry_of(args):
+    from model_registry import Registry
+
+    return Registry(args.registry or config.registry_root())
+
+
+def policy_of(args):
+    from model_registry import GatePolicy
+
+    return GatePolicy(args.min_accuracy, args.min_class_recall, args.tolerance)
+
+
+def print_decision(decision) -> None:
+    verdict = "[green]promoted[/]" if decision.passed or decision.forced else "[red]refused[/]"
+    console.print(f"gate: {decision.candidate} {verdict}"
+                  + (" (forced)" if decision.forced else ""))
+    for reason in decision.reasons:
+        console.print(f"  - {reason}")
+
+
+def metrics_table(title: str, metrics: dict) -> Table:
+    table = Table(title=title)
+    for column in ("category", "precision", "recall", "f1"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    for i, slug in enumerate(CATEGORY_SLUGS):
+        table.add_row(slug, *(f"{metrics[f'per_class_{m}'][i]:.3f}"
+                              for m in ("precision", "recall", "f1")))
+    table.add_section()
+    table.add_row("accuracy", "", f"{metrics['accuracy']:.4f}", f"loss {metrics['loss']:.4f}")
+    return table
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_train(args) -> int:
+    from tagging.train import TrainConfig, train_and_promote, train_candidate
+
+    overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.train_subset,
+                                   "seed": args.seed}.items() if v is not None}
+    if args.hidden_units:
+        overrides["hidden_units"] = [int(u) for u in args.hidden_units.split(",")]
+    train_config = TrainConfig.from_dict(overrides)
+    registry_root = args.registry or config.registry_root()
+    common = dict(registry_root=registry_root, data_dir=args.data_dir,
+                  created_by="cli:tagging train", progress=True)
+    if args.no_promote:
+        candidate, decision = train_candidate(train_config, reuse_if_unchanged=False,
+                                              **common), None
+    else:
+        candidate, decision = train_and_promote(train_config, policy=policy_of(args), **common)
+    info = registry_of(args).get(candidate.version)
+    console.print(metrics_table(f"{candidate.version}: Fashion-MNIST test split",
+                                info.metadata["metrics"]))
+    m = info.metadata["metrics"]
+    console.print(f"trained {m['epochs_run']} epochs in {m['train_wall_time_s']:.1f} s; "
+                  f"report: {info.path / 'report'}")
+    if decision is not None:
+        print_decision(decision)
+    console.print(f"champion: {registry_of(args).champion()}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from tagging.data import load_fashion_mnist
+    from tagging.report import evaluate, plot_confusion
+
+    registry = registry_of(args)
+    info = registry.get(args.version)
+    model = registry.load_keras_model(info.version)
+    data = load_fashion_mnist(args.data_dir)
+    probs = model.predict(data.x_test.astype("float32") / 255, batch_size=4096, verbose=0)
+    metrics = evaluate(probs, data.y_test)
+    console.print(metrics_table(f"{info.version}: Fashion-MNIST test split", metrics))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot_confusion(np.array(metrics["confusion_matrix"]),
+                       args.out / "confusion_matrix.png", f"{info.version}: test split")
+        console.print(f"wrote {args.out}/metrics.json and confusion_matrix.png")
+    return 0
+
+
+def cmd_tag(args) -> int:
+    from tagging.batch import tag_partition, truth_agreement, validate_partition
+
+    catalogue = args.catalogue or config.catalogue_root()
+    summary = tag_partition(catalogue, args.date,
+                            registry_root=args.registry or config.registry_root(),
+                            model=args.model, review_threshold=args.review_threshold,
+                            workers=args.workers, rows_per_shard=args.rows_per_shard,
+                            progress=True)
+    summary |= truth_agreement(catalogue, args.date)
+    table = Table(title=f"tagged partition {args.date}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key.replace("_", " "), str(value))
+    console.print(table)
+    report = validate_partition(catalogue, args.date)
+    console.print(f"[green]valid[/]: {report['rows']} rows, error rate {report['error_rate']}, "
+                  f"needs-review rate {report['review_rate']}")
+    return 0
+
+
+def cmd_demo_catalogue(args) -> int:
+    from tagging.demo_catalogue import generate_demo_catalogue
+
+    end = Date.fromisoformat(args.end)
+    dates = [(end - timedelta(days=d)).isoformat() for d in reversed(range(args.days))]
+    files = generate_demo_catalogue(args.catalogue or config.catalogue_root(), dates,
+                                    rows_per_day=args.rows_per_day, data_dir=args.data_dir,
+                                    seed=args.seed)
+    for f in files:
+        console.print(f"wrote {f}")
+    return 0
+
+
+def cmd_evaluate_photos(args) -> int:
+    from tagging.inference import Classifier
+    from tagging.photo_eval import evaluate_photos
+
+    classifier = Classifier.from_registry(args.registry or config.registry_root(), args.model)
+    report = evaluate_photos(args.images, args.manifest, classifier, args.out)
+    console.print_json(json.dumps({k: v for k, v in report.items()
+                                   if not isinstance(v, list | dict) or k == "per_source"}))
+    console.print(f"report, contact sheet and reliability diagram in {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from tagging.airflow_local import run_demo
+    from tagging.demo_catalogue import generate_demo_catalogue
+
+    today = Date.today()
+    dates = [(today - timedelta(days=d)).isoformat() for d in reversed(range(1, args.days + 1))]
+    catalogue = args.workdir / "catalogue"
+    generate_demo_catalogue(catalogue, dates, rows_per_day=args.rows_per_day,
+                            data_dir=args.data_dir)
+    summary = run_demo(args.workdir, dates)
+    console.print_json(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from model_registry.cli import list_command
+
+    console.print(list_command(registry_of(args)), end="")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from model_registry.cli import show_command
+
+    console.print(show_command(registry_of(args), args.version), end="", markup=False)
+    return 0
+
+
+def cmd_promote(args) -> int:
+    decision = registry_of(args).promote(args.version, policy=policy_of(args),
+                                         actor="cli:tagging registry promote", force=args.force)
+    print_decision(decision)
+    return 0 if decision.passed or decision.forced else 2
+
+
+def cmd_rollback(args) -> int:
+    version = registry_of(args).rollback(actor="cli:tagging registry rollback")
+    console.print(f"champion rolled back to {version}")
+    return 0
+
+
+def cmd_events(args) -> int:
+    for event in registry_of(args).events():
+        console.print(json.dumps(event), markup=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

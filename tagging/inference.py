@@ -1,0 +1,72 @@
+"""NumPy forward pass of the registered dense classifier: no TensorFlow on the tagging path.
+
+The trainer exports the Keras model's Dense weights to `weights.npz` and checks that this
+forward pass gives Keras's predictions before the version is registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS_FILE = "weights.npz"
+
+
+@dataclass
+class Classifier:
+    """Dense ReLU layers, then a softmax over temperature-scaled logits."""
+
+    kernels: list[np.ndarray]
+    biases: list[np.ndarray]
+    temperature: float = 1.0
+    review_policy: dict = field(default_factory=dict)
+    version: str = ""
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Pre-softmax outputs for uint8 images (n, 28, 28) or flat (n, 784)."""
+        x = pixels.reshape(len(pixels), -1).astype(np.float32) * np.float32(1 / 255)
+        last = len(self.kernels) - 1
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            x = x @ kernel + bias
+            if i < last:
+                np.maximum(x, 0, out=x)
+        return x
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities, float32 (n, 10)."""
+        z = self.logits(pixels) / np.float32(self.temperature)
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        return z
+
+    def save(self, path: Path) -> None:
+        arrays = {f"kernel_{i}": k for i, k in enumerate(self.kernels)}
+        arrays |= {f"bias_{i}": b for i, b in enumerate(self.biases)}
+        np.savez(path, **arrays)
+
+    @classmethod
+    def from_keras(cls, model, temperature: float = 1.0) -> Classifier:
+        """Take the Dense layers' weights of a Keras model (Flatten + Dense stack)."""
+        dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
+        kernels, biases = zip(*(layer.get_weights() for layer in dense), strict=True)
+        return cls([k.astype(np.float32) for k in kernels],
+                   [b.astype(np.float32) for b in biases], temperature)
+
+    @classmethod
+    def from_registry(cls, registry_root: Path | str, ref: str = "champion") -> Classifier:
+        """Load a registered version's weights, calibration and review policy."""
+        from model_registry import Registry
+
+        info = Registry(registry_root).get(ref)
+        with np.load(info.path / WEIGHTS_FILE) as npz:
+            n = len([k for k in npz.files if k.startswith("kernel_")])
+            kernels = [npz[f"kernel_{i}"] for i in range(n)]
+            biases = [npz[f"bias_{i}"] for i in range(n)]
+        meta = info.metadata
+        return cls(kernels, biases,
+                   temperature=float(meta.get("calibration", {}).get("temperature", 1.0)),
+                   review_policy=dict(meta.get("review", {})),
+                   version=info.version)

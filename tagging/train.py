@@ -1,0 +1,229 @@
+"""Train, evaluate and register the dense classifier."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_registry import GateDecision, GatePolicy, Registry
+from tagging.data import FashionMNIST, fingerprint, load_fashion_mnist
+from tagging.inference import WEIGHTS_FILE, Classifier
+from tagging.labels import NUM_CLASSES
+from tagging.report import evaluate, write_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained weights (stored as the version's hyper-parameters)."""
+
+    hidden_units: tuple[int, ...] = (256, 128)
+    dropout: float = 0.2  # after each hidden layer
+    epochs: int = 15  # the learning rate follows a cosine decay over these; early stopping
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.1
+    patience: int = 4
+    seed: int = 0
+    train_subset: int | None = None  # first N training images, for quick runs
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training options: {sorted(unknown)}")
+        values = dict(values)
+        if "hidden_units" in values:
+            values["hidden_units"] = tuple(int(u) for u in values["hidden_units"])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "hidden_units": list(self.hidden_units)}
+
+
+@dataclass
+class TrainResult:
+    model: object  # keras.Model
+    classifier: Classifier
+    history: dict[str, list[float]]
+    metrics: dict
+    train_fingerprint: str
+    wall_time_s: float
+
+
+@dataclass
+class Candidate:
+    version: str
+    reused: bool  # True: the champion was trained on the same data and config
+
+
+def build_model(config: TrainConfig, steps_per_epoch: int):
+    """Flatten -> (Dense ReLU, Dropout) per hidden size -> Dense 10 softmax; pixels in [0, 1]."""
+    import keras
+
+    layers = [keras.Input((28, 28), name="pixels"), keras.layers.Flatten()]
+    for units in config.hidden_units:
+        layers.append(keras.layers.Dense(units, activation="relu"))
+        if config.dropout:
+            layers.append(keras.layers.Dropout(config.dropout))
+    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax"))
+    model = keras.Sequential(layers, name="dense_classifier")
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=steps_per_epoch * config.epochs, alpha=0.05)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """Seeded shuffle, then the last `fraction` of rows is the validation set."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = max(1, int(len(x) * fraction))
+    train, val = order[:-n_val], order[-n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def train_model(config: TrainConfig, data: FashionMNIST, progress: bool = False) -> TrainResult:
+    """Seeded training with early stopping; evaluation on the test split."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    x, y = data.x_train, data.y_train
+    if config.train_subset:
+        x, y = x[: config.train_subset], y[: config.train_subset]
+    x_fit, y_fit, x_val, y_val = split_validation(x, y, config.validation_fraction, config.seed)
+    scale = np.float32(1 / 255)
+    model = build_model(config, steps_per_epoch=-(-len(x_fit) // config.batch_size))
+    callbacks = [keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True)]
+    if progress:
+        callbacks.append(rich_progress(config.epochs))
+    start = time.perf_counter()
+    history = model.fit(
+        x_fit * scale, y_fit, validation_data=(x_val * scale, y_val),
+        batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
+        callbacks=callbacks, verbose=0,
+    )
+    wall = time.perf_counter() - start
+    classifier = Classifier.from_keras(model)
+    check_same_predictions(model, classifier, data.x_test[:2000])
+    metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
+    metrics["epochs_run"] = len(history.history["loss"])
+    metrics["train_wall_time_s"] = round(wall, 2)
+    log.info("trained %d epochs in %.1f s: test accuracy %.4f",
+             metrics["epochs_run"], wall, metrics["accuracy"])
+    return TrainResult(model, classifier, history.history, metrics,
+                       fingerprint(x, y), wall)
+
+
+def check_same_predictions(model, classifier: Classifier, x: np.ndarray) -> None:
+    """The NumPy path must reproduce Keras: same classes, probabilities within 1e-4."""
+    keras_probs = model.predict(x.astype(np.float32) / 255, batch_size=2048, verbose=0)
+    numpy_probs = classifier.predict_proba(x)
+    if not (np.array_equal(keras_probs.argmax(1), numpy_probs.argmax(1))
+            and np.allclose(keras_probs, numpy_probs, atol=1e-4)):
+        raise RuntimeError("NumPy inference disagrees with Keras; refusing to register")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ("tensorflow-cpu", "keras", "numpy", "pillow", "pyarrow")
+    return {"python": platform.python_version()} | {n: version(n) for n in names}
+
+
+def artifact_metadata(config: TrainConfig, result: TrainResult, data: FashionMNIST) -> dict:
+    return {
+        "metrics": result.metrics,
+        "eval_data_fingerprint": data.test_fingerprint,
+        "training_data_fingerprint": result.train_fingerprint,
+        "hyperparameters": config.to_dict(),
+        "library_versions": library_versions(),
+        "calibration": {"temperature": result.classifier.temperature},
+        "review": result.classifier.review_policy,
+    }
+
+
+def reusable_champion(registry: Registry, config: TrainConfig, data: FashionMNIST) -> str | None:
+    """The champion, if it was trained on the same data fingerprint with the same config."""
+    champion = registry.champion()
+    if champion is None:
+        return None
+    meta = registry.get(champion).metadata
+    x, y = data.x_train, data.y_train
+    if config.train_subset:
+        x, y = x[: config.train_subset], y[: config.train_subset]
+    same = (meta["hyperparameters"] == config.to_dict()
+            and meta["training_data_fingerprint"] == fingerprint(x, y))
+    return champion if same else None
+
+
+def train_candidate(config: TrainConfig, *, registry_root: Path | str,
+                    data_dir: Path | str | None = None, created_by: str,
+                    reuse_if_unchanged: bool = True, progress: bool = False) -> Candidate:
+    """Train, evaluate, write the report and register a candidate (not promoted)."""
+    registry = Registry(registry_root)
+    data = load_fashion_mnist(data_dir)
+    if reuse_if_unchanged and (champion := reusable_champion(registry, config, data)):
+        log.info("champion %s has the same training data and config: reusing it", champion)
+        return Candidate(champion, reused=True)
+    result = train_model(config, data, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="candidate-") as tmp:
+        artifact = Path(tmp)
+        result.model.save(artifact / "model.keras")
+        result.classifier.save(artifact / WEIGHTS_FILE)
+        write_report(artifact / "report", result.metrics, result.history)
+        version = registry.register(artifact, artifact_metadata(config, result, data),
+                                    created_by=created_by)
+    log.info("registered candidate %s (test accuracy %.4f)", version, result.metrics["accuracy"])
+    return Candidate(version, reused=False)
+
+
+def train_and_promote(config: TrainConfig, *, registry_root: Path | str,
+                      data_dir: Path | str | None = None, created_by: str,
+                      policy: GatePolicy, reuse_if_unchanged: bool = False,
+                      progress: bool = False) -> tuple[Candidate, GateDecision | None]:
+    """Train a candidate, then promote it through the gate (unless the champion was reused)."""
+    candidate = train_candidate(config, registry_root=registry_root, data_dir=data_dir,
+                                created_by=created_by, reuse_if_unchanged=reuse_if_unchanged,
+                                progress=progress)
+    if candidate.reused:
+        return candidate, None
+    decision = Registry(registry_root).promote(candidate.version, policy=policy, actor=created_by)
+    return candidate, decision
+
+
+def rich_progress(epochs: int):
+    """A Keras callback drawing one rich progress bar over the epochs, with accuracies."""
+    import keras
+    from rich.progress import Progress
+
+    class RichProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = Progress(*Progress.get_default_columns(), "{task.fields[info]}")
+            self.bar.start()
+            self.task = self.bar.add_task("training", total=epochs, info="")
+
+        def on_epoch_end(self, epoch, logs=None):
+            info = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "acc" in k)
+            self.bar.update(self.task, advance=1, info=info)
+
+        def on_train_end(self, logs=None):
+            self.bar.update(self.task, total=self.bar.tasks[0].completed)
+            self.bar.stop()
+
+    return RichProgress()

@@ -1,0 +1,46 @@
+"""Shared fixtures: the Fashion-MNIST copy, and a registry holding a quickly trained champion."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir() -> Path:
+    """TAGGING_FASHION_MNIST_DIR (CI sets it), else the shared copy beside the repo."""
+    path = Path(os.environ.get("TAGGING_FASHION_MNIST_DIR") or REPO.parent / "shared"
+                / "fashion-mnist")
+    if not (path / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"Fashion-MNIST not found at {path}: set TAGGING_FASHION_MNIST_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fmnist(fmnist_dir):
+    from tagging.data import load_fashion_mnist
+
+    return load_fashion_mnist(fmnist_dir)
+
+
+QUICK = {"train_subset": 12_000, "epochs": 4}
+LOW_GATE = {"min_accuracy": 0.5, "min_class_recall": 0.0}
+
+
+@pytest.fixture(scope="session")
+def champion_registry(tmp_path_factory, fmnist_dir) -> Path:
+    """A registry whose champion is a real model trained for a few seconds on a subset."""
+    from model_registry import GatePolicy
+    from tagging.train import TrainConfig, train_and_promote
+
+    root = tmp_path_factory.mktemp("registry")
+    candidate, decision = train_and_promote(
+        TrainConfig.from_dict(QUICK), registry_root=root, data_dir=fmnist_dir,
+        created_by="tests", policy=GatePolicy(**LOW_GATE))
+    assert decision is not None and decision.passed, decision
+    return root
