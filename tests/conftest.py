@@ -39,7 +39,7 @@ def champion_registry(tmp_path_factory, fmnist_dir) -> Path:
     from tagging.train import TrainConfig, train_and_promote
 
     root = tmp_path_factory.mktemp("registry")
-    candidate, decision = train_and_promote(
+    _, decision = train_and_promote(
         TrainConfig.from_dict(QUICK), registry_root=root, data_dir=fmnist_dir,
         created_by="tests", policy=GatePolicy(**LOW_GATE))
     assert decision is not None and decision.passed, decision
