@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the model's confidence threshold for needs_review")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     p.add_argument("--rows-per-shard", type=int, default=20_000, help="rows per shard")
+    p.add_argument("--max-error-rate", type=float, default=0.05,
+                   help="validation fails above this share of untaggable rows (default 0.05)")
+    p.add_argument("--max-review-rate", type=float, default=0.6,
+                   help="validation fails above this share of needs_review rows (default 0.6)")
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("demo-catalogue", help="render a demo catalogue of product photos",
@@ -287,7 +291,8 @@ def cmd_tag(args) -> int:
     for key, value in summary.items():
         table.add_row(key.replace("_", " "), str(value))
     console.print(table)
-    report = validate_partition(catalogue, args.date)
+    report = validate_partition(catalogue, args.date, max_error_rate=args.max_error_rate,
+                                max_review_rate=args.max_review_rate)
     console.print(f"[green]valid[/]: {report['rows']} rows, error rate {report['error_rate']}, "
                   f"needs-review rate {report['review_rate']}")
     return 0

@@ -25,10 +25,10 @@ from tagging.labels import CATEGORY_SLUGS
 log = logging.getLogger(__name__)
 
 CANVAS = (762, 1000)  # width, height: the shop's originals
-TINTS = np.array([  # product colours: dark to mid tones, as garments photograph
+TINTS = (  # product colours: dark to mid tones, as garments photograph
     (25, 25, 30), (40, 50, 90), (120, 20, 30), (30, 80, 45), (90, 60, 35),
     (70, 70, 75), (20, 60, 110), (110, 40, 90), (140, 90, 40), (60, 30, 20),
-], dtype=np.float32)
+)
 ROW_GROUP_ROWS = 256
 
 
@@ -37,25 +37,20 @@ def render_photo(pixels: np.ndarray, seed: int) -> tuple[bytes, str]:
     rng = np.random.default_rng(seed)
     width, height = CANVAS
     long_edge = int(rng.uniform(0.55, 0.85) * min(width, height))
-    product = Image.fromarray(pixels).resize((long_edge, long_edge), Image.Resampling.BICUBIC)
-    alpha = np.asarray(product, dtype=np.float32)[..., None] / 255
-    background = rng.uniform(232, 252) - rng.uniform(0, 6, size=3)  # slightly warm off-white
+    alpha = Image.fromarray(pixels).resize((long_edge, long_edge), Image.Resampling.BICUBIC)
+    background = tuple(int(v) for v in rng.uniform(232, 252) - rng.uniform(0, 6, size=3))
     tint = TINTS[rng.integers(len(TINTS))]
-    canvas = np.empty((height, width, 3), np.float32)
-    canvas[:] = background
+    image = Image.new("RGB", CANVAS, background)  # slightly warm off-white
     left = int(rng.integers(0, width - long_edge + 1))
     top = int(rng.integers(0, height - long_edge + 1))
-    region = canvas[top:top + long_edge, left:left + long_edge]
-    region[:] = region * (1 - alpha) + tint * alpha
-    canvas += rng.normal(0, 1.5, canvas.shape)  # sensor noise
-    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
-    fmt = rng.choice(["JPEG"] * 8 + ["PNG", "WEBP"])
+    image.paste(Image.new("RGB", alpha.size, tint), (left, top), mask=alpha)
+    fmt = str(rng.choice(["JPEG"] * 8 + ["PNG", "WEBP"]))
     buffer = io.BytesIO()
     if fmt == "JPEG":
         image.save(buffer, "JPEG", quality=int(rng.integers(60, 96)))
     else:
         image.save(buffer, fmt)
-    return buffer.getvalue(), str(fmt).lower()
+    return buffer.getvalue(), fmt.lower()
 
 
 def _render_many(args: tuple[np.ndarray, list[int]]) -> list[tuple[bytes, str]]:

@@ -1,0 +1,78 @@
+"""The `tagging` command line, run as a user would run it (real subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["train", "evaluate", "tag", "demo-catalogue", "evaluate-photos", "demo",
+            "registry"]
+
+
+def tagging(*args: str, env: dict | None = None, check: bool = True):
+    proc = subprocess.run([sys.executable, "-m", "tagging.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, "COLUMNS": "200", **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tagging {args} failed ({proc.returncode}):\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_explains_itself(command):
+    out = tagging(command, "--help").stdout
+    assert "usage: tagging" in out and "--help" in out
+
+
+def test_top_level_help_lists_commands():
+    out = tagging("--help").stdout
+    assert all(c in out for c in COMMANDS)
+
+
+def test_train_then_worse_train_is_refused(tmp_path, fmnist_dir):
+    env = {"TAGGING_HOME": str(tmp_path), "TAGGING_FASHION_MNIST_DIR": str(fmnist_dir)}
+    low = ["--min-accuracy", "0.5", "--min-class-recall", "0"]
+    first = tagging("train", "--train-subset", "8000", "--epochs", "3", *low, env=env)
+    assert "v0001 promoted" in first.stdout and "champion: v0001" in first.stdout
+    assert "accuracy" in first.stdout and "report:" in first.stdout
+    worse = tagging("train", "--train-subset", "1000", "--epochs", "1", "--hidden-units", "8",
+                    *low, env=env)
+    assert "v0002 refused" in worse.stdout and "champion: v0001" in worse.stdout
+
+    listing = tagging("registry", "list", env=env).stdout
+    assert "v0001" in listing and "v0002" in listing
+    assert "v0001" in tagging("registry", "show", "champion", env=env).stdout
+    forced = tagging("registry", "promote", "v0002", "--force", env=env).stdout
+    assert "forced" in forced
+    assert "rolled back to v0001" in tagging("registry", "rollback", env=env).stdout
+    refused = tagging("registry", "promote", "v0002", env=env, check=False)
+    assert refused.returncode == 2 and "refused" in refused.stdout
+    events = tagging("registry", "events", env=env).stdout
+    assert events.count('"event": "promoted"') == 2 and '"rollback"' in events
+
+
+def test_tag_a_demo_partition(tmp_path, fmnist_dir, champion_registry):
+    env = {"TAGGING_HOME": str(tmp_path), "TAGGING_FASHION_MNIST_DIR": str(fmnist_dir),
+           "TAGGING_REGISTRY": str(champion_registry)}
+    tagging("demo-catalogue", "--days", "1", "--end", "2026-11-02", "--rows-per-day", "30",
+            env=env)
+    tag = ("tag", "--date", "2026-11-02", "--workers", "1")
+    strict = tagging(*tag, env=env, check=False)  # 5 broken rows of 35 break the 5 % limit
+    assert strict.returncode == 1 and "error rate 0.143 > limit 0.05" in strict.stdout
+    out = tagging(*tag, "--max-error-rate", "0.2", env=env).stdout
+    assert "rows" in out and "35" in out and "accuracy vs true category" in out
+    assert (tmp_path / "catalogue" / "tagged" / "dt=2026-11-02" / "_MANIFEST.json").exists()
+
+
+def test_clear_errors_not_tracebacks(tmp_path):
+    env = {"TAGGING_HOME": str(tmp_path)}
+    missing = tagging("tag", "--date", "2026-01-01", env=env, check=False)
+    assert missing.returncode == 1 and "no input files" in missing.stdout
+    assert "Traceback" not in missing.stdout + missing.stderr
+    bad_date = tagging("tag", "--date", "yesterday", env=env, check=False)
+    assert bad_date.returncode == 2 and "not a YYYY-MM-DD date" in bad_date.stderr
+    no_champion = tagging("evaluate", "champion", env=env, check=False)
+    assert no_champion.returncode == 1 and "no champion" in no_champion.stdout
