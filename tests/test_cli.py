@@ -50,6 +50,8 @@ def test_train_then_worse_train_is_refused(tmp_path, fmnist_dir):
     assert "rolled back to v0001" in tagging("registry", "rollback", env=env).stdout
     refused = tagging("registry", "promote", "v0002", env=env, check=False)
     assert refused.returncode == 2 and "refused" in refused.stdout
+    evaluated = tagging("evaluate", "v0001", "--out", str(tmp_path / "eval"), env=env).stdout
+    assert "accuracy" in evaluated and (tmp_path / "eval" / "confusion_matrix.png").exists()
     events = tagging("registry", "events", env=env).stdout
     assert events.count('"event": "promoted"') == 2 and '"rollback"' in events
 
