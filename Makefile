@@ -3,8 +3,12 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# The local Fashion-MNIST copy when there is one; otherwise the official files are downloaded.
-export TAGGING_FASHION_MNIST_DIR ?= $(firstword $(wildcard ../shared/fashion-mnist) $(HOME)/.cache/catalogue-tagging/fashion-mnist)
+# The local Fashion-MNIST copy when there is one; otherwise the official files are downloaded
+# (MD5-checked) into ~/.cache/catalogue-tagging/fashion-mnist.
+SHARED_FMNIST := $(wildcard $(abspath ../shared/fashion-mnist))
+ifneq ($(SHARED_FMNIST),)
+export TAGGING_FASHION_MNIST_DIR ?= $(SHARED_FMNIST)
+endif
 
 .PHONY: setup demo test lint bench clean
 

@@ -132,9 +132,8 @@ def download(
 def load_fashion_mnist(data_dir: Path | str | None = None) -> FashionMNIST:
     """Load all 70,000 images; downloads the official files when no local copy exists."""
     source = resolve_data_dir(data_dir)
-    if not any(source.glob("*-ubyte.gz")):
-        if data_dir is not None or os.environ.get(DATA_ENV):
-            raise DataError(f"{source}: no Fashion-MNIST files here")
+    if not any((source / name).exists() for name in OFFICIAL_MD5):
+        log.info("no Fashion-MNIST copy in %s: downloading the official files", source)
         download(source)
     arrays = {}
     for split, count in SPLITS.items():
