@@ -334,9 +334,25 @@ def cmd_demo(args) -> int:
     catalogue = args.workdir / "catalogue"
     generate_demo_catalogue(catalogue, dates, rows_per_day=args.rows_per_day,
                             data_dir=args.data_dir)
-    summary = run_demo(args.workdir, dates)
-    console.print_json(json.dumps(summary, default=str))
-    return 0
+    summary = run_demo(args.workdir, dates, data_dir=args.data_dir)
+    print_demo_summary(summary)
+    return 1 if summary["failed"] else 0
+
+
+def print_demo_summary(summary: dict) -> None:
+    table = Table(title="published partitions")
+    columns = ("partition", "state", "rows", "tagged", "errors", "needs_review",
+               "accuracy_vs_true_category", "model_version", "seconds")
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for day in summary["days"]:
+        table.add_row(*(str(day.get(c, "")) for c in columns))
+    console.print(table)
+    for day in summary["days"]:
+        where = day.get("published") or f"failed: {day.get('error')} (log: {day['log']})"
+        console.print(f"{day['partition']}: {where}")
+    console.print(f"champion: {summary['champion']} in {summary['registry']}; "
+                  f"Airflow home: {summary['airflow_home']}")
 
 
 def cmd_list(args) -> int:

@@ -63,7 +63,7 @@ class TrainResult:
 @dataclass
 class Candidate:
     version: str
-    reused: bool  # True: the champion was trained on the same data and config
+    reused: bool  # True: the champion itself (same data and config), so nothing to gate
 
 
 def build_model(config: TrainConfig, steps_per_epoch: int):
@@ -158,18 +158,19 @@ def artifact_metadata(config: TrainConfig, result: TrainResult, data: FashionMNI
     }
 
 
-def reusable_champion(registry: Registry, config: TrainConfig, data: FashionMNIST) -> str | None:
-    """The champion, if it was trained on the same data fingerprint with the same config."""
-    champion = registry.champion()
-    if champion is None:
-        return None
-    meta = registry.get(champion).metadata
+def trained_before(registry: Registry, config: TrainConfig, data: FashionMNIST) -> str | None:
+    """A version trained on the same data fingerprint with the same config: the champion
+    if it is one, else the newest such version."""
     x, y = data.x_train, data.y_train
     if config.train_subset:
         x, y = x[: config.train_subset], y[: config.train_subset]
-    same = (meta["hyperparameters"] == config.to_dict()
-            and meta["training_data_fingerprint"] == fingerprint(x, y))
-    return champion if same else None
+    wanted = {"hyperparameters": config.to_dict(), "training_data_fingerprint": fingerprint(x, y)}
+    champion = registry.champion()
+    for info in sorted(registry.list_versions(), key=lambda i: (i.version == champion, i.version),
+                       reverse=True):
+        if all(info.metadata[k] == v for k, v in wanted.items()):
+            return info.version
+    return None
 
 
 def train_candidate(config: TrainConfig, *, registry_root: Path | str,
@@ -178,9 +179,11 @@ def train_candidate(config: TrainConfig, *, registry_root: Path | str,
     """Train, evaluate, write the report and register a candidate (not promoted)."""
     registry = Registry(registry_root)
     data = load_fashion_mnist(data_dir)
-    if reuse_if_unchanged and (champion := reusable_champion(registry, config, data)):
-        log.info("champion %s has the same training data and config: reusing it", champion)
-        return Candidate(champion, reused=True)
+    if reuse_if_unchanged and (version := trained_before(registry, config, data)):
+        reused = version == registry.champion()
+        log.info("%s was trained on the same data with the same config: %s", version,
+                 "reusing the champion" if reused else "not training it again; gating it")
+        return Candidate(version, reused=reused)
     result = train_model(config, data, progress=progress)
     with tempfile.TemporaryDirectory(prefix="candidate-") as tmp:
         artifact = Path(tmp)

@@ -88,3 +88,15 @@ def test_full_training_reaches_088(tmp_path, fmnist_dir):
     assert decision is not None and decision.passed, decision.reasons
     metrics = Registry(tmp_path).get(candidate.version).metadata["metrics"]
     assert metrics["accuracy"] >= 0.88, metrics["accuracy"]
+
+
+def test_unchanged_config_is_not_trained_twice_even_if_refused(champion_registry, fmnist_dir):
+    """A refused version with the same data and config is gated again, not retrained."""
+    registry = Registry(champion_registry)
+    config = TrainConfig(train_subset=1500, epochs=1, hidden_units=(8,))
+    first = train_candidate(config, registry_root=champion_registry, data_dir=fmnist_dir,
+                            created_by="tests")
+    again = train_candidate(config, registry_root=champion_registry, data_dir=fmnist_dir,
+                            created_by="tests")
+    assert again.version == first.version and not again.reused
+    assert registry.version_ids()[-1] == first.version

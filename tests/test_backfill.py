@@ -1,0 +1,76 @@
+"""`airflow backfill create` run by a real scheduler (LocalExecutor, SQLite, loopback only)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+from model_registry import Registry
+from tagging import config
+from tagging.airflow_local import LocalAirflow
+from tagging.batch import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = os.environ.get(config.DATA_ENV) or str(REPO.parent / "shared" / "fashion-mnist")
+DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
+CONF = {"train": {"train_subset": 3000, "epochs": 2, "hidden_units": [64]},
+        "gate": {"min_accuracy": 0.5, "min_class_recall": 0.0},
+        "max_error_rate": 0.2, "max_review_rate": 1.0}
+
+
+def snapshot(catalogue: Path) -> dict[str, str]:
+    """Every file and symlink under tagged/, with content hashes or link targets."""
+    state = {}
+    for path in sorted((catalogue / "tagged").rglob("*")):
+        key = str(path.relative_to(catalogue))
+        if path.is_symlink():
+            state[key] = "-> " + os.readlink(path)
+        elif path.is_file():
+            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def listening_addresses(procs: list) -> set[str]:
+    """IP addresses the service processes (and their children) listen on."""
+    addresses = set()
+    for proc in procs:
+        parent = psutil.Process(proc.pid)
+        for p in [parent, *parent.children(recursive=True)]:
+            addresses |= {c.laddr.ip for c in p.net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN}
+    return addresses
+
+
+@pytest.mark.slow
+def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
+    from tagging.demo_catalogue import generate_demo_catalogue
+
+    local = LocalAirflow.in_workdir(tmp_path, extra_env={config.DATA_ENV: DATA_DIR})
+    generate_demo_catalogue(local.catalogue, DAYS, rows_per_day=50, data_dir=DATA_DIR,
+                            workers=2)
+    local.setup()
+    with local.services():
+        assert listening_addresses(local.processes) == {"127.0.0.1"}
+
+        # One run at a time: the first trains and promotes, the others reuse the champion.
+        runs = local.backfill(DAYS[0], DAYS[-1], conf=CONF, max_active_runs=1)
+        assert [(r["logical_date"][:10], r["run_type"], r["state"]) for r in runs] == [
+            (day, "backfill", "success") for day in DAYS]
+        assert Registry(local.registry).version_ids() == ["v0001"]
+        for day in DAYS:
+            manifest = read_manifest(local.catalogue, day)
+            assert manifest["model_version"] == "v0001"
+            assert manifest["counts"]["rows"] == 55
+        before = snapshot(local.catalogue)
+
+        # Re-running the same days (completed runs reprocessed, in parallel) changes nothing.
+        rerun = local.backfill(DAYS[0], DAYS[-1], conf=CONF, reprocess="completed",
+                               max_active_runs=3)
+        assert [r["state"] for r in rerun] == ["success"] * 3
+        assert snapshot(local.catalogue) == before
+        assert Registry(local.registry).version_ids() == ["v0001"]
+    assert local.processes == []

@@ -1,0 +1,230 @@
+"""The catalogue_tagging DAG, parsed and run by a real Airflow (SQLite, `airflow dags test`).
+
+Real short training, a real generated catalogue, a real registry; the failing shard
+fails for real (a late input file whose data pages are corrupt).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from model_registry import Registry
+from tagging import config
+from tagging.airflow_local import DAGS_DIR, LocalAirflow, run_demo
+from tagging.batch import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = os.environ.get(config.DATA_ENV) or str(REPO.parent / "shared" / "fashion-mnist")
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+# Tiny, fast training and floors it passes; demo days are small, so looser rate limits.
+CONF = {"train": {"train_subset": 3000, "epochs": 2, "hidden_units": [64]},
+        "gate": {"min_accuracy": 0.5, "min_class_recall": 0.0},
+        "max_error_rate": 0.2, "max_review_rate": 1.0}
+FAST_RETRIES = {"TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"}
+
+
+def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
+    """Parsed by Airflow's DagBag in a fresh interpreter: no errors, no heavy modules."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(DAGS_DIR)!r})
+        dag = bag.dags["catalogue_tagging"]
+        tasks = {{t.task_id: t for t in dag.tasks}}
+        print(json.dumps({{
+            "errors": bag.import_errors,
+            "parse_seconds": max(s.duration.total_seconds() for s in bag.dagbag_stats),
+            "heavy": [m for m in ("tensorflow", "keras", "pandas", "pyarrow", "numpy",
+                                  "tagging.train", "tagging.batch") if m in sys.modules],
+            "tasks": sorted(tasks),
+            "mapped": [t for t, op in tasks.items() if getattr(op, "is_mapped", False)],
+            "shard_retries": tasks["tag_shard"].partial_kwargs["retries"],
+            "shard_backoff": tasks["tag_shard"].partial_kwargs["retry_exponential_backoff"],
+            "training_pool": tasks["retrain"].pool,
+            "max_active_runs": dag.max_active_runs,
+            "params": sorted(dag.params),
+            "outlets": [a.name for a in tasks["validate"].outlets],
+            "schedule": dag.timetable.expression,
+        }}))
+    """)
+    env = LocalAirflow.in_workdir(tmp_path).env()
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["errors"] == {}
+    assert info["heavy"] == []
+    print(f"DagBag parse: {info['parse_seconds']:.2f} s")  # measured, not asserted
+    assert info["tasks"] == ["gate_and_promote", "plan_shards", "publish", "resolve_run",
+                             "retrain", "tag_shard", "validate"]
+    assert info["mapped"] == ["tag_shard"]
+    assert info["shard_retries"] >= 1 and info["shard_backoff"] > 1
+    assert info["training_pool"] == "tagging_training"
+    assert info["max_active_runs"] >= 1
+    assert {"partition", "force_retrain", "model_version", "review_threshold", "train",
+            "gate"} <= set(info["params"])
+    assert info["outlets"] == ["catalogue_tagged"]
+    assert info["schedule"] == "0 0 * * *"
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory) -> LocalAirflow:
+    """An Airflow home with an empty registry and a small demo catalogue for DAYS."""
+    from tagging.demo_catalogue import generate_demo_catalogue
+
+    workdir = tmp_path_factory.mktemp("dag")
+    airflow = LocalAirflow.in_workdir(workdir, extra_env={config.DATA_ENV: DATA_DIR,
+                                                          **FAST_RETRIES})
+    generate_demo_catalogue(airflow.catalogue, DAYS, rows_per_day=50, data_dir=DATA_DIR,
+                            workers=2)
+    airflow.setup()
+    return airflow
+
+
+def published_state(catalogue: Path, day: str) -> dict:
+    """Everything a reader of the published partition sees."""
+    link = catalogue / "tagged" / f"dt={day}"
+    return {"target": os.readlink(link),
+            "files": {p.name: p.read_bytes() for p in sorted(link.iterdir())}}
+
+
+def run_of(local: LocalAirflow, day: str) -> str:
+    return next(r["run_id"] for r in local.runs() if r["logical_date"].startswith(day))
+
+
+@pytest.fixture(scope="module")
+def first_run(local) -> LocalAirflow:
+    """The first DAG run: trains, promotes v0001 and publishes DAYS[0]."""
+    assert local.dag_test(DAYS[0], CONF)
+    return local
+
+
+@pytest.mark.slow
+def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
+    local = first_run
+
+    registry = Registry(local.registry)
+    assert registry.version_ids() == ["v0001"]
+    assert registry.champion() == "v0001"
+    promoted = [e for e in registry.events() if e["event"] == "promoted"]
+    assert promoted and promoted[0]["actor"].startswith("airflow:catalogue_tagging/")
+
+    manifest = read_manifest(local.catalogue, DAYS[0])
+    assert manifest["model_version"] == "v0001"
+    table = pq.read_table(local.catalogue / "tagged" / f"dt={DAYS[0]}")
+    source = pq.read_table(local.catalogue / "incoming" / f"dt={DAYS[0]}")
+    assert table.num_rows == source.num_rows == manifest["counts"]["rows"]
+    assert table["product_id"].to_pylist() == source["product_id"].to_pylist()
+    assert set(table["model_version"].to_pylist()) == {"v0001"}
+    assert manifest["counts"]["tagged"] == pc.sum(pc.is_null(table["tag_error"])).as_py() > 0
+
+    tis = {t["task_id"]: t for t in local.task_instances(run_of(local, DAYS[0]))}
+    assert {t["state"] for t in tis.values()} == {"success"}
+    events = local.query("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                         "WHERE a.name = 'catalogue_tagged'")
+    assert json.loads(events[-1][0])["partition"] == DAYS[0]
+
+    # Same data, same config: the second day is tagged by the same champion, no new training.
+    assert local.dag_test(DAYS[1], CONF)
+    assert Registry(local.registry).version_ids() == ["v0001"]
+    assert read_manifest(local.catalogue, DAYS[1])["model_version"] == "v0001"
+
+    # Re-running a published day changes nothing.
+    before = published_state(local.catalogue, DAYS[0])
+    assert local.dag_test(DAYS[0], CONF)
+    assert published_state(local.catalogue, DAYS[0]) == before
+
+
+def add_corrupt_input(catalogue: Path, day: str) -> Path:
+    """A late second input file: readable footer (so it is planned), corrupt data pages."""
+    folder = catalogue / "incoming" / f"dt={day}"
+    table = pq.read_table(folder / "part-0.parquet")
+    late_ids = pc.binary_join_element_wise(table["product_id"], pa.scalar("-late"), "")
+    path = folder / "part-1.parquet"
+    pq.write_table(table.set_column(0, "product_id", late_ids), path, compression="none")
+    footer_start = path.stat().st_size - 8 - int.from_bytes(path.read_bytes()[-8:-4], "little")
+    with open(path, "r+b") as f:
+        f.seek(4)
+        f.write(random.Random(0).randbytes(min(4096, footer_start - 4)))
+    pq.ParquetFile(path)  # still plans: only the pages are broken
+    return path
+
+
+@pytest.mark.slow
+def test_refused_candidate_keeps_the_champion_and_the_run_goes_on(first_run):
+    local = first_run
+    before = published_state(local.catalogue, DAYS[0])
+    strict = {**CONF, "force_retrain": True, "gate": {"min_accuracy": 0.999}}
+    assert local.dag_test(DAYS[0], strict)
+
+    registry = Registry(local.registry)
+    refused = registry.version_ids()[-1]
+    assert refused != "v0001" and registry.champion() == "v0001"
+    assert registry.events()[-1]["event"] == "refused"
+    assert registry.events()[-1]["version"] == refused
+    assert published_state(local.catalogue, DAYS[0]) == before  # still v0001's tags
+
+
+@pytest.mark.slow
+def test_no_champion_at_all_fails_clearly(local, tmp_path):
+    empty = LocalAirflow(home=local.home, catalogue=local.catalogue,
+                         registry=tmp_path / "registry", extra_env=local.extra_env)
+    day = DAYS[1]
+    before = read_manifest(local.catalogue, day)
+    assert not empty.dag_test(day, {**CONF, "gate": {"min_accuracy": 0.999}})
+
+    states = {t["task_id"]: (t["state"], t["try_number"])
+              for t in empty.task_instances(run_of(empty, day))}
+    assert states["gate_and_promote"] == ("failed", 1)  # a clear failure, not retried
+    assert states["resolve_run"][0] == "upstream_failed"
+    assert "no champion model" in (empty.log_dir / f"dags-test-{day}.log").read_text()
+    assert Registry(empty.registry).champion() is None
+    assert read_manifest(local.catalogue, day) == before
+
+
+@pytest.mark.slow
+def test_failing_shard_is_retried_and_blocks_publication(first_run):
+    local = first_run
+    day = DAYS[2]
+    assert local.dag_test(day, CONF)
+    before = published_state(local.catalogue, day)
+
+    add_corrupt_input(local.catalogue, day)
+    assert not local.dag_test(day, CONF)
+
+    tis = local.task_instances(run_of(local, day))
+    shards = [t for t in tis if t["task_id"] == "tag_shard"]
+    assert [(s["map_index"], s["state"]) for s in shards] == [(0, "success"), (1, "failed")]
+    assert shards[1]["try_number"] == 2  # TAGGING_SHARD_RETRIES=1: tried, then retried
+    states = {t["task_id"]: t["state"] for t in tis}
+    assert states["publish"] == states["validate"] == "upstream_failed"
+    assert published_state(local.catalogue, day) == before
+    assert pq.read_table(local.catalogue / "tagged" / f"dt={day}").num_rows == 55
+
+
+@pytest.mark.slow
+def test_run_demo_summarises_each_day(first_run, monkeypatch):
+    """What `tagging demo` prints, on the fixture's work dir (the day is already published)."""
+    monkeypatch.setenv(config.DATA_ENV, DATA_DIR)
+    summary = run_demo(first_run.home.parent, DAYS[:1], train_overrides=CONF["train"],
+                       gate_overrides=CONF["gate"],
+                       params={"max_error_rate": 0.2, "max_review_rate": 1.0})
+    assert summary["failed"] == [] and summary["champion"] == "v0001"
+    [day] = summary["days"]
+    assert day["partition"] == DAYS[0] and day["state"] == "success"
+    assert day["model_version"] == "v0001"
+    assert (day["rows"], day["errors"]) == (55, 5)
+    assert day["tagged"] == 50 and 0 <= day["needs_review"] <= 55
+    assert Path(day["published"], "_MANIFEST.json").exists()
+    assert summary["catalogue"] == str(first_run.catalogue)

@@ -1,0 +1,78 @@
+"""The docker-compose stack and its image, checked statically (Docker cannot run here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-triggerer", "airflow-worker", "airflow-init"}
+REQUIRED_VAR = re.compile(r"\$\{(\w+):\?[^}]*\}")
+
+
+def env_of(service: str) -> dict[str, str]:
+    return SERVICES[service].get("environment", {})
+
+
+def test_official_airflow3_layout():
+    assert {"postgres", "redis"} | AIRFLOW_SERVICES <= set(SERVICES)
+    commands = {name: SERVICES[name].get("command") for name in AIRFLOW_SERVICES}
+    assert commands["airflow-apiserver"] == "api-server"
+    assert commands["airflow-scheduler"] == "scheduler"
+    assert commands["airflow-dag-processor"] == "dag-processor"
+    assert commands["airflow-triggerer"] == "triggerer"
+    assert commands["airflow-worker"] == "celery worker"
+    for name in AIRFLOW_SERVICES:
+        service = SERVICES[name]
+        assert service["build"]["dockerfile"] == "Dockerfile"
+        assert env_of(name)["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env_of(name)["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith(
+            "http://airflow-apiserver:8080/")
+        for dependency in service.get("depends_on", {}):
+            assert dependency in SERVICES
+    # Scalable workers: nothing that pins one container.
+    assert not {"container_name", "ports", "hostname"} & set(SERVICES["airflow-worker"])
+    assert SERVICES["airflow-worker"]["depends_on"]["airflow-init"]["condition"] == (
+        "service_completed_successfully")
+
+
+def test_catalogue_and_registry_on_shared_volumes():
+    for name in AIRFLOW_SERVICES:
+        mounts = dict(v.rsplit(":", 1)[::-1] for v in SERVICES[name]["volumes"])
+        assert mounts["/data/catalogue"] == "catalogue"
+        assert mounts["/data/registry"] == "registry"
+        assert env_of(name)["TAGGING_CATALOGUE"] == "/data/catalogue"
+        assert env_of(name)["TAGGING_REGISTRY"] == "/data/registry"
+    assert {"catalogue", "registry", "postgres-db-volume"} <= set(COMPOSE["volumes"])
+    init = " ".join(SERVICES["airflow-init"]["command"])
+    assert "pools set tagging_training 1" in init
+
+
+def test_no_secret_in_the_file_and_every_required_one_in_env_example():
+    secret_key = re.compile(r"PASSWORD|SECRET|FERNET|_KEY$")
+    for name, service in SERVICES.items():
+        env = service.get("environment", {})
+        for key, value in env.items():
+            if secret_key.search(key):
+                assert REQUIRED_VAR.fullmatch(str(value)), f"{name}: {key} is not from .env"
+            assert "airflow:airflow@" not in str(value)
+    required = set(REQUIRED_VAR.findall((REPO / "docker-compose.yml").read_text()))
+    example = (REPO / ".env.example").read_text()
+    listed = dict(re.findall(r"^(\w+)=(.*)$", example, flags=re.M))
+    assert required <= set(listed)
+    assert all(listed[name] == "" for name in required if secret_key.search(name))
+
+
+def test_image_is_the_official_airflow_one_with_the_project_under_its_constraints():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11" in dockerfile
+    install = r'pip install .*"apache-airflow==\$\{AIRFLOW_VERSION\}" /opt/catalogue-tagging'
+    assert re.search(install, dockerfile)
+    assert '--constraint "${HOME}/constraints.txt"' in dockerfile
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".env", ".venv", ".git"} <= set(ignored)
