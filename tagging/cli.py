@@ -18,7 +18,7 @@ from rich.table import Table
 from tagging import config
 from tagging.labels import CATEGORY_SLUGS
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # wide tables in logs too
 
 DESCRIPTION = """\
 Tag an online shop's product photos with Fashion-MNIST clothing categories.
@@ -341,18 +341,19 @@ def cmd_demo(args) -> int:
 
 def print_demo_summary(summary: dict) -> None:
     table = Table(title="published partitions")
-    columns = ("partition", "state", "rows", "tagged", "errors", "needs_review",
-               "accuracy_vs_true_category", "model_version", "seconds")
-    for column in columns:
-        table.add_column(column.replace("_", " "))
+    columns = {"partition": "partition", "state": "state", "rows": "rows", "tagged": "tagged",
+               "errors": "errors", "needs_review": "review", "model_version": "model",
+               "accuracy_vs_true_category": "accuracy", "seconds": "seconds"}
+    for header in columns.values():
+        table.add_column(header, no_wrap=True)
     for day in summary["days"]:
-        table.add_row(*(str(day.get(c, "")) for c in columns))
+        table.add_row(*(str(day.get(key, "")) for key in columns))
     console.print(table)
     for day in summary["days"]:
         where = day.get("published") or f"failed: {day.get('error')} (log: {day['log']})"
-        console.print(f"{day['partition']}: {where}")
-    console.print(f"champion: {summary['champion']} in {summary['registry']}; "
-                  f"Airflow home: {summary['airflow_home']}")
+        console.print(f"{day['partition']}: {where}", soft_wrap=True)
+    console.print(f"champion {summary['champion']} in {summary['registry']}", soft_wrap=True)
+    console.print(f"Airflow home (SQLite): {summary['airflow_home']}", soft_wrap=True)
 
 
 def cmd_list(args) -> int:
