@@ -64,7 +64,7 @@ def test_tag_a_demo_partition(tmp_path, fmnist_dir, champion_registry):
     tag = ("tag", "--date", "2026-11-02", "--workers", "1")
     strict = tagging(*tag, env=env, check=False)  # 5 broken rows of 35 break the 5 % limit
     assert strict.returncode == 1 and "error rate 0.143 > limit 0.05" in strict.stdout
-    out = tagging(*tag, "--max-error-rate", "0.2", env=env).stdout
+    out = tagging(*tag, "--max-error-rate", "0.2", "--max-review-rate", "1", env=env).stdout
     assert "rows" in out and "35" in out and "accuracy vs true category" in out
     assert (tmp_path / "catalogue" / "tagged" / "dt=2026-11-02" / "_MANIFEST.json").exists()
 
