@@ -11,6 +11,7 @@ No TensorFlow on this path: predictions come from tagging.inference (NumPy).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "_MANIFEST.json"
 READ_BATCH_ROWS = 1024  # rows per record batch read, predicted and written at once
-CHUNK_ROWS = 128  # rows per task sent to a decoding worker
+CHUNK_ROWS = 32  # rows per task sent to a decoding worker (small: short tail at a shard's end)
+IN_FLIGHT_BATCHES = 2  # record batches queued for the workers while one is predicted + written
+STAGES = ("read", "decode", "wait", "predict", "write")  # ShardStats.seconds keys
 TOP3_TYPE = pa.list_(pa.struct([("category", pa.string()), ("confidence", pa.float32())]))
 OUTPUT_FIELDS = [
     pa.field("category", pa.string()),
@@ -111,8 +114,9 @@ def plan_shards(catalogue_root: Path | str, date: str, *,
 
 
 def decode_chunk(images: list[bytes | None], uris: list[str | None],
-                 image_root: str) -> tuple[np.ndarray, list[str | None]]:
-    """Preprocess a chunk of rows; returns pixels (n, 28, 28) and per-row errors."""
+                 image_root: str) -> tuple[np.ndarray, list[str | None], float]:
+    """Preprocess a chunk of rows; returns pixels (n, 28, 28), per-row errors, CPU seconds."""
+    start = time.process_time()
     pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
     errors: list[str | None] = [None] * len(images)
     for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
@@ -124,7 +128,7 @@ def decode_chunk(images: list[bytes | None], uris: list[str | None],
             errors[i] = str(e)
         except Exception as e:  # a row must never take the batch down
             errors[i] = f"preprocessing failed: {type(e).__name__}: {e}"
-    return pixels, errors
+    return pixels, errors, time.process_time() - start
 
 
 def column_or_nulls(batch: pa.RecordBatch, name: str) -> list:
@@ -138,9 +142,13 @@ def column_or_nulls(batch: pa.RecordBatch, name: str) -> list:
 
 @dataclass
 class ShardStats:
+    """Counts, and seconds per stage: main-process read / wait for decoding / predict / write,
+    and `decode`: CPU seconds of the decoding workers, summed over them."""
+
     rows: int = 0
     errors: int = 0
     needs_review: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
 
 class Tagger:
@@ -162,25 +170,34 @@ class Tagger:
     def __exit__(self, *exc) -> None:
         self.pool.shutdown(cancel_futures=True)
 
-    def _decoded(self, batches: Iterator[pa.RecordBatch]
+    def _decoded(self, batches: Iterator[pa.RecordBatch], seconds: dict[str, float]
                  ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[str | None]]]:
         """Record batches with their decoded pixels, in order, a bounded number in flight."""
         in_flight: deque[tuple[pa.RecordBatch, list[Future]]] = deque()
-        for batch in batches:
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            seconds["read"] += time.perf_counter() - start
+            if batch is None:
+                break
+            # Python bytes, not Arrow slices: pickling a slice sends its whole parent buffer.
             images = column_or_nulls(batch, "image")
             uris = column_or_nulls(batch, "image_uri")
             futures = [self.pool.submit(decode_chunk, images[i:i + CHUNK_ROWS],
                                         uris[i:i + CHUNK_ROWS], str(self.image_root))
                        for i in range(0, batch.num_rows, CHUNK_ROWS)]
             in_flight.append((batch, futures))
-            if len(in_flight) > 2:
-                yield self._collect(*in_flight.popleft())
+            if len(in_flight) > IN_FLIGHT_BATCHES:
+                yield self._collect(*in_flight.popleft(), seconds)
         while in_flight:
-            yield self._collect(*in_flight.popleft())
+            yield self._collect(*in_flight.popleft(), seconds)
 
     @staticmethod
-    def _collect(batch: pa.RecordBatch, futures: list[Future]):
+    def _collect(batch: pa.RecordBatch, futures: list[Future], seconds: dict[str, float]):
+        start = time.perf_counter()
         results = [f.result() for f in futures]
+        seconds["wait"] += time.perf_counter() - start
+        seconds["decode"] += sum(r[2] for r in results)
         pixels = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 28, 28))
         errors = [e for r in results for e in r[1]]
         return batch, pixels, errors
@@ -195,28 +212,25 @@ class Tagger:
         failed = np.array([e is not None for e in errors], dtype=bool)
         probs = self.classifier.predict_proba(pixels) if n else np.zeros((0, 10), np.float32)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :3]
-        best = top[:, 0] if n else np.zeros(0, np.int64)
-        confidence = probs[np.arange(n), best]
+        best = top[:, 0]
         review = failed | needs_review(probs, pixels, self.review_policy)
-        slugs = np.array(CATEGORY_SLUGS, dtype=object)
-        top3 = [None if failed[i] else
-                [{"category": slugs[c], "confidence": float(probs[i, c])} for c in top[i]]
-                for i in range(n)]
         return [
-            pa.array(slugs[best], pa.string(), mask=failed),
+            SLUGS.take(pa.array(best, mask=failed)),
             pa.array(best.astype(np.int8), pa.int8(), mask=failed),
-            pa.array(confidence, pa.float32(), mask=failed),
-            pa.array(top3, TOP3_TYPE),
+            pa.array(probs[np.arange(n), best], pa.float32(), mask=failed),
+            top3_column(top, np.take_along_axis(probs, top, axis=1), failed),
             pa.array(review, pa.bool_()),
-            pa.array([self.classifier.version] * n, pa.string()),
-            pa.array([tagged_at] * n, pa.timestamp("us", tz="UTC")),
+            pa.repeat(pa.scalar(self.classifier.version, pa.string()), n),
+            pa.repeat(pa.scalar(tagged_at, pa.timestamp("us", tz="UTC")), n),
             pa.array(errors, pa.string()),
         ]
 
     def tag_shard(self, shard: dict, out_path: Path, tagged_at: datetime,
                   on_rows: Callable[[int], None] | None = None) -> ShardStats:
         """Stream the shard's row groups through decode -> predict -> write; atomic output."""
-        source = pq.ParquetFile(shard["file"])
+        # pre_buffer would keep every row group's column chunks of the shard cached until the
+        # end: memory would grow with the shard; without it, one record batch at a time.
+        source = pq.ParquetFile(shard["file"], pre_buffer=False)
         clash = set(source.schema_arrow.names) & set(OUTPUT_NAMES)
         if clash:
             raise PartitionInvalid(f"{shard['file']}: input already has columns {sorted(clash)}")
@@ -226,14 +240,19 @@ class Tagger:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
         stats = ShardStats()
+        seconds = stats.seconds
         try:
-            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-                for batch, pixels, errors in self._decoded(batches):
+            with pq.ParquetWriter(tmp, schema, **writer_options(schema)) as writer:
+                for batch, pixels, errors in self._decoded(batches, seconds):
+                    start = time.perf_counter()
                     columns = self.tag_columns(batch, pixels, errors, tagged_at)
+                    seconds["predict"] += time.perf_counter() - start
+                    start = time.perf_counter()
                     writer.write_batch(pa.RecordBatch.from_arrays(
                         list(batch.columns) + columns, schema=schema))
+                    seconds["write"] += time.perf_counter() - start
                     stats.rows += batch.num_rows
-                    stats.errors += sum(e is not None for e in columns[-1].to_pylist())
+                    stats.errors += len(columns[-1]) - columns[-1].null_count
                     stats.needs_review += pc.sum(columns[4]).as_py() or 0
                     if on_rows:
                         on_rows(batch.num_rows)
@@ -241,6 +260,35 @@ class Tagger:
         finally:
             tmp.unlink(missing_ok=True)
         return stats
+
+
+SLUGS = pa.array(CATEGORY_SLUGS, pa.string())
+
+
+def top3_column(top: np.ndarray, confidence: np.ndarray, failed: np.ndarray) -> pa.Array:
+    """list<struct<category, confidence>> of the three best classes; null where `failed`."""
+    values = pa.StructArray.from_arrays(
+        [SLUGS.take(pa.array(top.ravel())), pa.array(confidence.ravel(), pa.float32())],
+        fields=list(TOP3_TYPE.value_type))
+    offsets = pa.array(np.arange(0, 3 * len(top) + 1, 3, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, values, TOP3_TYPE, mask=pa.array(failed))
+
+
+def writer_options(schema: pa.Schema) -> dict:
+    """Parquet settings: photo bytes are already compressed, so no zstd, dictionary or
+    statistics for binary columns (they only cost time); zstd for everything else."""
+    binary = {f.name for f in schema if pa.types.is_binary(f.type)
+              or pa.types.is_large_binary(f.type)}
+    others = [c for c in parquet_columns(schema) if c not in binary]
+    return {"compression": {c: "none" for c in binary} | dict.fromkeys(others, "zstd"),
+            "use_dictionary": others, "write_statistics": others}
+
+
+def parquet_columns(schema: pa.Schema) -> list[str]:
+    """The Parquet leaf column paths of an Arrow schema (nested: `a.list.element.b`)."""
+    buffer = io.BytesIO()
+    pq.write_table(schema.empty_table(), buffer)
+    return [column.path for column in pq.ParquetFile(buffer).schema]
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -258,8 +306,9 @@ def tag_shard(shard: dict, *, catalogue_root: Path | str, registry_root: Path | 
     with Tagger(classifier, review_threshold=review_threshold, workers=workers,
                 image_root=config.image_root(Path(catalogue_root))) as tagger:
         stats = tagger.tag_shard(shard, out, parse_time(tagged_at))
-    log.info("shard %d: %d rows (%d errors, %d need review) in %.1f s -> %s", shard["index"],
-             stats.rows, stats.errors, stats.needs_review, time.perf_counter() - start, out)
+    log.info("shard %d: %d rows (%d errors, %d need review) in %.1f s (stages: %s) -> %s",
+             shard["index"], stats.rows, stats.errors, stats.needs_review,
+             time.perf_counter() - start, rounded(stats.seconds), out)
     return str(out)
 
 
@@ -445,15 +494,16 @@ def tag_partition(catalogue_root: Path | str, date: str, *, registry_root: Path 
     tagged_at = datetime.now(UTC).replace(microsecond=0)
     run_id = f"cli-{tagged_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     start = time.perf_counter()
-    staged = []
+    staged, seconds = [], dict.fromkeys(STAGES, 0.0)
     with Tagger(classifier, review_threshold=review_threshold, workers=workers,
                 image_root=config.image_root(Path(catalogue_root))) as tagger, \
             Progress(disable=not progress) as bar:
         task = bar.add_task(f"tagging {date}", total=sum(s["rows"] for s in shards))
         for shard in shards:
             out = staging_dir(catalogue_root, date, run_id) / f"shard-{shard['index']:05d}.parquet"
-            tagger.tag_shard(shard, out, tagged_at, lambda n: bar.advance(task, n))
+            stats = tagger.tag_shard(shard, out, tagged_at, lambda n: bar.advance(task, n))
             staged.append(str(out))
+            seconds = {k: v + stats.seconds[k] for k, v in seconds.items()}
     elapsed = time.perf_counter() - start
     path = publish_partition(catalogue_root, date, staged=staged,
                              model_version=classifier.version, tagged_at=tagged_at.isoformat())
@@ -461,4 +511,8 @@ def tag_partition(catalogue_root: Path | str, date: str, *, registry_root: Path 
     counts = manifest["counts"]
     return {"partition": date, "model_version": classifier.version, **counts,
             "seconds": round(elapsed, 2), "images_per_s": round(counts["rows"] / elapsed, 1),
-            "output": str(path)}
+            "stage_seconds": rounded(seconds), "output": str(path)}
+
+
+def rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in seconds.items()}
