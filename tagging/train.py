@@ -34,6 +34,10 @@ class TrainConfig:
     patience: int = 4
     seed: int = 0
     train_subset: int | None = None  # first N training images, for quick runs
+    # Toward real photos (tagging.augment / calibration / review):
+    photo_variants: float = 0.5  # photo-like variants added, as a fraction of the fit set
+    review_photos: str | None = None  # labelled real photos (dir with manifest.csv + images/)
+    review_target_precision: float = 0.9  # precision of the tags published without review
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -106,6 +110,11 @@ def train_model(config: TrainConfig, data: FashionMNIST, progress: bool = False)
     if config.train_subset:
         x, y = x[: config.train_subset], y[: config.train_subset]
     x_fit, y_fit, x_val, y_val = split_validation(x, y, config.validation_fraction, config.seed)
+    x_fit, y_fit = with_photo_variants(x_fit, y_fit, round(config.photo_variants * len(x_fit)),
+                                       config.seed)
+    x_clean_val, y_clean_val = x_val, y_val
+    # early stopping watches photo-like variants of the validation images too
+    x_val, y_val = with_photo_variants(x_val, y_val, len(x_val), config.seed + 1)
     scale = np.float32(1 / 255)
     model = build_model(config, steps_per_epoch=-(-len(x_fit) // config.batch_size))
     callbacks = [keras.callbacks.EarlyStopping(
@@ -121,6 +130,7 @@ def train_model(config: TrainConfig, data: FashionMNIST, progress: bool = False)
     wall = time.perf_counter() - start
     classifier = Classifier.from_keras(model)
     check_same_predictions(model, classifier, data.x_test[:2000])
+    calibrate(classifier, config, x_clean_val, y_clean_val)
     metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
     metrics["epochs_run"] = len(history.history["loss"])
     metrics["train_wall_time_s"] = round(wall, 2)
@@ -128,6 +138,43 @@ def train_model(config: TrainConfig, data: FashionMNIST, progress: bool = False)
              metrics["epochs_run"], wall, metrics["accuracy"])
     return TrainResult(model, classifier, history.history, metrics,
                        fingerprint(x, y), wall)
+
+
+def with_photo_variants(x: np.ndarray, y: np.ndarray, count: int, seed: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """x and y, plus `count` photo-like variants of randomly chosen images (same labels)."""
+    if not count:
+        return x, y
+    from tagging.augment import augment_training_set
+
+    pick = np.random.default_rng(seed).choice(len(x), count, replace=count > len(x))
+    return (np.concatenate([x, augment_training_set(x[pick], seed)]),
+            np.concatenate([y, y[pick]]))
+
+
+def calibrate(classifier: Classifier, config: TrainConfig, x_val: np.ndarray,
+              y_val: np.ndarray) -> None:
+    """Temperature and review policy, fitted on labelled real photos when configured.
+
+    Without real photos both come from the validation split: right for Fashion-MNIST-like
+    photos (the demo catalogue), too trusting for real ones, where the model is more often
+    confidently wrong; configure `review_photos` for a real catalogue.
+    """
+    from tagging.calibration import fit_temperature
+    from tagging.review import choose_review_policy
+
+    if config.review_photos:
+        from tagging.photo_eval import labelled_photos
+
+        pixels, labels, source = labelled_photos(Path(config.review_photos))
+    else:
+        pixels, labels, source = x_val, y_val, "validation split"
+    classifier.temperature = fit_temperature(classifier.predict_proba(pixels), labels)
+    classifier.review_policy = choose_review_policy(
+        classifier.predict_proba(pixels), labels,
+        target_precision=config.review_target_precision, source=source)
+    log.info("temperature %.3f; review policy from %d photos (%s)", classifier.temperature,
+             len(labels), source)
 
 
 def check_same_predictions(model, classifier: Classifier, x: np.ndarray) -> None:

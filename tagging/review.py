@@ -1,0 +1,97 @@
+"""Which tags need a person: the review policy stored with each model version.
+
+A tag is published without review only when its calibrated confidence reaches the threshold
+of its predicted class. A classifier that meets photos unlike its training images is not
+equally reliable for every class: on real photos, shapes it does not know often land, with
+high confidence, in one "sink" class (for Fashion-MNIST: bag). So thresholds are chosen per
+predicted class, on labelled held-out photos, each the lowest one whose published tags are
+precise enough *with statistical margin* (a one-sided Wilson lower confidence bound, not the
+point estimate), so that a small labelled set does not buy an optimistic threshold. A class
+without enough evidence is always reviewed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tagging.labels import CATEGORY_SLUGS
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_TARGET_PRECISION = 0.9
+DEFAULT_Z = 1.0  # one-sided ~84 % confidence for the precision bound
+MIN_PUBLISHED = 10  # never trust a precision estimated on fewer published tags
+
+
+def needs_review(probs: np.ndarray, pixels: np.ndarray, policy: dict) -> np.ndarray:
+    """True where the confidence is below the predicted class's threshold (0.5 by default).
+
+    policy: {"confidence_threshold": t, "class_thresholds": {slug: t or None}}; a threshold
+    of None or >= 1.0 means always review; classes not listed use confidence_threshold.
+    """
+    probs = np.asarray(probs)
+    confidence = probs.max(axis=1, initial=0.0)
+    default = float(policy.get("confidence_threshold", DEFAULT_THRESHOLD))
+    per_class = policy.get("class_thresholds") or {}
+    thresholds = np.array([per_class.get(slug, default) for slug in CATEGORY_SLUGS], object)
+    thresholds = np.array([np.inf if t is None or float(t) >= 1.0 else float(t)
+                           for t in thresholds])  # 1.0 or None: always review
+    if len(confidence) == 0:
+        return np.zeros(0, bool)
+    return confidence < thresholds[probs.argmax(axis=1)]
+
+
+def wilson_lower_bound(successes: np.ndarray, totals: np.ndarray, z: float) -> np.ndarray:
+    """One-sided Wilson score lower bound of a binomial proportion (0 where totals == 0)."""
+    n = np.maximum(np.asarray(totals, np.float64), 1)
+    p = np.asarray(successes, np.float64) / n
+    centre = p + z * z / (2 * n)
+    margin = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return np.where(np.asarray(totals) > 0, (centre - margin) / (1 + z * z / n), 0.0)
+
+
+def lowest_safe_threshold(confidence: np.ndarray, correct: np.ndarray, target: float, z: float,
+                          min_published: int = MIN_PUBLISHED) -> float | None:
+    """Lowest confidence cut whose published tags' precision bound reaches target (or None)."""
+    order = np.argsort(-confidence, kind="stable")
+    ranked = confidence[order]
+    published = np.arange(1, len(order) + 1)
+    bound = wilson_lower_bound(np.cumsum(correct[order]), published, z)
+    ok = (bound >= target) & (published >= min_published)
+    ok[:-1] &= ranked[1:] < ranked[:-1]  # a cut can only fall between distinct confidences
+    return float(ranked[np.nonzero(ok)[0].max()]) if ok.any() else None
+
+
+def choose_review_policy(probs: np.ndarray, labels: np.ndarray, *,
+                         target_precision: float = DEFAULT_TARGET_PRECISION,
+                         z: float = DEFAULT_Z, min_threshold: float = DEFAULT_THRESHOLD,
+                         per_class: bool = True, source: str = "") -> dict:
+    """Thresholds so that the tags published without review reach `target_precision`.
+
+    probs: calibrated (n, 10) on labelled photos the model did not train on, as close as
+    possible to the photos it will tag (real labelled photos beat augmented validation
+    images); labels: (n,). Returns a JSON-able policy for `needs_review`.
+    """
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    confidence = probs.max(axis=1)
+    predicted = probs.argmax(axis=1)
+    correct = predicted == labels
+    overall = lowest_safe_threshold(confidence, correct, target_precision, z)
+    policy = {
+        "confidence_threshold": round(max(overall, min_threshold), 6) if overall else 1.0,
+        "target_precision": target_precision,
+        "method": (f"lowest {'per-class ' if per_class else ''}confidence threshold whose "
+                   f"Wilson lower bound (z={z:g}) of precision on the selection set >= target"),
+        "selection_samples": len(labels),
+        "selection_source": source,
+    }
+    if per_class:
+        classes = {}
+        for k, slug in enumerate(CATEGORY_SLUGS):
+            mine = predicted == k
+            cut = lowest_safe_threshold(confidence[mine], correct[mine], target_precision, z)
+            classes[slug] = None if cut is None else round(max(cut, min_threshold), 6)
+        policy["class_thresholds"] = classes
+    published = ~needs_review(probs, np.zeros((len(labels), 0)), policy)
+    policy["selection_precision"] = float(correct[published].mean()) if published.any() else None
+    policy["selection_coverage"] = float(published.mean()) if len(labels) else 0.0
+    return policy

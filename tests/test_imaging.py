@@ -1,0 +1,291 @@
+"""Photo decoding and Fashion-MNIST-style preprocessing: bad inputs, modes, formats, fidelity."""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tagging.imaging import (
+    MAX_PIXELS,
+    ImageError,
+    decode_photo,
+    load_image_uri,
+    preprocess,
+    to_fashion_mnist,
+)
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def trouser_photo(size: tuple[int, int] = (300, 400), product=(40, 40, 60),
+                  background=(245, 243, 238)) -> Image.Image:
+    """A dark, tall, two-legged product on an off-white background, with margins."""
+    width, height = size
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    left, right, top, bottom = 0.35 * width, 0.65 * width, 0.1 * height, 0.9 * height
+    draw.rectangle([left, top, right, top + 0.15 * height], fill=product)
+    draw.rectangle([left, top, left + 0.12 * width, bottom], fill=product)
+    draw.rectangle([right - 0.12 * width, top, right, bottom], fill=product)
+    return image
+
+
+def foreground_box(pixels: np.ndarray, level: int = 40) -> tuple[int, int]:
+    """Height and width of the bright (product) part of a preprocessed image."""
+    rows, cols = np.nonzero(pixels > level)
+    return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return preprocess(encode(trouser_photo(), "PNG"))
+
+
+def test_output_is_fashion_mnist_form(reference):
+    assert reference.shape == (28, 28) and reference.dtype == np.uint8
+    height, width = foreground_box(reference)
+    assert height == 28 and 8 <= width <= 14  # long edge 28, proportions kept, centred
+    assert reference[:, :6].max() == 0 and reference[:, -6:].max() == 0  # black background
+    assert np.median(reference[reference > 0]) > 200  # the dark product became bright
+    assert reference[14:, 12:16].min(axis=1).max() < 128  # the gap between the legs is dark
+
+
+def test_same_bytes_same_output():
+    data = encode(trouser_photo(), "JPEG", quality=80)
+    assert np.array_equal(preprocess(data), preprocess(data))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (None, "missing image"),
+    (b"", "empty image"),
+    (b"this is not an image", "undecodable image: cannot identify image file"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "undecodable image"),
+    (b"GIF89a" + b"\xff" * 40, "undecodable image"),
+])
+def test_bad_bytes_give_clear_errors(data, message):
+    with pytest.raises(ImageError, match=f"^{re.escape(message)}"):
+        preprocess(data)
+
+
+def test_truncated_jpeg():
+    data = encode(trouser_photo(), "JPEG", quality=90)
+    with pytest.raises(ImageError, match=r"^truncated image"):
+        preprocess(data[: len(data) // 2])
+
+
+def test_truncated_png():
+    data = encode(trouser_photo(), "PNG")
+    with pytest.raises(ImageError, match=r"^(truncated|undecodable) image"):
+        preprocess(data[: len(data) // 2])
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A few-hundred-byte PNG whose header claims width x height pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 1024)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("width", "height"), [(50_000, 50_000), (10_000, 8_500)])
+def test_decompression_bomb_is_refused_before_decoding(width, height):
+    """Far beyond Pillow's own limit, and just beyond ours (but under Pillow's)."""
+    data = png_claiming(width, height)
+    assert len(data) < 1000
+    with pytest.raises(ImageError, match=r"^image too large.*decompression bomb"):
+        preprocess(data)
+
+
+def test_just_under_the_pixel_limit_is_not_a_bomb():
+    side = int(MAX_PIXELS**0.5) - 1
+    with pytest.raises(ImageError) as caught:  # the header passes; the fake pixel data does not
+        preprocess(png_claiming(side, side))
+    assert "too large" not in str(caught.value)
+
+
+def test_blank_photo_has_no_product():
+    with pytest.raises(ImageError, match=r"^blank image"):
+        preprocess(encode(Image.new("RGB", (200, 300), (250, 250, 250)), "PNG"))
+
+
+def test_exif_rotation_is_applied():
+    lying = trouser_photo((300, 400)).transpose(Image.Transpose.ROTATE_90)  # legs point right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view: stands up again
+    data = encode(lying, "JPEG", quality=90, exif=exif)
+    assert decode_photo(data).size == (300, 400)
+    height, width = foreground_box(preprocess(data))
+    assert height == 28 and width < 16
+
+
+def as_mode(image: Image.Image, mode: str) -> tuple[Image.Image, str]:
+    """The test photo converted to `mode`, and a format that stores that mode."""
+    if mode == "RGBA":  # product opaque, background fully transparent (and black underneath)
+        alpha = Image.fromarray(((np.asarray(image.convert("L")) < 128) * 255).astype(np.uint8))
+        black = Image.new("RGB", image.size, (0, 0, 0))
+        rgba = Image.composite(image, black, alpha).convert("RGBA")
+        rgba.putalpha(alpha)
+        return rgba, "PNG"
+    if mode == "LA":
+        grey = image.convert("L")
+        grey_alpha = Image.merge("LA", (grey, Image.new("L", image.size, 255)))
+        return grey_alpha, "PNG"
+    if mode == "P-transparent":
+        palette = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+        background_index = palette.getpixel((0, 0))
+        palette.info["transparency"] = background_index
+        return palette, "PNG"
+    if mode == "I;16":
+        grey = np.asarray(image.convert("L"), dtype=np.uint16) * 257
+        return Image.fromarray(grey), "PNG"
+    if mode == "CMYK":
+        return image.convert("CMYK"), "JPEG"
+    if mode == "1":
+        return image.convert("L").point(lambda v: 255 if v > 128 else 0).convert("1"), "PNG"
+    return image.convert(mode), "PNG"
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "P-transparent", "CMYK", "I;16", "L", "1"])
+def test_image_modes_give_the_same_product(mode, reference):
+    image, fmt = as_mode(trouser_photo(), mode)
+    data = encode(image, fmt)
+    decoded = decode_photo(data)
+    assert decoded.mode == "RGB"
+    pixels = preprocess(data)
+    assert np.abs(pixels.astype(int) - reference).mean() < 12, mode
+
+
+def test_sixteen_bit_values_are_scaled_not_clipped():
+    grey = np.full((120, 90), 60000, np.uint16)
+    grey[20:100, 30:60] = 5000  # dark product on a light (16-bit) background
+    decoded = decode_photo(encode(Image.fromarray(grey), "PNG"))
+    values = np.asarray(decoded)
+    assert abs(int(values[0, 0, 0]) - 60000 // 257) <= 1
+    assert abs(int(values[50, 45, 0]) - 5000 // 257) <= 1
+
+
+def test_transparent_areas_are_background():
+    image, _ = as_mode(trouser_photo(), "RGBA")
+    pixels = preprocess(encode(image, "PNG"))
+    assert pixels[:, :6].max() == 0 and foreground_box(pixels)[0] == 28
+
+
+@pytest.mark.parametrize(("fmt", "options"), [
+    ("JPEG", {"quality": 70}), ("PNG", {}), ("WEBP", {"quality": 80}), ("GIF", {}),
+])
+def test_formats(fmt, options, reference):
+    pixels = preprocess(encode(trouser_photo(), fmt, **options))
+    assert np.abs(pixels.astype(int) - reference).mean() < 12
+
+
+def test_animated_gif_uses_the_first_frame(reference):
+    first = trouser_photo().convert("P")
+    second = Image.new("RGB", (300, 400), (0, 0, 0)).convert("P")
+    data = encode(first, "GIF", save_all=True, append_images=[second], duration=100)
+    assert np.abs(preprocess(data).astype(int) - reference).mean() < 12
+
+
+@pytest.mark.parametrize("width", [28, 64, 400, 1500, 4000])
+def test_photo_sizes(width, reference):
+    photo = trouser_photo((width, width * 4 // 3))
+    pixels = preprocess(encode(photo, "JPEG", quality=90))
+    assert np.abs(pixels.astype(int) - reference).mean() < (25 if width < 64 else 12)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale():
+    decoded = decode_photo(encode(trouser_photo((4000, 3000)), "JPEG", quality=85))
+    assert 224 <= max(decoded.size) <= 1000  # 1/8 DCT scale, still >= 8x the 28 px output
+
+
+def test_light_product_on_light_background():
+    photo = trouser_photo(product=(225, 226, 230), background=(248, 247, 245))
+    height, width = foreground_box(preprocess(encode(photo, "PNG")))
+    assert height == 28 and width < 16
+
+
+def test_product_on_a_textured_background():
+    rng = np.random.default_rng(0)
+    floor = rng.integers(150, 200, (400, 300, 1)) * np.array([[[1.0, 0.8, 0.6]]])
+    photo = np.asarray(trouser_photo(product=(30, 30, 90)), dtype=np.float64)
+    is_product = photo[..., 2] < 100
+    photo = np.where(is_product[..., None], photo, floor).astype(np.uint8)
+    height, width = foreground_box(preprocess(encode(Image.fromarray(photo), "JPEG")))
+    assert height == 28 and width < 16
+
+
+def render_demo_photo(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A Fashion-MNIST image as a shop photo: negated, upscaled, tinted, off-centre, JPEG."""
+    width, height = 762, 1000
+    side = int(rng.uniform(0.55, 0.85) * width)
+    product = Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC)
+    alpha = np.asarray(product, dtype=np.float64)[..., None] / 255
+    background = rng.uniform(235, 252, size=3)
+    tint = rng.uniform(20, 140, size=3)
+    canvas = np.empty((height, width, 3))
+    canvas[:] = background
+    left, top = rng.integers(0, width - side), rng.integers(0, height - side)
+    region = canvas[top:top + side, left:left + side]
+    region[:] = region * (1 - alpha) + tint * alpha
+    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    return encode(image, "JPEG", quality=int(rng.integers(60, 96)))
+
+
+def test_rendered_fashion_mnist_photos_come_back(fmnist):
+    rng = np.random.default_rng(0)
+    originals = fmnist.x_test[:60]
+    restored = np.stack([preprocess(render_demo_photo(x, rng)) for x in originals])
+    diff = np.abs(restored.astype(int) - originals.astype(int)).mean(axis=(1, 2))
+    assert diff.mean() < 18, diff
+    correlation = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(
+        restored.astype(float), originals.astype(float), strict=True)]
+    assert np.median(correlation) > 0.9 and min(correlation) > 0.6
+
+
+def test_to_fashion_mnist_accepts_any_mode(reference):
+    pixels = to_fashion_mnist(trouser_photo().convert("L"))
+    assert np.abs(pixels.astype(int) - reference).mean() < 12
+
+
+def test_image_uri_inside_the_root(tmp_path):
+    (tmp_path / "a").mkdir()
+    data = encode(trouser_photo(), "PNG")
+    (tmp_path / "a" / "b.png").write_bytes(data)
+    assert load_image_uri("a/b.png", tmp_path) == data
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("../../etc/passwd", "image_uri escapes the image root: ../../etc/passwd"),
+    ("/etc/passwd", "image_uri escapes the image root: /etc/passwd"),
+    ("a/../../outside.png", "image_uri escapes the image root"),
+    ("a/missing.jpg", "image_uri not found: a/missing.jpg"),
+    ("a", "image_uri is not a file: a"),
+    ("", "missing image"),
+    ("bad\x00name", "invalid image_uri"),
+])
+def test_bad_image_uris(uri, message, tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ImageError, match=f"^{re.escape(message)}"):
+        load_image_uri(uri, tmp_path)
+
+
+def test_symlink_out_of_the_root_is_refused(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "secret.png"
+    root.mkdir()
+    outside.write_bytes(encode(trouser_photo(), "PNG"))
+    (root / "link.png").symlink_to(outside)
+    with pytest.raises(ImageError, match=r"^image_uri escapes the image root"):
+        load_image_uri("link.png", root)

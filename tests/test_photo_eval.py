@@ -1,0 +1,119 @@
+"""evaluate_photos on a small labelled set of photos, with a real (nearest-centroid) classifier."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagging.photo_eval import evaluate_photos, labelled_photos, read_manifest
+
+
+class CentroidClassifier:
+    """A real, if simple, classifier: softmax over similarities to class mean images."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, threshold: float):
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        self.centroids = np.stack([flat[y == k].mean(axis=0) for k in range(10)])
+        self.centroids /= np.linalg.norm(self.centroids, axis=1, keepdims=True)
+        self.review_policy = {"confidence_threshold": threshold}
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        flat = pixels.reshape(len(pixels), -1).astype(np.float64)
+        flat /= np.linalg.norm(flat, axis=1, keepdims=True) + 1e-9
+        z = 30 * flat @ self.centroids.T
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def photo(pixels: np.ndarray, fmt: str) -> bytes:
+    """A Fashion-MNIST image as a product photo: negated, enlarged, on an off-white canvas."""
+    product = Image.fromarray(255 - pixels).resize((200, 200), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (260, 300), 245)
+    canvas.paste(product, (20, 60))
+    buffer = io.BytesIO()
+    canvas.convert("RGB").save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo_set(tmp_path_factory, fmnist):
+    root = tmp_path_factory.mktemp("photos")
+    (root / "images").mkdir()
+    rows = []
+    for i in range(40):
+        label = int(fmnist.y_test[i])
+        source, fmt = ("studio", "PNG") if i % 2 else ("shop", "JPEG")
+        name = f"{label}_{source}_{i:03d}.{fmt.lower()}"
+        (root / "images" / name).write_bytes(photo(fmnist.x_test[i], fmt))
+        rows.append({"file": name, "label": label})
+    (root / "images" / "3_shop_broken.jpg").write_bytes(b"not a photo")
+    rows.append({"file": "3_shop_broken.jpg", "label": 3})
+    with open(root / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(photo_set, fmnist, tmp_path_factory):
+    classifier = CentroidClassifier(fmnist.x_train[:20_000], fmnist.y_train[:20_000], 0.6)
+    out = tmp_path_factory.mktemp("report")
+    report = evaluate_photos(photo_set / "images", photo_set / "manifest.csv", classifier, out,
+                             workers=2)
+    raw = classifier.predict_proba(fmnist.x_test[:40]).argmax(axis=1) == fmnist.y_test[:40]
+    return report, out, raw.mean()
+
+
+def test_report_figures_are_consistent(result):
+    report, _, raw_accuracy = result
+    assert report["images"] == report["n"] == 41
+    assert set(report["per_source"]) == {"shop", "studio"}
+    assert report["per_source"]["shop"]["n"] == 21 and report["per_source"]["studio"]["n"] == 20
+    confusion = np.array(report["confusion"])
+    assert confusion.shape == (10, 11) and confusion.sum() == 41
+    assert report["accuracy"] == pytest.approx(np.trace(confusion[:, :10]) / 41)
+    # the photos were preprocessed back to (nearly) the 28x28 images the classifier knows
+    assert report["accuracy"] >= raw_accuracy * 40 / 41 - 0.1
+    assert 0 < report["published_coverage"] < 1 and 0 <= report["ece"] <= 1
+    assert set(report["per_class_recall"]) >= {"T-shirt/top", "Ankle boot"}
+
+
+def test_broken_photo_is_an_error_counted_wrong_and_flagged(result):
+    report, _, _ = result
+    assert list(report["errors"]) == ["3_shop_broken.jpg"]
+    assert report["errors"]["3_shop_broken.jpg"].startswith("undecodable image")
+    assert np.array(report["confusion"])[3, 10] == 1
+    shop = report["per_source"]["shop"]
+    assert shop["published_coverage"] <= 20 / 21
+
+
+def test_files_written(result):
+    report, out, _ = result
+    assert json.loads((out / "report.json").read_text()) == report
+    for name in ("contact_sheet.png", "reliability.png", "confusion.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and min(image.size) > 200
+
+
+def test_manifest_needs_file_and_label(tmp_path):
+    (tmp_path / "m.csv").write_text("name,category\na.jpg,1\n")
+    with pytest.raises(ValueError, match="'file' and 'label'"):
+        read_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("file,label\na.jpg,12\n")
+    with pytest.raises(ValueError, match="not 0-9"):
+        read_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("file,label\n4_cd_001.jpg,4\nplain.jpg,2\n")
+    assert read_manifest(tmp_path / "m.csv") == [("4_cd_001.jpg", 4, "cd"), ("plain.jpg", 2, "all")]
+
+
+def test_labelled_photos_leave_out_undecodable_ones(photo_set, fmnist):
+    pixels, labels, source = labelled_photos(photo_set, workers=2)
+    assert pixels.shape == (40, 28, 28) and pixels.dtype == np.uint8
+    assert labels.tolist() == fmnist.y_test[:40].tolist()
+    assert "40 labelled photos" in source
