@@ -354,8 +354,12 @@ def _kmeans(pixels: np.ndarray, k: int, iterations: int = 8) -> np.ndarray:
     """Deterministic k-means of colours (initialised at luminance quantiles)."""
     order = np.argsort(pixels.sum(axis=1), kind="stable")
     centres = pixels[order[((np.arange(k) + 0.5) * len(order) / k).astype(int)]].copy()
+    previous = None
     for _ in range(iterations):
         nearest = _nearest(pixels, centres)
+        if previous is not None and np.array_equal(nearest, previous):
+            break  # assignments settled: the centres would not move
+        previous = nearest
         for j in range(k):
             members = pixels[nearest == j]
             if len(members):
@@ -364,12 +368,21 @@ def _kmeans(pixels: np.ndarray, k: int, iterations: int = 8) -> np.ndarray:
 
 
 def _nearest(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    return ((pixels[:, None, :] - centres[None]) ** 2).sum(axis=-1).argmin(axis=1)
+    return np.stack([_squared_distance(pixels, c) for c in centres], axis=1).argmin(axis=1)
+
+
+def _squared_distance(rgb: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Squared colour distance of every pixel to one colour (channels summed in order)."""
+    diff = rgb - centre
+    diff *= diff
+    return diff[..., 0] + diff[..., 1] + diff[..., 2]
 
 
 def _distance_to(rgb: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Distance of each pixel to the nearest background colour, on a 0-255 grey scale."""
-    squared = ((rgb[..., None, :] - centres) ** 2).sum(axis=-1).min(axis=-1)
+    squared = _squared_distance(rgb, centres[0])
+    for centre in centres[1:]:  # one centre at a time: no (h, w, k, 3) temporary
+        np.minimum(squared, _squared_distance(rgb, centre), out=squared)
     return np.sqrt(squared / 3.0)
 
 
