@@ -157,9 +157,9 @@ class Tagger:
     def __init__(self, classifier: Classifier, *, review_threshold: float | None = None,
                  image_root: Path, workers: int | None = None):
         self.classifier = classifier
-        self.review_policy = dict(classifier.review_policy)
-        if review_threshold is not None:
-            self.review_policy["confidence_threshold"] = float(review_threshold)
+        # an explicit threshold replaces the model's policy (per-class thresholds included)
+        self.review_policy = (dict(classifier.review_policy) if review_threshold is None
+                              else {"confidence_threshold": float(review_threshold)})
         self.workers = workers or os.cpu_count() or 1
         self.image_root = image_root
         self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))

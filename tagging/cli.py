@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-units", help="hidden layer sizes, e.g. 256,128")
     p.add_argument("--train-subset", type=int, help="train on the first N images only")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--review-photos", help="labelled real photos (folder with manifest.csv "
+                   "and images/) to calibrate on and to choose the needs_review thresholds "
+                   "from; default: the validation split")
     add_gate_args(p)
     p.add_argument("--no-promote", action="store_true", help="register only; do not promote")
     p.set_defaults(func=cmd_train)
@@ -233,7 +236,8 @@ def cmd_train(args) -> int:
     from tagging.train import TrainConfig, train_and_promote, train_candidate
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.train_subset,
-                                   "seed": args.seed}.items() if v is not None}
+                                   "seed": args.seed, "review_photos": args.review_photos,
+                                   }.items() if v is not None}
     if args.hidden_units:
         overrides["hidden_units"] = [int(u) for u in args.hidden_units.split(",")]
     train_config = TrainConfig.from_dict(overrides)
