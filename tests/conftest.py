@@ -14,8 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture(scope="session")
 def fmnist_dir() -> Path:
     """TAGGING_FASHION_MNIST_DIR (CI sets it), else the shared copy beside the repo."""
-    path = Path(os.environ.get("TAGGING_FASHION_MNIST_DIR") or REPO.parent / "shared"
-                / "fashion-mnist")
+    path = Path(FMNIST_DIR)
     if not (path / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"Fashion-MNIST not found at {path}: set TAGGING_FASHION_MNIST_DIR")
     return path
@@ -30,6 +29,12 @@ def fmnist(fmnist_dir):
 
 QUICK = {"train_subset": 12_000, "epochs": 4}
 LOW_GATE = {"min_accuracy": 0.5, "min_class_recall": 0.0}
+FMNIST_DIR = os.environ.get("TAGGING_FASHION_MNIST_DIR") or str(REPO.parent / "shared"
+                                                                / "fashion-mnist")
+# DAG runs in tests: tiny, fast training and floors it passes; demo days are small
+# (5 broken rows in 50), so looser rate limits.
+DAG_CONF = {"train": {"train_subset": 3000, "epochs": 2, "hidden_units": [64]},
+            "gate": LOW_GATE, "max_error_rate": 0.2, "max_review_rate": 1.0}
 
 
 @pytest.fixture(scope="session")

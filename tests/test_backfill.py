@@ -8,18 +8,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import DAG_CONF, FMNIST_DIR
 
 from model_registry import Registry
 from tagging import config
 from tagging.airflow_local import LocalAirflow
 from tagging.batch import read_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get(config.DATA_ENV) or str(REPO.parent / "shared" / "fashion-mnist")
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
-CONF = {"train": {"train_subset": 3000, "epochs": 2, "hidden_units": [64]},
-        "gate": {"min_accuracy": 0.5, "min_class_recall": 0.0},
-        "max_error_rate": 0.2, "max_review_rate": 1.0}
 
 
 def snapshot(catalogue: Path) -> dict[str, str]:
@@ -49,15 +45,15 @@ def listening_addresses(procs: list) -> set[str]:
 def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
     from tagging.demo_catalogue import generate_demo_catalogue
 
-    local = LocalAirflow.in_workdir(tmp_path, extra_env={config.DATA_ENV: DATA_DIR})
-    generate_demo_catalogue(local.catalogue, DAYS, rows_per_day=50, data_dir=DATA_DIR,
+    local = LocalAirflow.in_workdir(tmp_path, extra_env={config.DATA_ENV: FMNIST_DIR})
+    generate_demo_catalogue(local.catalogue, DAYS, rows_per_day=50, data_dir=FMNIST_DIR,
                             workers=2)
     local.setup()
     with local.services():
         assert listening_addresses(local.processes) == {"127.0.0.1"}
 
         # One run at a time: the first trains and promotes, the others reuse the champion.
-        runs = local.backfill(DAYS[0], DAYS[-1], conf=CONF, max_active_runs=1)
+        runs = local.backfill(DAYS[0], DAYS[-1], conf=DAG_CONF, max_active_runs=1)
         assert [(r["logical_date"][:10], r["run_type"], r["state"]) for r in runs] == [
             (day, "backfill", "success") for day in DAYS]
         assert Registry(local.registry).version_ids() == ["v0001"]
@@ -68,7 +64,7 @@ def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
         before = snapshot(local.catalogue)
 
         # Re-running the same days (completed runs reprocessed, in parallel) changes nothing.
-        rerun = local.backfill(DAYS[0], DAYS[-1], conf=CONF, reprocess="completed",
+        rerun = local.backfill(DAYS[0], DAYS[-1], conf=DAG_CONF, reprocess="completed",
                                max_active_runs=3)
         assert [r["state"] for r in rerun] == ["success"] * 3
         assert snapshot(local.catalogue) == before

@@ -18,19 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from conftest import DAG_CONF, FMNIST_DIR
 
 from model_registry import Registry
 from tagging import config
 from tagging.airflow_local import DAGS_DIR, LocalAirflow, run_demo
 from tagging.batch import read_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get(config.DATA_ENV) or str(REPO.parent / "shared" / "fashion-mnist")
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
-# Tiny, fast training and floors it passes; demo days are small, so looser rate limits.
-CONF = {"train": {"train_subset": 3000, "epochs": 2, "hidden_units": [64]},
-        "gate": {"min_accuracy": 0.5, "min_class_recall": 0.0},
-        "max_error_rate": 0.2, "max_review_rate": 1.0}
 FAST_RETRIES = {"TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"}
 
 
@@ -84,9 +79,9 @@ def local(tmp_path_factory) -> LocalAirflow:
     from tagging.demo_catalogue import generate_demo_catalogue
 
     workdir = tmp_path_factory.mktemp("dag")
-    airflow = LocalAirflow.in_workdir(workdir, extra_env={config.DATA_ENV: DATA_DIR,
+    airflow = LocalAirflow.in_workdir(workdir, extra_env={config.DATA_ENV: FMNIST_DIR,
                                                           **FAST_RETRIES})
-    generate_demo_catalogue(airflow.catalogue, DAYS, rows_per_day=50, data_dir=DATA_DIR,
+    generate_demo_catalogue(airflow.catalogue, DAYS, rows_per_day=50, data_dir=FMNIST_DIR,
                             workers=2)
     airflow.setup()
     return airflow
@@ -106,7 +101,7 @@ def run_of(local: LocalAirflow, day: str) -> str:
 @pytest.fixture(scope="module")
 def first_run(local) -> LocalAirflow:
     """The first DAG run: trains, promotes v0001 and publishes DAYS[0]."""
-    assert local.dag_test(DAYS[0], CONF)
+    assert local.dag_test(DAYS[0], DAG_CONF)
     return local
 
 
@@ -136,13 +131,13 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
     assert json.loads(events[-1][0])["partition"] == DAYS[0]
 
     # Same data, same config: the second day is tagged by the same champion, no new training.
-    assert local.dag_test(DAYS[1], CONF)
+    assert local.dag_test(DAYS[1], DAG_CONF)
     assert Registry(local.registry).version_ids() == ["v0001"]
     assert read_manifest(local.catalogue, DAYS[1])["model_version"] == "v0001"
 
     # Re-running a published day changes nothing.
     before = published_state(local.catalogue, DAYS[0])
-    assert local.dag_test(DAYS[0], CONF)
+    assert local.dag_test(DAYS[0], DAG_CONF)
     assert published_state(local.catalogue, DAYS[0]) == before
 
 
@@ -165,7 +160,7 @@ def add_corrupt_input(catalogue: Path, day: str) -> Path:
 def test_refused_candidate_keeps_the_champion_and_the_run_goes_on(first_run):
     local = first_run
     before = published_state(local.catalogue, DAYS[0])
-    strict = {**CONF, "force_retrain": True, "gate": {"min_accuracy": 0.999}}
+    strict = {**DAG_CONF, "force_retrain": True, "gate": {"min_accuracy": 0.999}}
     assert local.dag_test(DAYS[0], strict)
 
     registry = Registry(local.registry)
@@ -182,7 +177,7 @@ def test_no_champion_at_all_fails_clearly(local, tmp_path):
                          registry=tmp_path / "registry", extra_env=local.extra_env)
     day = DAYS[1]
     before = read_manifest(local.catalogue, day)
-    assert not empty.dag_test(day, {**CONF, "gate": {"min_accuracy": 0.999}})
+    assert not empty.dag_test(day, {**DAG_CONF, "gate": {"min_accuracy": 0.999}})
 
     states = {t["task_id"]: (t["state"], t["try_number"])
               for t in empty.task_instances(run_of(empty, day))}
@@ -197,11 +192,11 @@ def test_no_champion_at_all_fails_clearly(local, tmp_path):
 def test_failing_shard_is_retried_and_blocks_publication(first_run):
     local = first_run
     day = DAYS[2]
-    assert local.dag_test(day, CONF)
+    assert local.dag_test(day, DAG_CONF)
     before = published_state(local.catalogue, day)
 
     add_corrupt_input(local.catalogue, day)
-    assert not local.dag_test(day, CONF)
+    assert not local.dag_test(day, DAG_CONF)
 
     tis = local.task_instances(run_of(local, day))
     shards = [t for t in tis if t["task_id"] == "tag_shard"]
@@ -216,9 +211,9 @@ def test_failing_shard_is_retried_and_blocks_publication(first_run):
 @pytest.mark.slow
 def test_run_demo_summarises_each_day(first_run, monkeypatch):
     """What `tagging demo` prints, on the fixture's work dir (the day is already published)."""
-    monkeypatch.setenv(config.DATA_ENV, DATA_DIR)
-    summary = run_demo(first_run.home.parent, DAYS[:1], train_overrides=CONF["train"],
-                       gate_overrides=CONF["gate"],
+    monkeypatch.setenv(config.DATA_ENV, FMNIST_DIR)
+    summary = run_demo(first_run.home.parent, DAYS[:1], train_overrides=DAG_CONF["train"],
+                       gate_overrides=DAG_CONF["gate"],
                        params={"max_error_rate": 0.2, "max_review_rate": 1.0})
     assert summary["failed"] == [] and summary["champion"] == "v0001"
     [day] = summary["days"]
