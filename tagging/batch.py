@@ -213,7 +213,7 @@ class Tagger:
         probs = self.classifier.predict_proba(pixels) if n else np.zeros((0, 10), np.float32)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :3]
         best = top[:, 0]
-        review = failed | needs_review(probs, pixels, self.review_policy)
+        review = failed | needs_review(probs, self.review_policy)
         return [
             SLUGS.take(pa.array(best, mask=failed)),
             pa.array(best.astype(np.int8), pa.int8(), mask=failed),

@@ -82,7 +82,7 @@ def evaluate_photos(images_dir: Path, manifest_csv: Path, classifier, out_dir: P
     failed = np.array([e is not None for e in errors])
     probs = np.asarray(classifier.predict_proba(pixels), np.float32)
     predicted = np.where(failed, -1, probs.argmax(axis=1))
-    flagged = failed | needs_review(probs, pixels, classifier.review_policy)
+    flagged = failed | needs_review(probs, classifier.review_policy)
     report = {
         "images": len(rows),
         "errors": {f: e for f, e in zip(files, errors, strict=True) if e is not None},

@@ -22,7 +22,7 @@ DEFAULT_Z = 1.0  # one-sided ~84 % confidence for the precision bound
 MIN_PUBLISHED = 10  # never trust a precision estimated on fewer published tags
 
 
-def needs_review(probs: np.ndarray, pixels: np.ndarray, policy: dict) -> np.ndarray:
+def needs_review(probs: np.ndarray, policy: dict) -> np.ndarray:
     """True where the confidence is below the predicted class's threshold (0.5 by default).
 
     policy: {"confidence_threshold": t, "class_thresholds": {slug: t or None}}; a threshold
@@ -91,7 +91,7 @@ def choose_review_policy(probs: np.ndarray, labels: np.ndarray, *,
             cut = lowest_safe_threshold(confidence[mine], correct[mine], target_precision, z)
             classes[slug] = None if cut is None else round(max(cut, min_threshold), 6)
         policy["class_thresholds"] = classes
-    published = ~needs_review(probs, np.zeros((len(labels), 0)), policy)
+    published = ~needs_review(probs, policy)
     policy["selection_precision"] = float(correct[published].mean()) if published.any() else None
     policy["selection_coverage"] = float(published.mean()) if len(labels) else 0.0
     return policy

@@ -71,11 +71,10 @@ def test_reliability_bins_and_a_hand_computed_ece():
 
 def test_needs_review_default_and_policy_threshold():
     probs = np.array([[0.3, 0.7], [0.55, 0.45], [0.45, 0.55], [0.49, 0.51]])
-    pixels = np.zeros((4, 28, 28), np.uint8)
-    assert needs_review(probs, pixels, {}).tolist() == [False, False, False, False]
-    flagged = needs_review(probs, pixels, {"confidence_threshold": 0.6})
+    assert needs_review(probs, {}).tolist() == [False, False, False, False]
+    flagged = needs_review(probs, {"confidence_threshold": 0.6})
     assert flagged.tolist() == [False, True, True, True]
-    assert needs_review(np.full((2, 10), 0.1), pixels[:2], {}).all()
+    assert needs_review(np.full((2, 10), 0.1), {}).all()
 
 
 def test_wilson_lower_bound_known_values():
@@ -92,7 +91,7 @@ def test_chosen_threshold_holds_on_fresh_data():
     assert 0.5 <= policy["confidence_threshold"] < 1.0
     assert policy["selection_precision"] >= 0.9 and policy["selection_coverage"] > 0.2
     fresh, fresh_labels = synthetic(20_000, 1.0, seed=3, spread=3.5)
-    published = ~needs_review(fresh, np.zeros((len(fresh), 0)), policy)
+    published = ~needs_review(fresh, policy)
     precision = (fresh.argmax(axis=1) == fresh_labels)[published].mean()
     assert precision >= 0.9
 
@@ -102,8 +101,8 @@ def test_too_little_evidence_sends_everything_to_review():
     policy = choose_review_policy(probs, labels)
     assert policy["confidence_threshold"] == 1.0
     assert set(policy["class_thresholds"].values()) == {None}
-    assert needs_review(probs, np.zeros((15, 0)), policy).all()
-    assert needs_review(np.eye(10)[:3], np.zeros((3, 0)), {"confidence_threshold": 1.0}).all()
+    assert needs_review(probs, policy).all()
+    assert needs_review(np.eye(10)[:3], {"confidence_threshold": 1.0}).all()
 
 
 def test_class_thresholds_override_the_default():
@@ -111,9 +110,9 @@ def test_class_thresholds_override_the_default():
     probs[0, 1], probs[1, 8], probs[2, 3] = 0.82, 0.82, 0.82  # trouser, bag, dress
     policy = {"confidence_threshold": 0.5,
               "class_thresholds": {"trouser": 0.8, "bag": None}}
-    assert needs_review(probs, np.zeros((3, 0)), policy).tolist() == [False, True, False]
+    assert needs_review(probs, policy).tolist() == [False, True, False]
     policy["class_thresholds"]["trouser"] = 0.9
-    assert needs_review(probs, np.zeros((3, 0)), policy).tolist() == [True, True, False]
+    assert needs_review(probs, policy).tolist() == [True, True, False]
 
 
 def sink_class_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +133,8 @@ def test_a_confidently_wrong_class_is_always_reviewed():
     single = choose_review_policy(probs, labels, per_class=False)
     fresh, fresh_labels = sink_class_sample(20_000, seed=6)
     correct = fresh.argmax(axis=1) == fresh_labels
-    published = ~needs_review(fresh, np.zeros((len(fresh), 0)), policy)
-    published_single = ~needs_review(fresh, np.zeros((len(fresh), 0)), single)
+    published = ~needs_review(fresh, policy)
+    published_single = ~needs_review(fresh, single)
     assert correct[published].mean() >= 0.9
     assert published.mean() > published_single.mean()  # more coverage at the same target
 
