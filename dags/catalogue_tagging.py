@@ -6,7 +6,9 @@ retrain -> gate_and_promote -> resolve_run -> plan_shards -> tag_shard[*] -> pub
 
 * **retrain** trains a candidate (or reuses the champion when the training data
   fingerprint and configuration are unchanged); runs in the `tagging_training` pool
-  (1 slot) so two trainings never run at once.
+  (1 slot) so two trainings never run at once. With labelled real photos
+  (`TAGGING_REAL_PHOTOS`, or `{"train": {"real_photos": ...}}`) it trains on them too and
+  calibrates the review policy on out-of-fold predictions (about 5 minutes).
 * **gate_and_promote** promotes the candidate only if it passes the gate; a refused
   candidate is logged and recorded in the registry's event log, the champion stays.
   No champion at all fails the run.
@@ -21,7 +23,8 @@ A partition already published by the same model from the same input files is not
 re-tagged, so re-running a day or a backfill changes nothing.
 
 Paths come from the environment (`TAGGING_CATALOGUE`, `TAGGING_REGISTRY`,
-`TAGGING_FASHION_MNIST_DIR`); heavy libraries are imported inside the tasks only.
+`TAGGING_FASHION_MNIST_DIR`, `TAGGING_REAL_PHOTOS`); heavy libraries are imported inside
+the tasks only.
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ PARAMS = {
     "max_error_rate": Param(0.05, type="number", minimum=0, maximum=1),
     "max_review_rate": Param(0.6, type="number", minimum=0, maximum=1),
     "train": Param({}, type="object",
-                   description="TrainConfig overrides, e.g. {\"epochs\": 2}."),
+                   description="TrainConfig overrides, e.g. {\"epochs\": 2} or "
+                               "{\"real_photos\": \"/data/labelled-photos\"} (default: "
+                               "$TAGGING_REAL_PHOTOS)."),
     "gate": Param({}, type="object",
                   description="GatePolicy overrides: min_accuracy, min_class_recall, tolerance."),
 }
@@ -115,7 +120,8 @@ def catalogue_tagging() -> None:
         from tagging.train import TrainConfig, train_candidate
 
         try:
-            train_config = TrainConfig.from_dict(params["train"])
+            defaults = {"real_photos": config.real_photos()} if config.real_photos() else {}
+            train_config = TrainConfig.from_dict(defaults | params["train"])
         except (TypeError, ValueError) as e:
             raise AirflowFailException(f"bad 'train' param: {e}") from e
         candidate = train_candidate(

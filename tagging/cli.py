@@ -56,25 +56,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model, register it, promote it through the gate",
-                       description="Train the dense classifier on Fashion-MNIST, evaluate it on "
-                       "the test split, write a report (metrics.json, learning curves, confusion "
-                       "matrix), register it, and promote it to champion if it passes the gate.")
+                       description="Train the dense classifier on Fashion-MNIST (plus labelled "
+                       "real photos, with --real-photos), evaluate it on the test split, write a "
+                       "report (metrics.json, learning curves, confusion matrix; held-out figures "
+                       "and a contact sheet of the real photos), register it, and promote it to "
+                       "champion if it passes the gate.")
     add_registry_arg(p)
     add_data_arg(p)
     p.add_argument("--epochs", type=int, help="maximum epochs (early stopping decides)")
     p.add_argument("--hidden-units", help="hidden layer sizes, e.g. 256,128")
     p.add_argument("--train-subset", type=int, help="train on the first N images only")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--review-photos", help="labelled real photos (folder with manifest.csv "
-                   "and images/) to calibrate on and to choose the needs_review thresholds "
-                   "from; default: the validation split")
+    p.add_argument("--real-photos", default=config.real_photos(), help="labelled real photos "
+                   "(folder with manifest.csv and images/): trained on, and predicted out of "
+                   "fold to calibrate and choose the needs_review threshold (default: "
+                   f"${config.REAL_PHOTOS_ENV}; without them, calibration uses the validation "
+                   "split, which suits Fashion-MNIST-like photos only)")
+    p.add_argument("--real-photo-repeats", type=int, help="copies of each real photo in the "
+                   "training set (default 60); 0: do not train on them, only calibrate")
     add_gate_args(p)
     p.add_argument("--no-promote", action="store_true", help="register only; do not promote")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a registered version on the test split",
                        description="Load VERSION (or 'champion') with Keras safe mode and "
-                       "measure it on the Fashion-MNIST test split.")
+                       "measure it, predicting as the tagger does (calibration, mirror "
+                       "averaging), on the Fashion-MNIST test split.")
     p.add_argument("version", help="version id (v0003) or 'champion'")
     add_registry_arg(p)
     add_data_arg(p)
@@ -229,6 +236,20 @@ def metrics_table(title: str, metrics: dict) -> Table:
     return table
 
 
+def photo_check_table(check: dict) -> Table:
+    """Held-out figures on the labelled real photos (tagging.photo_eval.PhotoCheck)."""
+    table = Table(title=f"held out: {check['photos']}", show_header=False)
+    table.add_row("accuracy", f"{check['accuracy']:.3f}")
+    for source, accuracy in check["accuracy_per_source"].items():
+        table.add_row(f"  accuracy, {source}", f"{accuracy:.3f}")
+    precision = check["published_precision"]
+    table.add_row("not flagged for review: precision",
+                  "n/a" if precision is None else f"{precision:.3f}")
+    table.add_row("not flagged for review: coverage", f"{check['published_coverage']:.3f}")
+    table.add_row("expected calibration error", f"{check['ece']:.3f}")
+    return table
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -236,7 +257,8 @@ def cmd_train(args) -> int:
     from tagging.train import TrainConfig, train_and_promote, train_candidate
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.train_subset,
-                                   "seed": args.seed, "review_photos": args.review_photos,
+                                   "seed": args.seed, "real_photos": args.real_photos,
+                                   "real_photo_repeats": args.real_photo_repeats,
                                    }.items() if v is not None}
     if args.hidden_units:
         overrides["hidden_units"] = [int(u) for u in args.hidden_units.split(",")]
@@ -255,6 +277,8 @@ def cmd_train(args) -> int:
     m = info.metadata["metrics"]
     console.print(f"trained {m['epochs_run']} epochs in {m['train_wall_time_s']:.1f} s; "
                   f"report: {info.path / 'report'}")
+    if "real_photos" in m:
+        console.print(photo_check_table(m["real_photos"]))
     if decision is not None:
         print_decision(decision)
     console.print(f"champion: {registry_of(args).champion()}")
@@ -265,14 +289,15 @@ def cmd_evaluate(args) -> int:
     import numpy as np
 
     from tagging.data import load_fashion_mnist
+    from tagging.inference import Classifier
     from tagging.report import evaluate, plot_confusion
 
     registry = registry_of(args)
     info = registry.get(args.version)
-    model = registry.load_keras_model(info.version)
+    classifier = Classifier.from_keras(registry.load_keras_model(info.version),
+                                       info.metadata.get("calibration"))
     data = load_fashion_mnist(args.data_dir)
-    probs = model.predict(data.x_test.astype("float32") / 255, batch_size=4096, verbose=0)
-    metrics = evaluate(probs, data.y_test)
+    metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
     console.print(metrics_table(f"{info.version}: Fashion-MNIST test split", metrics))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -326,6 +351,12 @@ def cmd_evaluate_photos(args) -> int:
     console.print_json(json.dumps({k: v for k, v in report.items()
                                    if not isinstance(v, list | dict) or k == "per_source"}))
     console.print(f"report, contact sheet and reliability diagram in {args.out}")
+    info = registry_of(args).get(args.model)
+    trained_on = info.metadata["hyperparameters"].get("real_photos")
+    if trained_on and Path(trained_on).resolve() in Path(args.images).resolve().parents:
+        console.print(f"[yellow]warning: {info.version} was trained on {trained_on}: these "
+                      "figures are in-sample; the held-out ones are in "
+                      f"{info.path / 'report' / 'real-photos'}[/yellow]")
     return 0
 
 

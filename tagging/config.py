@@ -8,6 +8,7 @@ DATA_ENV = "TAGGING_FASHION_MNIST_DIR"
 REGISTRY_ENV = "TAGGING_REGISTRY"
 CATALOGUE_ENV = "TAGGING_CATALOGUE"
 IMAGE_ROOT_ENV = "TAGGING_IMAGE_ROOT"
+REAL_PHOTOS_ENV = "TAGGING_REAL_PHOTOS"
 
 
 def home() -> Path:
@@ -26,3 +27,8 @@ def catalogue_root() -> Path:
 def image_root(catalogue: Path) -> Path:
     """Root that `image_uri` values are resolved under (never escaped)."""
     return Path(os.environ.get(IMAGE_ROOT_ENV) or catalogue / "images")
+
+
+def real_photos() -> str | None:
+    """Labelled real photos to train and calibrate on (folder with manifest.csv + images/)."""
+    return os.environ.get(REAL_PHOTOS_ENV) or None

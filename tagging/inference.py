@@ -1,7 +1,9 @@
 """NumPy forward pass of the registered dense classifier: no TensorFlow on the tagging path.
 
 The trainer exports the Keras model's Dense weights to `weights.npz` and checks that this
-forward pass gives Keras's predictions before the version is registered.
+forward pass gives Keras's predictions before the version is registered. A version may
+also average each image's logits with those of its mirror image (`mirror_average`): real
+products face either way, and two views of an unfamiliar photo err less than one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Classifier:
     kernels: list[np.ndarray]
     biases: list[np.ndarray]
     temperature: float = 1.0
+    mirror_average: bool = False  # average the logits of each image and its mirror image
     review_policy: dict = field(default_factory=dict)
     version: str = ""
 
@@ -35,8 +38,12 @@ class Classifier:
         return x
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities, float32 (n, 10)."""
-        z = self.logits(pixels) / np.float32(self.temperature)
+        """Calibrated class probabilities for uint8 images (n, 28, 28), float32 (n, 10)."""
+        z = self.logits(pixels)
+        if self.mirror_average:
+            z += self.logits(pixels[:, :, ::-1])
+            z *= np.float32(0.5)
+        z /= np.float32(self.temperature)
         z -= z.max(axis=1, keepdims=True)
         np.exp(z, out=z)
         z /= z.sum(axis=1, keepdims=True)
@@ -48,12 +55,23 @@ class Classifier:
         np.savez(path, **arrays)
 
     @classmethod
-    def from_keras(cls, model, temperature: float = 1.0) -> Classifier:
-        """Take the Dense layers' weights of a Keras model (Flatten + Dense stack)."""
+    def from_keras(cls, model, calibration: dict | None = None) -> Classifier:
+        """Take the Dense layers' weights of a Keras model (Flatten + Dense stack).
+
+        calibration: a version's {"temperature": t, "mirror_average": b} (default: neither).
+        """
         dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
         kernels, biases = zip(*(layer.get_weights() for layer in dense), strict=True)
+        calibration = calibration or {}
         return cls([k.astype(np.float32) for k in kernels],
-                   [b.astype(np.float32) for b in biases], temperature)
+                   [b.astype(np.float32) for b in biases],
+                   temperature=float(calibration.get("temperature", 1.0)),
+                   mirror_average=bool(calibration.get("mirror_average", False)))
+
+    @property
+    def calibration(self) -> dict:
+        """What a version stores besides its weights, to predict as this classifier does."""
+        return {"temperature": self.temperature, "mirror_average": self.mirror_average}
 
     @classmethod
     def from_registry(cls, registry_root: Path | str, ref: str = "champion") -> Classifier:
@@ -66,7 +84,9 @@ class Classifier:
             kernels = [npz[f"kernel_{i}"] for i in range(n)]
             biases = [npz[f"bias_{i}"] for i in range(n)]
         meta = info.metadata
+        calibration = meta.get("calibration", {})
         return cls(kernels, biases,
-                   temperature=float(meta.get("calibration", {}).get("temperature", 1.0)),
+                   temperature=float(calibration.get("temperature", 1.0)),
+                   mirror_average=bool(calibration.get("mirror_average", False)),
                    review_policy=dict(meta.get("review", {})),
                    version=info.version)

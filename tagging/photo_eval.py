@@ -1,74 +1,30 @@
 """Evaluate the tagger on labelled real photos: figures per source, and pictures to look at.
 
-The photos go through exactly the tagging path (tagging.imaging in worker processes, then
-the classifier's calibrated probabilities and its review policy).
+`evaluate_photos` sends new photos through exactly the tagging path (tagging.imaging in
+worker processes, then the classifier's calibrated probabilities and its review policy).
+`check_on_photos` gives the honest figures on the photos a model was trained and calibrated
+on: each photo is scored by a model, temperature and review policy fitted without it.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tagging.calibration import expected_calibration_error, reliability_bins
-from tagging.imaging import ImageError, preprocess
+from tagging.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
-from tagging.review import needs_review
-
-SOURCE_PATTERN = re.compile(r"^\d+_([A-Za-z]+)_")  # e.g. 3_cd_017.jpg -> cd
-
-
-def read_manifest(manifest_csv: Path) -> list[tuple[str, int, str]]:
-    """(file, label, source) per row; source from a `source` column or the file prefix."""
-    with open(manifest_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"file", "label"} <= set(rows[0]):
-        raise ValueError(f"{manifest_csv}: need a header with at least 'file' and 'label'")
-    out = []
-    for row in rows:
-        match = SOURCE_PATTERN.match(row["file"])
-        source = row.get("source") or (match.group(1) if match else "all")
-        label = int(row["label"])
-        if not 0 <= label < NUM_CLASSES:
-            raise ValueError(f"{manifest_csv}: label {label} of {row['file']} is not 0-9")
-        out.append((row["file"], label, source))
-    return out
-
-
-def _load_and_preprocess(path: str) -> tuple[np.ndarray | None, str | None]:
-    try:
-        return preprocess(Path(path).read_bytes()), None
-    except ImageError as e:
-        return None, str(e)
-    except OSError as e:
-        return None, f"unreadable: {e.strerror or e}"
-
-
-def preprocess_files(paths: list[Path], workers: int | None = None
-                     ) -> tuple[np.ndarray, list[str | None]]:
-    """Decode and preprocess in worker processes; failed images are zeros plus their error."""
-    with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
-        results = list(pool.map(_load_and_preprocess, [str(p) for p in paths], chunksize=8))
-    pixels = np.stack([p if p is not None else np.zeros((28, 28), np.uint8) for p, _ in results])
-    return pixels, [error for _, error in results]
-
-
-def labelled_photos(root: Path, workers: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Preprocessed pixels and labels of a labelled photo set (root/manifest.csv, root/images).
-
-    Photos that cannot be decoded are left out (in production they are errors, not tags).
-    """
-    rows = read_manifest(root / "manifest.csv")
-    pixels, errors = preprocess_files([root / "images" / f for f, _, _ in rows], workers)
-    ok = np.array([e is None for e in errors])
-    labels = np.array([label for _, label, _ in rows])
-    return pixels[ok], labels[ok], f"{int(ok.sum())} labelled photos in {root}"
+from tagging.real_photos import LabelledPhotos, preprocess_files, read_manifest
+from tagging.review import choose_review_policy, needs_review
 
 
 def evaluate_photos(images_dir: Path, manifest_csv: Path, classifier, out_dir: Path,
@@ -76,17 +32,73 @@ def evaluate_photos(images_dir: Path, manifest_csv: Path, classifier, out_dir: P
     """Accuracy (overall, per source, per class), review precision / coverage, ECE, pictures."""
     rows = read_manifest(Path(manifest_csv))
     files = [f for f, _, _ in rows]
-    labels = np.array([label for _, label, _ in rows])
-    sources = np.array([s for _, _, s in rows])
     pixels, errors = preprocess_files([Path(images_dir) / f for f in files], workers)
     failed = np.array([e is not None for e in errors])
     probs = np.asarray(classifier.predict_proba(pixels), np.float32)
-    predicted = np.where(failed, -1, probs.argmax(axis=1))
     flagged = failed | needs_review(probs, classifier.review_policy)
+    return photo_report(
+        out_dir, pixels, probs, np.array([label for _, label, _ in rows]),
+        np.array([s for _, _, s in rows]), flagged, failed,
+        {"images": len(rows), "review_policy": classifier.review_policy,
+         "errors": {f: e for f, e in zip(files, errors, strict=True) if e is not None}})
+
+
+@dataclass
+class PhotoCheck:
+    """Held-out predictions on labelled photos, with held-out review decisions."""
+
+    photos: LabelledPhotos
+    probs: np.ndarray  # calibrated, by a temperature fitted without the photo's fold
+    flagged: np.ndarray  # needs_review, by a policy fitted without the photo's fold
+
+    def summary(self) -> dict:
+        """The headline figures (stored with the model version)."""
+        correct = self.probs.argmax(axis=1) == self.photos.labels
+        sources = self.photos.sources
+        return {
+            "photos": self.photos.description,
+            "accuracy": _mean(correct),
+            "published_precision": _mean(correct[~self.flagged]),
+            "published_coverage": _mean(~self.flagged),
+            "ece": expected_calibration_error(self.probs, self.photos.labels),
+            "accuracy_per_source": {s: _mean(correct[sources == s]) for s in sorted(set(sources))},
+        }
+
+    def write(self, out_dir: Path, review_policy: dict) -> dict:
+        """report.json, contact sheet, reliability diagram and confusion matrix in out_dir."""
+        return photo_report(out_dir, self.photos.pixels, self.probs, self.photos.labels,
+                            self.photos.sources, self.flagged, np.zeros(len(self.probs), bool),
+                            {"photos": self.photos.description, "review_policy": review_policy,
+                             "held_out": "each photo scored by a model, temperature and review "
+                                         "policy fitted without its fold"})
+
+
+def check_on_photos(photos: LabelledPhotos, probs: np.ndarray, folds: np.ndarray,
+                    target_precision: float) -> PhotoCheck:
+    """Cross-validate the temperature and review policy over folds of held-out probabilities.
+
+    probs: temperature-1 probabilities of photos the model did not train on (out-of-fold
+    when it did). Each fold is calibrated and reviewed by what the other folds fit.
+    """
+    calibrated = np.zeros_like(probs, dtype=np.float32)
+    flagged = np.zeros(len(probs), bool)
+    for k in np.unique(folds):
+        held, rest = folds == k, folds != k
+        temperature = fit_temperature(probs[rest], photos.labels[rest])
+        policy = choose_review_policy(apply_temperature(probs[rest], temperature),
+                                      photos.labels[rest], target_precision=target_precision)
+        calibrated[held] = apply_temperature(probs[held], temperature)
+        flagged[held] = needs_review(calibrated[held], policy)
+    return PhotoCheck(photos, calibrated, flagged)
+
+
+def photo_report(out_dir: Path, pixels: np.ndarray, probs: np.ndarray, labels: np.ndarray,
+                 sources: np.ndarray, flagged: np.ndarray, failed: np.ndarray,
+                 header: dict) -> dict:
+    """Figures of predictions on labelled photos, written with pictures to out_dir."""
+    predicted = np.where(failed, -1, probs.argmax(axis=1))
     report = {
-        "images": len(rows),
-        "errors": {f: e for f, e in zip(files, errors, strict=True) if e is not None},
-        "review_policy": classifier.review_policy,
+        **header,
         **_scores(predicted, labels, flagged),
         "ece": expected_calibration_error(probs[~failed], labels[~failed]),
         "per_source": {s: _scores(predicted[sources == s], labels[sources == s],

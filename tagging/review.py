@@ -1,20 +1,15 @@
 """Which tags need a person: the review policy stored with each model version.
 
-A tag is published without review only when its calibrated confidence reaches the threshold
-of its predicted class. A classifier that meets photos unlike its training images is not
-equally reliable for every class: on real photos, shapes it does not know often land, with
-high confidence, in one "sink" class (for Fashion-MNIST: bag). So thresholds are chosen per
-predicted class, on labelled held-out photos, each the lowest one whose published tags are
-precise enough *with statistical margin* (a one-sided Wilson lower confidence bound, not the
-point estimate), so that a small labelled set does not buy an optimistic threshold. A class
-without enough evidence is always reviewed.
+A tag is published without review only when its calibrated confidence reaches the policy's
+threshold. The threshold is chosen on labelled held-out photos (ideally real ones) as the
+lowest one whose published tags are precise enough *with statistical margin* (a one-sided
+Wilson lower confidence bound, not the point estimate), so that a small labelled set does
+not buy an optimistic threshold. Without enough evidence, every tag is reviewed.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from tagging.labels import CATEGORY_SLUGS
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TARGET_PRECISION = 0.9
@@ -23,21 +18,15 @@ MIN_PUBLISHED = 10  # never trust a precision estimated on fewer published tags
 
 
 def needs_review(probs: np.ndarray, policy: dict) -> np.ndarray:
-    """True where the confidence is below the predicted class's threshold (0.5 by default).
+    """True where the top probability is below policy["confidence_threshold"] (0.5 default).
 
-    policy: {"confidence_threshold": t, "class_thresholds": {slug: t or None}}; a threshold
-    of None or >= 1.0 means always review; classes not listed use confidence_threshold.
+    A threshold >= 1.0 means: review everything.
     """
     probs = np.asarray(probs)
-    confidence = probs.max(axis=1, initial=0.0)
-    default = float(policy.get("confidence_threshold", DEFAULT_THRESHOLD))
-    per_class = policy.get("class_thresholds") or {}
-    thresholds = np.array([per_class.get(slug, default) for slug in CATEGORY_SLUGS], object)
-    thresholds = np.array([np.inf if t is None or float(t) >= 1.0 else float(t)
-                           for t in thresholds])  # 1.0 or None: always review
-    if len(confidence) == 0:
+    if len(probs) == 0:
         return np.zeros(0, bool)
-    return confidence < thresholds[probs.argmax(axis=1)]
+    threshold = float(policy.get("confidence_threshold", DEFAULT_THRESHOLD))
+    return (probs.max(axis=1) < threshold) | (threshold >= 1.0)
 
 
 def wilson_lower_bound(successes: np.ndarray, totals: np.ndarray, z: float) -> np.ndarray:
@@ -64,8 +53,8 @@ def lowest_safe_threshold(confidence: np.ndarray, correct: np.ndarray, target: f
 def choose_review_policy(probs: np.ndarray, labels: np.ndarray, *,
                          target_precision: float = DEFAULT_TARGET_PRECISION,
                          z: float = DEFAULT_Z, min_threshold: float = DEFAULT_THRESHOLD,
-                         per_class: bool = True, source: str = "") -> dict:
-    """Thresholds so that the tags published without review reach `target_precision`.
+                         source: str = "") -> dict:
+    """The threshold so that the tags published without review reach `target_precision`.
 
     probs: calibrated (n, 10) on labelled photos the model did not train on, as close as
     possible to the photos it will tag (real labelled photos beat augmented validation
@@ -73,24 +62,16 @@ def choose_review_policy(probs: np.ndarray, labels: np.ndarray, *,
     """
     probs, labels = np.asarray(probs), np.asarray(labels)
     confidence = probs.max(axis=1)
-    predicted = probs.argmax(axis=1)
-    correct = predicted == labels
-    overall = lowest_safe_threshold(confidence, correct, target_precision, z)
+    correct = probs.argmax(axis=1) == labels
+    cut = lowest_safe_threshold(confidence, correct, target_precision, z)
     policy = {
-        "confidence_threshold": round(max(overall, min_threshold), 6) if overall else 1.0,
+        "confidence_threshold": round(max(cut, min_threshold), 6) if cut else 1.0,
         "target_precision": target_precision,
-        "method": (f"lowest {'per-class ' if per_class else ''}confidence threshold whose "
-                   f"Wilson lower bound (z={z:g}) of precision on the selection set >= target"),
+        "method": (f"lowest confidence threshold whose Wilson lower bound (z={z:g}) of "
+                   "precision on the selection set >= target"),
         "selection_samples": len(labels),
         "selection_source": source,
     }
-    if per_class:
-        classes = {}
-        for k, slug in enumerate(CATEGORY_SLUGS):
-            mine = predicted == k
-            cut = lowest_safe_threshold(confidence[mine], correct[mine], target_precision, z)
-            classes[slug] = None if cut is None else round(max(cut, min_threshold), 6)
-        policy["class_thresholds"] = classes
     published = ~needs_review(probs, policy)
     policy["selection_precision"] = float(correct[published].mean()) if published.any() else None
     policy["selection_coverage"] = float(published.mean()) if len(labels) else 0.0

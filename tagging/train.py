@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from model_registry import GateDecision, GatePolicy, Registry
+from tagging.calibration import apply_temperature, fit_temperature
 from tagging.data import FashionMNIST, fingerprint, load_fashion_mnist
 from tagging.inference import WEIGHTS_FILE, Classifier
 from tagging.labels import NUM_CLASSES
+from tagging.photo_eval import PhotoCheck, check_on_photos
+from tagging.real_photos import LabelledPhotos, load_labelled_photos, stratified_folds
 from tagging.report import evaluate, write_report
+from tagging.review import choose_review_policy
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +40,11 @@ class TrainConfig:
     train_subset: int | None = None  # first N training images, for quick runs
     # Toward real photos (tagging.augment / calibration / review):
     photo_variants: float = 0.5  # photo-like variants added, as a fraction of the fit set
-    review_photos: str | None = None  # labelled real photos (dir with manifest.csv + images/)
+    real_photos: str | None = None  # labelled real photos (dir with manifest.csv + images/)
+    real_photo_repeats: int = 60  # copies of each real photo in the fit set; 0: calibrate only
+    cross_fit_folds: int = 5  # real photos trained on: calibrate on out-of-fold predictions
     review_target_precision: float = 0.9  # precision of the tags published without review
+    mirror_average: bool = True  # predict from each image and its mirror image (inference)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -62,6 +69,7 @@ class TrainResult:
     metrics: dict
     train_fingerprint: str
     wall_time_s: float
+    photo_check: PhotoCheck | None = None  # held-out figures on the labelled real photos
 
 
 @dataclass
@@ -99,45 +107,113 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     return x[train], y[train], x[val], y[val]
 
 
-def train_model(config: TrainConfig, data: FashionMNIST, progress: bool = False) -> TrainResult:
-    """Seeded training with early stopping; evaluation on the test split."""
+def train_model(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos | None = None,
+                progress: bool = False) -> TrainResult:
+    """Seeded training, calibration and review policy; evaluation on the test split.
+
+    photos: the labelled real photos of `config.real_photos`, if any. Trained on (unless
+    real_photo_repeats is 0), they are predicted out of fold for the calibration.
+    """
+    learn_from = photos if photos is not None and config.real_photo_repeats else None
+    model, history, wall, (x_val, y_val) = fit(config, data, learn_from,
+                                                "training" if progress else None)
+    classifier = Classifier.from_keras(model)
+    check_same_predictions(model, classifier, data.x_test[:2000])
+    classifier.mirror_average = config.mirror_average
+    photo_check = None
+    if photos is None:
+        calibrate(classifier, classifier.predict_proba(x_val), y_val,
+                  config.review_target_precision, "the validation split")
+    else:
+        folds = stratified_folds(photos.labels, photos.sources, config.cross_fit_folds,
+                                 config.seed)
+        if learn_from is None:
+            probs, how = classifier.predict_proba(photos.pixels), photos.description
+        else:
+            probs = cross_fit(config, data, photos, folds, progress)
+            how = f"out-of-fold predictions ({config.cross_fit_folds}-fold) on {photos.description}"
+        calibrate(classifier, probs, photos.labels, config.review_target_precision, how)
+        photo_check = check_on_photos(photos, probs, folds, config.review_target_precision)
+    metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
+    metrics["epochs_run"] = len(history["loss"])
+    metrics["train_wall_time_s"] = round(wall, 2)
+    if photo_check is not None:
+        metrics["real_photos"] = photo_check.summary()
+    log.info("trained %d epochs in %.1f s: test accuracy %.4f",
+             metrics["epochs_run"], wall, metrics["accuracy"])
+    return TrainResult(model, classifier, history, metrics,
+                       training_fingerprint(config, data, photos), wall, photo_check)
+
+
+def fit(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos | None,
+        progress: str | None = None) -> tuple[object, dict, float, tuple[np.ndarray, np.ndarray]]:
+    """Seeded fit with early stopping; returns model, history, seconds, clean validation set.
+
+    progress: the label of a progress bar over the epochs (None: no bar).
+    The fit set is Fashion-MNIST's, plus `real_photo_repeats` copies of each real photo,
+    plus photo-like variants of it all; early stopping watches variants of the validation
+    images too.
+    """
     import keras
     import tensorflow as tf
 
+    keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    x, y = data.x_train, data.y_train
-    if config.train_subset:
-        x, y = x[: config.train_subset], y[: config.train_subset]
+    x, y = fashion_mnist_training_set(config, data)
     x_fit, y_fit, x_val, y_val = split_validation(x, y, config.validation_fraction, config.seed)
+    if photos is not None:
+        x_fit = np.concatenate([x_fit, np.repeat(photos.pixels, config.real_photo_repeats, 0)])
+        y_fit = np.concatenate([y_fit, np.repeat(photos.labels.astype(y_fit.dtype),
+                                                  config.real_photo_repeats)])
     x_fit, y_fit = with_photo_variants(x_fit, y_fit, round(config.photo_variants * len(x_fit)),
                                        config.seed)
-    x_clean_val, y_clean_val = x_val, y_val
-    # early stopping watches photo-like variants of the validation images too
-    x_val, y_val = with_photo_variants(x_val, y_val, len(x_val), config.seed + 1)
+    x_photo_val, y_photo_val = with_photo_variants(x_val, y_val, len(x_val), config.seed + 1)
     scale = np.float32(1 / 255)
     model = build_model(config, steps_per_epoch=-(-len(x_fit) // config.batch_size))
     callbacks = [keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True)]
     if progress:
-        callbacks.append(rich_progress(config.epochs))
+        callbacks.append(rich_progress(config.epochs, progress))
     start = time.perf_counter()
     history = model.fit(
-        x_fit * scale, y_fit, validation_data=(x_val * scale, y_val),
+        x_fit * scale, y_fit, validation_data=(x_photo_val * scale, y_photo_val),
         batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
         callbacks=callbacks, verbose=0,
     )
-    wall = time.perf_counter() - start
-    classifier = Classifier.from_keras(model)
-    check_same_predictions(model, classifier, data.x_test[:2000])
-    calibrate(classifier, config, x_clean_val, y_clean_val)
-    metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
-    metrics["epochs_run"] = len(history.history["loss"])
-    metrics["train_wall_time_s"] = round(wall, 2)
-    log.info("trained %d epochs in %.1f s: test accuracy %.4f",
-             metrics["epochs_run"], wall, metrics["accuracy"])
-    return TrainResult(model, classifier, history.history, metrics,
-                       fingerprint(x, y), wall)
+    return model, history.history, time.perf_counter() - start, (x_val, y_val)
+
+
+def cross_fit(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos,
+              folds: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Probabilities (temperature 1) of each photo from a model fitted without its fold."""
+    probs = np.zeros((len(photos.labels), NUM_CLASSES), np.float32)
+    for k in range(config.cross_fit_folds):
+        held = folds == k
+        log.info("cross-fit %d/%d: fitting without %d of the real photos",
+                 k + 1, config.cross_fit_folds, int(held.sum()))
+        label = f"cross-fit {k + 1}/{config.cross_fit_folds}" if progress else None
+        model, *_ = fit(config, data, photos.subset(~held), label)
+        classifier = Classifier.from_keras(model, {"mirror_average": config.mirror_average})
+        probs[held] = classifier.predict_proba(photos.pixels[held])
+    return probs
+
+
+def fashion_mnist_training_set(config: TrainConfig, data: FashionMNIST
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    if config.train_subset:
+        return data.x_train[: config.train_subset], data.y_train[: config.train_subset]
+    return data.x_train, data.y_train
+
+
+def training_fingerprint(config: TrainConfig, data: FashionMNIST,
+                         photos: LabelledPhotos | None) -> str:
+    """Content hash of everything trained or calibrated on (Fashion-MNIST, real photos)."""
+    x, y = fashion_mnist_training_set(config, data)
+    if photos is not None:
+        x = np.concatenate([x, photos.pixels])
+        y = np.concatenate([y, photos.labels.astype(y.dtype)])
+    return fingerprint(x, y)
 
 
 def with_photo_variants(x: np.ndarray, y: np.ndarray, count: int, seed: int
@@ -152,29 +228,19 @@ def with_photo_variants(x: np.ndarray, y: np.ndarray, count: int, seed: int
             np.concatenate([y, y[pick]]))
 
 
-def calibrate(classifier: Classifier, config: TrainConfig, x_val: np.ndarray,
-              y_val: np.ndarray) -> None:
-    """Temperature and review policy, fitted on labelled real photos when configured.
+def calibrate(classifier: Classifier, probs: np.ndarray, labels: np.ndarray,
+              target_precision: float, source: str) -> None:
+    """Temperature and review policy from held-out probabilities (temperature 1) and labels.
 
-    Without real photos both come from the validation split: right for Fashion-MNIST-like
-    photos (the demo catalogue), too trusting for real ones, where the model is more often
-    confidently wrong; configure `review_photos` for a real catalogue.
+    Real photos are the right held-out set for a real catalogue; the validation split is
+    right for Fashion-MNIST-like photos (the demo catalogue) but too trusting for real ones,
+    on which the model is more often confidently wrong.
     """
-    from tagging.calibration import fit_temperature
-    from tagging.review import choose_review_policy
-
-    if config.review_photos:
-        from tagging.photo_eval import labelled_photos
-
-        pixels, labels, source = labelled_photos(Path(config.review_photos))
-    else:
-        pixels, labels, source = x_val, y_val, "validation split"
-    classifier.temperature = fit_temperature(classifier.predict_proba(pixels), labels)
+    classifier.temperature = fit_temperature(probs, labels)
     classifier.review_policy = choose_review_policy(
-        classifier.predict_proba(pixels), labels,
-        target_precision=config.review_target_precision, source=source)
-    log.info("temperature %.3f; review policy from %d photos (%s)", classifier.temperature,
-             len(labels), source)
+        apply_temperature(probs, classifier.temperature), labels,
+        target_precision=target_precision, source=source)
+    log.info("temperature %.3f; review policy from %s", classifier.temperature, source)
 
 
 def check_same_predictions(model, classifier: Classifier, x: np.ndarray) -> None:
@@ -200,18 +266,17 @@ def artifact_metadata(config: TrainConfig, result: TrainResult, data: FashionMNI
         "training_data_fingerprint": result.train_fingerprint,
         "hyperparameters": config.to_dict(),
         "library_versions": library_versions(),
-        "calibration": {"temperature": result.classifier.temperature},
+        "calibration": result.classifier.calibration,
         "review": result.classifier.review_policy,
     }
 
 
-def trained_before(registry: Registry, config: TrainConfig, data: FashionMNIST) -> str | None:
-    """A version trained on the same data fingerprint with the same config: the champion
-    if it is one, else the newest such version."""
-    x, y = data.x_train, data.y_train
-    if config.train_subset:
-        x, y = x[: config.train_subset], y[: config.train_subset]
-    wanted = {"hyperparameters": config.to_dict(), "training_data_fingerprint": fingerprint(x, y)}
+def trained_before(registry: Registry, config: TrainConfig, data: FashionMNIST,
+                   photos: LabelledPhotos | None) -> str | None:
+    """A version trained on the same data with the same config: the champion if it is one,
+    else the newest such version."""
+    wanted = {"hyperparameters": config.to_dict(),
+              "training_data_fingerprint": training_fingerprint(config, data, photos)}
     champion = registry.champion()
     for info in sorted(registry.list_versions(), key=lambda i: (i.version == champion, i.version),
                        reverse=True):
@@ -226,17 +291,21 @@ def train_candidate(config: TrainConfig, *, registry_root: Path | str,
     """Train, evaluate, write the report and register a candidate (not promoted)."""
     registry = Registry(registry_root)
     data = load_fashion_mnist(data_dir)
-    if reuse_if_unchanged and (version := trained_before(registry, config, data)):
+    photos = load_labelled_photos(config.real_photos) if config.real_photos else None
+    if reuse_if_unchanged and (version := trained_before(registry, config, data, photos)):
         reused = version == registry.champion()
         log.info("%s was trained on the same data with the same config: %s", version,
                  "reusing the champion" if reused else "not training it again; gating it")
         return Candidate(version, reused=reused)
-    result = train_model(config, data, progress=progress)
+    result = train_model(config, data, photos, progress=progress)
     with tempfile.TemporaryDirectory(prefix="candidate-") as tmp:
         artifact = Path(tmp)
         result.model.save(artifact / "model.keras")
         result.classifier.save(artifact / WEIGHTS_FILE)
         write_report(artifact / "report", result.metrics, result.history)
+        if result.photo_check is not None:
+            result.photo_check.write(artifact / "report" / "real-photos",
+                                    result.classifier.review_policy)
         version = registry.register(artifact, artifact_metadata(config, result, data),
                                     created_by=created_by)
     log.info("registered candidate %s (test accuracy %.4f)", version, result.metrics["accuracy"])
@@ -257,7 +326,7 @@ def train_and_promote(config: TrainConfig, *, registry_root: Path | str,
     return candidate, decision
 
 
-def rich_progress(epochs: int):
+def rich_progress(epochs: int, label: str):
     """A Keras callback drawing one rich progress bar over the epochs, with accuracies."""
     import keras
     from rich.progress import Progress
@@ -266,7 +335,7 @@ def rich_progress(epochs: int):
         def on_train_begin(self, logs=None):
             self.bar = Progress(*Progress.get_default_columns(), "{task.fields[info]}")
             self.bar.start()
-            self.task = self.bar.add_task("training", total=epochs, info="")
+            self.task = self.bar.add_task(label, total=epochs, info="")
 
         def on_epoch_end(self, epoch, logs=None):
             info = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "acc" in k)

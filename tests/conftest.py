@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,4 +52,35 @@ def champion_registry(tmp_path_factory, fmnist_dir) -> Path:
         TrainConfig.from_dict(QUICK), registry_root=root, data_dir=fmnist_dir,
         created_by="tests", policy=GatePolicy(**LOW_GATE))
     assert decision is not None and decision.passed, decision
+    return root
+
+
+def photo(pixels: np.ndarray, fmt: str) -> bytes:
+    """A Fashion-MNIST image as a product photo: negated, enlarged, on an off-white canvas."""
+    product = Image.fromarray(255 - pixels).resize((200, 200), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (260, 300), 245)
+    canvas.paste(product, (20, 60))
+    buffer = io.BytesIO()
+    canvas.convert("RGB").save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photo_set(tmp_path_factory, fmnist) -> Path:
+    """40 labelled photos made from test images (2 sources, PNG and JPEG) and 1 broken one."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "images").mkdir()
+    rows = []
+    for i in range(40):
+        label = int(fmnist.y_test[i])
+        source, fmt = ("studio", "PNG") if i % 2 else ("shop", "JPEG")
+        name = f"{label}_{source}_{i:03d}.{fmt.lower()}"
+        (root / "images" / name).write_bytes(photo(fmnist.x_test[i], fmt))
+        rows.append({"file": name, "label": label})
+    (root / "images" / "3_shop_broken.jpg").write_bytes(b"not a photo")
+    rows.append({"file": "3_shop_broken.jpg", "label": 3})
+    with open(root / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
     return root

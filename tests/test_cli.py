@@ -78,3 +78,18 @@ def test_clear_errors_not_tracebacks(tmp_path):
     assert bad_date.returncode == 2 and "not a YYYY-MM-DD date" in bad_date.stderr
     no_champion = tagging("evaluate", "champion", env=env, check=False)
     assert no_champion.returncode == 1 and "no champion" in no_champion.stdout
+
+
+@pytest.mark.slow
+def test_train_on_real_photos_then_evaluate_them(tmp_path, fmnist_dir, photo_set):
+    """Held-out figures after training; evaluating the same photos again warns: in-sample."""
+    registry = str(tmp_path / "registry")
+    out = tagging("train", "--registry", registry, "--data-dir", str(fmnist_dir),
+                  "--train-subset", "6000", "--epochs", "2", "--real-photos", str(photo_set),
+                  "--real-photo-repeats", "5", "--min-accuracy", "0.5",
+                  "--min-class-recall", "0").stdout
+    assert "held out: 40 labelled photos" in out and "not flagged for review" in out
+    out = tagging("evaluate-photos", "--registry", registry, "--images",
+                  str(photo_set / "images"), "--manifest", str(photo_set / "manifest.csv"),
+                  "--out", str(tmp_path / "eval")).stdout
+    assert "in-sample" in out and (tmp_path / "eval" / "contact_sheet.png").exists()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tagging.photo_eval import evaluate_photos, labelled_photos, read_manifest
+from tagging.photo_eval import check_on_photos, evaluate_photos
+from tagging.real_photos import load_labelled_photos, read_manifest, stratified_folds
 
 
 class CentroidClassifier:
@@ -28,36 +27,6 @@ class CentroidClassifier:
         z = 30 * flat @ self.centroids.T
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def photo(pixels: np.ndarray, fmt: str) -> bytes:
-    """A Fashion-MNIST image as a product photo: negated, enlarged, on an off-white canvas."""
-    product = Image.fromarray(255 - pixels).resize((200, 200), Image.Resampling.BICUBIC)
-    canvas = Image.new("L", (260, 300), 245)
-    canvas.paste(product, (20, 60))
-    buffer = io.BytesIO()
-    canvas.convert("RGB").save(buffer, fmt)
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def photo_set(tmp_path_factory, fmnist):
-    root = tmp_path_factory.mktemp("photos")
-    (root / "images").mkdir()
-    rows = []
-    for i in range(40):
-        label = int(fmnist.y_test[i])
-        source, fmt = ("studio", "PNG") if i % 2 else ("shop", "JPEG")
-        name = f"{label}_{source}_{i:03d}.{fmt.lower()}"
-        (root / "images" / name).write_bytes(photo(fmnist.x_test[i], fmt))
-        rows.append({"file": name, "label": label})
-    (root / "images" / "3_shop_broken.jpg").write_bytes(b"not a photo")
-    rows.append({"file": "3_shop_broken.jpg", "label": 3})
-    with open(root / "manifest.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["file", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +82,43 @@ def test_manifest_needs_file_and_label(tmp_path):
 
 
 def test_labelled_photos_leave_out_undecodable_ones(photo_set, fmnist):
-    pixels, labels, source = labelled_photos(photo_set, workers=2)
-    assert pixels.shape == (40, 28, 28) and pixels.dtype == np.uint8
-    assert labels.tolist() == fmnist.y_test[:40].tolist()
-    assert "40 labelled photos" in source
+    photos = load_labelled_photos(photo_set, workers=2)
+    assert photos.pixels.shape == (40, 28, 28) and photos.pixels.dtype == np.uint8
+    assert photos.labels.tolist() == fmnist.y_test[:40].tolist()
+    assert "3_shop_broken.jpg" not in photos.files and len(photos.files) == 40
+    assert set(photos.sources) == {"shop", "studio"}
+    assert "40 labelled photos" in photos.description
+    half = photos.subset(np.arange(40) % 2 == 0)
+    assert half.pixels.shape == (20, 28, 28) and half.files == photos.files[::2]
+
+
+def test_stratified_folds_spread_every_class_and_source():
+    labels = np.repeat(np.arange(10), 25)
+    sources = np.where(np.arange(250) % 25 < 12, "cd", "myn")
+    folds = stratified_folds(labels, sources, 5, seed=0)
+    assert np.bincount(folds).tolist() == [50] * 5
+    for k in range(10):
+        for s in ("cd", "myn"):
+            counts = np.bincount(folds[(labels == k) & (sources == s)], minlength=5)
+            assert counts.max() - counts.min() <= 1
+    assert np.array_equal(folds, stratified_folds(labels, sources, 5, seed=0))
+    assert not np.array_equal(folds, stratified_folds(labels, sources, 5, seed=1))
+
+
+def test_check_on_photos_scores_each_fold_by_the_others(photo_set, fmnist, tmp_path):
+    photos = load_labelled_photos(photo_set, workers=2)
+    classifier = CentroidClassifier(fmnist.x_train[:20_000], fmnist.y_train[:20_000], 0.6)
+    probs = classifier.predict_proba(photos.pixels)
+    folds = stratified_folds(photos.labels, photos.sources, 2, seed=0)
+    check = check_on_photos(photos, probs, folds, target_precision=0.9)
+    assert check.probs.shape == probs.shape
+    assert np.array_equal(check.probs.argmax(axis=1), probs.argmax(axis=1))  # T keeps ranks
+    summary = check.summary()
+    correct = probs.argmax(axis=1) == photos.labels
+    assert summary["accuracy"] == pytest.approx(correct.mean())
+    assert summary["published_coverage"] == pytest.approx(np.mean(~check.flagged))
+    assert set(summary["accuracy_per_source"]) == {"shop", "studio"}
+    # 20 photos per fold are too few for a safe threshold: everything is reviewed
+    assert check.flagged.all() and summary["published_precision"] is None
+    report = check.write(tmp_path, {"confidence_threshold": 1.0})
+    assert report["n"] == 40 and (tmp_path / "contact_sheet.png").exists()

@@ -10,7 +10,14 @@ from conftest import LOW_GATE, QUICK
 
 from model_registry import GatePolicy, Registry
 from tagging.inference import Classifier
-from tagging.train import TrainConfig, train_and_promote, train_candidate, train_model
+from tagging.real_photos import load_labelled_photos
+from tagging.train import (
+    TrainConfig,
+    train_and_promote,
+    train_candidate,
+    train_model,
+    trained_before,
+)
 
 
 def test_quick_training_registers_a_complete_version(champion_registry, fmnist):
@@ -34,11 +41,19 @@ def test_keras_model_loads_in_safe_mode_and_matches_numpy_path(champion_registry
     registry = Registry(champion_registry)
     model = registry.load_keras_model("champion")
     classifier = Classifier.from_registry(champion_registry)
-    keras_probs = model.predict(fmnist.x_test[:500].astype("float32") / 255, verbose=0)
-    numpy_probs = classifier.predict_proba(fmnist.x_test[:500])
-    if classifier.temperature == 1.0:
-        np.testing.assert_allclose(keras_probs, numpy_probs, atol=1e-4)
-    assert np.array_equal(keras_probs.argmax(1), numpy_probs.argmax(1))
+    x = fmnist.x_test[:500]
+    keras_probs = model.predict(x.astype("float32") / 255, verbose=0)
+    assert classifier.mirror_average and classifier.temperature != 1.0
+    single_view = Classifier(classifier.kernels, classifier.biases)
+    np.testing.assert_allclose(keras_probs, single_view.predict_proba(x), atol=1e-4)
+    # the version predicts from both views: the same answer for an image and its mirror
+    np.testing.assert_allclose(classifier.predict_proba(x), classifier.predict_proba(x[:, :, ::-1]),
+                               atol=1e-5)
+    assert not np.allclose(single_view.predict_proba(x), single_view.predict_proba(x[:, :, ::-1]),
+                           atol=1e-3)
+    both = Classifier.from_keras(model, {"mirror_average": True})
+    mean_logits = (single_view.logits(x) + single_view.logits(x[:, :, ::-1])) / 2
+    np.testing.assert_array_equal(both.predict_proba(x).argmax(1), mean_logits.argmax(1))
 
 
 def test_training_is_reproducible(fmnist):
@@ -100,3 +115,38 @@ def test_unchanged_config_is_not_trained_twice_even_if_refused(champion_registry
                             created_by="tests")
     assert again.version == first.version and not again.reused
     assert registry.version_ids()[-1] == first.version
+
+
+@pytest.mark.slow
+def test_training_on_real_photos_calibrates_out_of_fold(tmp_path, fmnist_dir, fmnist,
+                                                        photo_set, caplog):
+    """Trained on the photos, calibrated on out-of-fold predictions, with held-out figures."""
+    config = TrainConfig(train_subset=6000, epochs=2, real_photos=str(photo_set),
+                         real_photo_repeats=5, cross_fit_folds=2)
+    with caplog.at_level("INFO", logger="tagging.train"):
+        candidate = train_candidate(config, registry_root=tmp_path, data_dir=fmnist_dir,
+                                    created_by="tests")
+    held_out = [r.getMessage() for r in caplog.records if "cross-fit" in r.getMessage()]
+    assert len(held_out) == 2 and sum(int(m.split()[4]) for m in held_out) == 40
+    registry = Registry(tmp_path)
+    info = registry.get(candidate.version)
+    review = info.metadata["review"]
+    assert review["selection_source"].startswith("out-of-fold predictions (2-fold) on 40 ")
+    check = info.metadata["metrics"]["real_photos"]
+    assert 0.3 < check["accuracy"] <= 1 and set(check["accuracy_per_source"]) == {"shop",
+                                                                                  "studio"}
+    report = json.loads((info.path / "report" / "real-photos" / "report.json").read_text())
+    assert report["n"] == 40 and report["accuracy"] == check["accuracy"]
+    assert (info.path / "report" / "real-photos" / "contact_sheet.png").exists()
+
+    photos = load_labelled_photos(photo_set)
+    assert trained_before(registry, config, fmnist, photos) == candidate.version
+    relabelled = photos.subset(np.ones(40, bool))
+    relabelled.labels[0] = (relabelled.labels[0] + 1) % 10
+    assert trained_before(registry, config, fmnist, relabelled) is None
+
+    calibrate_only = train_model(TrainConfig(train_subset=6000, epochs=2, real_photos="x",
+                                             real_photo_repeats=0), fmnist, photos)
+    assert calibrate_only.classifier.review_policy["selection_source"] == photos.description
+    assert calibrate_only.train_fingerprint != train_model(
+        TrainConfig(train_subset=6000, epochs=2), fmnist).train_fingerprint
