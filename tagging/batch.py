@@ -157,7 +157,7 @@ class Tagger:
     def __init__(self, classifier: Classifier, *, review_threshold: float | None = None,
                  image_root: Path, workers: int | None = None):
         self.classifier = classifier
-        # an explicit threshold replaces the model's policy (per-class thresholds included)
+        # an explicit threshold replaces the model's policy
         self.review_policy = (dict(classifier.review_policy) if review_threshold is None
                               else {"confidence_threshold": float(review_threshold)})
         self.workers = workers or os.cpu_count() or 1

@@ -125,6 +125,9 @@ def train_model(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos 
         calibrate(classifier, classifier.predict_proba(x_val), y_val,
                   config.review_target_precision, "the validation split")
     else:
+        if not 2 <= config.cross_fit_folds <= len(photos.labels):
+            raise ValueError(f"cross_fit_folds must be between 2 and the number of photos "
+                             f"({len(photos.labels)}), got {config.cross_fit_folds}")
         folds = stratified_folds(photos.labels, photos.sources, config.cross_fit_folds,
                                  config.seed)
         if learn_from is None:

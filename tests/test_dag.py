@@ -223,3 +223,24 @@ def test_run_demo_summarises_each_day(first_run, monkeypatch):
     assert day["tagged"] == 50 and 0 <= day["needs_review"] <= 55
     assert Path(day["published"], "_MANIFEST.json").exists()
     assert summary["catalogue"] == str(first_run.catalogue)
+
+
+@pytest.mark.slow
+def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_set):
+    """TAGGING_REAL_PHOTOS reaches the scheduled retrain: out-of-fold calibration on them."""
+    from tagging.demo_catalogue import generate_demo_catalogue
+
+    day = "2026-03-04"
+    airflow = LocalAirflow(home=local.home, catalogue=tmp_path / "catalogue",
+                           registry=tmp_path / "registry",
+                           extra_env={**local.extra_env, config.REAL_PHOTOS_ENV: str(photo_set)})
+    generate_demo_catalogue(airflow.catalogue, [day], rows_per_day=20, data_dir=FMNIST_DIR,
+                            workers=2)
+    train = {**DAG_CONF["train"], "real_photo_repeats": 5, "cross_fit_folds": 2}
+    assert airflow.dag_test(day, {**DAG_CONF, "train": train})
+
+    meta = Registry(airflow.registry).get("champion").metadata
+    assert meta["hyperparameters"]["real_photos"] == str(photo_set)
+    assert meta["metrics"]["real_photos"]["photos"].startswith("40 labelled photos")
+    assert meta["review"]["selection_source"].startswith("out-of-fold predictions (2-fold)")
+    assert read_manifest(airflow.catalogue, day)["model_version"] == "v0001"
