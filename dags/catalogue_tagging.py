@@ -75,7 +75,8 @@ PARAMS = {
                                "{\"real_photos\": \"/data/labelled-photos\"} (default: "
                                "$TAGGING_REAL_PHOTOS)."),
     "gate": Param({}, type="object",
-                  description="GatePolicy overrides: min_accuracy, min_class_recall, tolerance."),
+                  description="GatePolicy overrides: min_accuracy, min_class_recall, tolerance, "
+                              "real_photo_tolerance."),
 }
 
 

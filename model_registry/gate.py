@@ -15,6 +15,8 @@ class GatePolicy:
     min_accuracy: float = 0.85
     min_class_recall: float = 0.50
     tolerance: float = 0.005
+    # held-out accuracy on labelled real photos: a few hundred photos, so a wider margin
+    real_photo_tolerance: float = 0.02
 
 
 @dataclass
@@ -82,9 +84,32 @@ def evaluate_gate(
                 passes,
                 failures,
             )
+        _check_real_photos(metrics.get("real_photos"), champion,
+                           champion_meta["metrics"].get("real_photos"), policy, passes, failures)
     decision.passed = not failures
     decision.reasons = failures or passes
     return decision
+
+
+def _check_real_photos(ours: dict | None, champion: str | None, theirs: dict | None,
+                       policy: GatePolicy, passes: list[str], failures: list[str]) -> None:
+    """A champion measured on real photos is only replaced by one measured on them too.
+
+    Held-out accuracies are compared when both were measured on the same photos; a new
+    photo set (labelled photos added) cannot be compared and is let through, said so.
+    """
+    if not theirs:
+        return
+    if not ours:
+        failures.append(f"champion {champion} was measured on real photos "
+                        f"({theirs['photos']}); the candidate was not")
+    elif ours.get("fingerprint") != theirs.get("fingerprint"):
+        passes.append(f"real photos differ from the champion's ({ours['photos']} vs "
+                      f"{theirs['photos']}): not compared")
+    else:
+        _check(ours["accuracy"] >= theirs["accuracy"] - policy.real_photo_tolerance,
+               f"real-photo accuracy {ours['accuracy']:.4f} {{}} champion "
+               f"{theirs['accuracy']:.4f} - {policy.real_photo_tolerance:g}", passes, failures)
 
 
 def _check(ok: bool, template: str, passes: list[str], failures: list[str]) -> None:

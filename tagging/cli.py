@@ -202,6 +202,9 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=d.tolerance,
                    help=f"how far below the champion's accuracy a candidate may be "
                    f"(default {d.tolerance})")
+    p.add_argument("--real-photo-tolerance", type=float, default=d.real_photo_tolerance,
+                   help="how far below the champion's held-out accuracy on the same real "
+                   f"photos a candidate may be (default {d.real_photo_tolerance})")
 
 
 def registry_of(args):
@@ -213,7 +216,8 @@ def registry_of(args):
 def policy_of(args):
     from model_registry import GatePolicy
 
-    return GatePolicy(args.min_accuracy, args.min_class_recall, args.tolerance)
+    return GatePolicy(args.min_accuracy, args.min_class_recall, args.tolerance,
+                      args.real_photo_tolerance)
 
 
 def print_decision(decision) -> None:

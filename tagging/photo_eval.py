@@ -22,6 +22,7 @@ from tagging.calibration import (
     fit_temperature,
     reliability_bins,
 )
+from tagging.data import fingerprint
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.real_photos import LabelledPhotos, preprocess_files, read_manifest
 from tagging.review import choose_review_policy, needs_review
@@ -57,6 +58,7 @@ class PhotoCheck:
         sources = self.photos.sources
         return {
             "photos": self.photos.description,
+            "fingerprint": fingerprint(self.photos.pixels, self.photos.labels),
             "accuracy": _mean(correct),
             "published_precision": _mean(correct[~self.flagged]),
             "published_coverage": _mean(~self.flagged),

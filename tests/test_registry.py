@@ -34,11 +34,15 @@ POLICY = GatePolicy()
 
 
 def metadata(accuracy: float = 0.9, recall: float | list[float] = 0.8,
-             eval_fp: str = "eval-A", **extra: object) -> dict:
+             eval_fp: str = "eval-A", photos: tuple[float, str] | None = None,
+             **extra: object) -> dict:
+    """photos: (held-out accuracy, photo-set fingerprint) on labelled real photos."""
     recalls = recall if isinstance(recall, list) else [recall] * 10
+    real = {} if photos is None else {"real_photos": {
+        "photos": f"photo set {photos[1]}", "fingerprint": photos[1], "accuracy": photos[0]}}
     return {
         "metrics": {"accuracy": accuracy, "loss": 0.3, "per_class_recall": recalls,
-                    "f1": [0.8] * 10},
+                    "f1": [0.8] * 10, **real},
         "eval_data_fingerprint": eval_fp,
         "training_data_fingerprint": "train-A",
         "hyperparameters": {"hidden": [256, 128], "seed": 1},
@@ -253,6 +257,20 @@ def test_gate_refuses_a_model_evaluated_on_different_data(reg, add):
     assert len(decision.reasons) == 1
     assert decision.reasons[0].startswith("evaluated on different data")
     assert "'eval-B'" in decision.reasons[0] and "'eval-A'" in decision.reasons[0]
+    assert reg.champion() == "v0001"
+
+
+def test_gate_keeps_a_champion_that_is_better_on_real_photos(reg, add):
+    reg.promote(add(accuracy=0.885, photos=(0.71, "set-A")), policy=POLICY, actor="t")
+    decision = reg.check_gate(add(accuracy=0.893), POLICY)  # never measured on real photos
+    assert not decision.passed
+    assert decision.reasons == ["champion v0001 was measured on real photos (photo set set-A); "
+                                "the candidate was not"]
+    decision = reg.check_gate(add(accuracy=0.893, photos=(0.68, "set-A")), POLICY)
+    assert decision.reasons == ["real-photo accuracy 0.6800 < champion 0.7100 - 0.02"]
+    assert reg.check_gate(add(accuracy=0.885, photos=(0.695, "set-A")), POLICY).passed
+    decision = reg.check_gate(add(accuracy=0.885, photos=(0.60, "set-B")), POLICY)
+    assert decision.passed and decision.reasons[-1].endswith("not compared")
     assert reg.champion() == "v0001"
 
 
