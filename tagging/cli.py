@@ -357,7 +357,11 @@ def cmd_evaluate_photos(args) -> int:
     console.print(f"report, contact sheet and reliability diagram in {args.out}")
     info = registry_of(args).get(args.model)
     trained_on = info.metadata["hyperparameters"].get("real_photos")
-    if trained_on and Path(trained_on).resolve() in Path(args.images).resolve().parents:
+    if not trained_on:
+        console.print(f"[yellow]note: {info.version} never saw labelled real photos (its "
+                      "needs_review threshold comes from the validation split); for a real "
+                      "catalogue train with --real-photos DIR[/yellow]")
+    elif Path(trained_on).resolve() in Path(args.images).resolve().parents:
         console.print(f"[yellow]warning: {info.version} was trained on {trained_on}: these "
                       "figures are in-sample; the held-out ones are in "
                       f"{info.path / 'report' / 'real-photos'}[/yellow]")
