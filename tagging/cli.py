@@ -362,8 +362,8 @@ def cmd_evaluate_photos(args) -> int:
                       "needs_review threshold comes from the validation split); for a real "
                       "catalogue train with --real-photos DIR[/yellow]")
     elif Path(trained_on).resolve() in Path(args.images).resolve().parents:
-        console.print(f"[yellow]warning: {info.version} was trained on {trained_on}: these "
-                      "figures are in-sample; the held-out ones are in "
+        console.print(f"[yellow]warning: {info.version} was trained or calibrated on {trained_on}: "
+                      "these figures are in-sample; the held-out ones are in "
                       f"{info.path / 'report' / 'real-photos'}[/yellow]")
     return 0
 
