@@ -13,23 +13,26 @@ from tagging.labels import CATEGORY_SLUGS
 
 
 def list_command(registry: Registry) -> str:
-    """Table of every version: id, created_at, created_by, accuracy, champion marker."""
+    """Every version: id, created_at, created_by, accuracies, champion marker."""
     ids = registry.version_ids()
     if not ids:
         return f"registry {registry.root} has no versions yet\n"
     champion = registry.champion()
     table = Table(title=f"model registry {registry.root}")
-    for column in ("version", "created_at", "created_by", "accuracy", "champion"):
-        table.add_column(column, justify="right" if column == "accuracy" else "left")
+    for column in ("version", "created_at", "created_by", "accuracy", "real-photo accuracy",
+                   "champion"):
+        table.add_column(column, justify="right" if "accuracy" in column else "left")
     for version in ids:
         marker = "*" if version == champion else ""
         try:
             meta = registry.get(version, verify_checksums=False).metadata
         except CorruptMetadataError as exc:
-            table.add_row(version, "CORRUPT", str(exc), "", marker)
+            table.add_row(version, "CORRUPT", str(exc), "", "", marker)
             continue
-        accuracy = f"{meta['metrics']['accuracy']:.4f}"
-        table.add_row(version, meta["created_at"], meta["created_by"], accuracy, marker)
+        real = meta["metrics"].get("real_photos")
+        table.add_row(version, meta["created_at"], meta["created_by"],
+                      f"{meta['metrics']['accuracy']:.4f}",
+                      f"{real['accuracy']:.4f}" if real else "", marker)
     return _render(table)
 
 
@@ -47,6 +50,11 @@ def show_command(registry: Registry, ref: str) -> str:
     table.add_row("loss", f"{metrics['loss']:.4f}")
     for slug, recall in zip(CATEGORY_SLUGS, metrics["per_class_recall"], strict=True):
         table.add_row(f"recall {slug}", f"{recall:.4f}")
+    if real := metrics.get("real_photos"):
+        table.add_row("real photos (held out)", real["photos"])
+        for key in ("accuracy", "published_precision", "published_coverage"):
+            if real.get(key) is not None:
+                table.add_row(f"  {key.replace('_', ' ')}", f"{real[key]:.4f}")
     table.add_row("eval_data_fingerprint", meta["eval_data_fingerprint"])
     table.add_row("parent_champion", str(meta["parent_champion"]))
     table.add_row("created", f"{meta['created_at']} by {meta['created_by']}")

@@ -598,15 +598,17 @@ def test_load_keras_model_round_trips_and_uses_safe_mode(reg, tmp_path):
 def test_cli_renderings(reg, add):
     assert "has no versions yet" in list_command(reg)
     add(accuracy=0.8812, created_by="trainer-7")
-    add(accuracy=0.8901)
+    add(accuracy=0.8901, photos=(0.7123, "set-A"))
     reg.promote("v0002", policy=POLICY, actor="t")
     text = list_command(reg)
     rows = {line.split()[1]: line for line in text.splitlines() if " v000" in line}
     assert "0.8812" in rows["v0001"] and "trainer-7" in rows["v0001"]
+    assert "0.7123" in rows["v0002"] and "0.7123" not in rows["v0001"]
     assert rows["v0002"].rstrip(" │|").endswith("*") and "*" not in rows["v0001"]
 
     shown = show_command(reg, "champion")
     assert "v0002 (champion)" in shown and "recall shirt" in shown and "0.8901" in shown
+    assert "photo set set-A" in shown and "0.7123" in shown
     assert json.loads(shown[shown.index("\n{") + 1:])["version"] == "v0002"
 
     writable(reg.root / "versions" / "v0001" / "metadata.json").write_text("{")
