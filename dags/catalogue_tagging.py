@@ -121,7 +121,8 @@ def catalogue_tagging() -> None:
         from tagging.train import TrainConfig, train_candidate
 
         try:
-            defaults = {"real_photos": config.real_photos()} if config.real_photos() else {}
+            real_photos = config.real_photos()
+            defaults = {"real_photos": real_photos} if real_photos else {}
             train_config = TrainConfig.from_dict(defaults | params["train"])
         except (TypeError, ValueError) as e:
             raise AirflowFailException(f"bad 'train' param: {e}") from e

@@ -16,16 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tagging.calibration import (
-    apply_temperature,
-    expected_calibration_error,
-    fit_temperature,
-    reliability_bins,
-)
+from tagging.calibration import apply_temperature, expected_calibration_error, reliability_bins
 from tagging.data import fingerprint
-from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
+from tagging.labels import CATEGORY_NAMES, CATEGORY_SLUGS, NUM_CLASSES
 from tagging.real_photos import LabelledPhotos, preprocess_files, read_manifest
-from tagging.review import choose_review_policy, needs_review
+from tagging.review import fit_calibration, needs_review
 
 
 def evaluate_photos(images_dir: Path, manifest_csv: Path, classifier, out_dir: Path,
@@ -72,7 +67,14 @@ class PhotoCheck:
                             self.photos.sources, self.flagged, np.zeros(len(self.probs), bool),
                             {"photos": self.photos.description, "review_policy": review_policy,
                              "held_out": "each photo scored by a model, temperature and review "
-                                         "policy fitted without its fold"})
+                                         "policy fitted without its fold",
+                             "misclassified": self.misclassified()})
+
+    def misclassified(self) -> dict[str, str]:
+        """file -> predicted category, for the photos the held-out model got wrong."""
+        predicted = self.probs.argmax(axis=1)
+        return {f: CATEGORY_SLUGS[p] for f, p, y in
+                zip(self.photos.files, predicted, self.photos.labels, strict=True) if p != y}
 
 
 def check_on_photos(photos: LabelledPhotos, probs: np.ndarray, folds: np.ndarray,
@@ -86,9 +88,8 @@ def check_on_photos(photos: LabelledPhotos, probs: np.ndarray, folds: np.ndarray
     flagged = np.zeros(len(probs), bool)
     for k in np.unique(folds):
         held, rest = folds == k, folds != k
-        temperature = fit_temperature(probs[rest], photos.labels[rest])
-        policy = choose_review_policy(apply_temperature(probs[rest], temperature),
-                                      photos.labels[rest], target_precision=target_precision)
+        temperature, policy = fit_calibration(probs[rest], photos.labels[rest],
+                                              target_precision)
         calibrated[held] = apply_temperature(probs[held], temperature)
         flagged[held] = needs_review(calibrated[held], policy)
     return PhotoCheck(photos, calibrated, flagged)

@@ -1,10 +1,10 @@
-"""Labelled real product photos: loading, stratified folds, and honest figures on them.
+"""Labelled real product photos: loading them as the tagger sees them, and stratified folds.
 
 A few hundred labelled real photos teach the classifier more about real photos than any
 augmentation of Fashion-MNIST does. When the model trains on them, its temperature and review
 policy can no longer be fitted on the same photos (it knows them); they are fitted on
 *out-of-fold* predictions instead: each photo predicted by a model trained without its fold
-(cross-fitting, see `tagging.train`).
+(cross-fitting, see `tagging.train`; the held-out figures are `tagging.photo_eval`'s).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tagging.calibration import apply_temperature, fit_temperature
+
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TARGET_PRECISION = 0.9
 DEFAULT_Z = 1.0  # one-sided ~84 % confidence for the precision bound
@@ -76,3 +78,15 @@ def choose_review_policy(probs: np.ndarray, labels: np.ndarray, *,
     policy["selection_precision"] = float(correct[published].mean()) if published.any() else None
     policy["selection_coverage"] = float(published.mean()) if len(labels) else 0.0
     return policy
+
+
+def fit_calibration(probs: np.ndarray, labels: np.ndarray, target_precision: float,
+                    source: str = "") -> tuple[float, dict]:
+    """Temperature, then the review policy on the calibrated probabilities.
+
+    probs: temperature-1 probabilities of labelled photos the model did not train on.
+    """
+    temperature = fit_temperature(probs, labels)
+    policy = choose_review_policy(apply_temperature(probs, temperature), labels,
+                                  target_precision=target_precision, source=source)
+    return temperature, policy

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from model_registry import GateDecision, GatePolicy, Registry
-from tagging.calibration import apply_temperature, fit_temperature
 from tagging.data import FashionMNIST, fingerprint, load_fashion_mnist
 from tagging.inference import WEIGHTS_FILE, Classifier
 from tagging.labels import NUM_CLASSES
 from tagging.photo_eval import PhotoCheck, check_on_photos
 from tagging.real_photos import LabelledPhotos, load_labelled_photos, stratified_folds
 from tagging.report import evaluate, write_report
-from tagging.review import choose_review_policy
+from tagging.review import fit_calibration
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +238,8 @@ def calibrate(classifier: Classifier, probs: np.ndarray, labels: np.ndarray,
     right for Fashion-MNIST-like photos (the demo catalogue) but too trusting for real ones,
     on which the model is more often confidently wrong.
     """
-    classifier.temperature = fit_temperature(probs, labels)
-    classifier.review_policy = choose_review_policy(
-        apply_temperature(probs, classifier.temperature), labels,
-        target_precision=target_precision, source=source)
+    classifier.temperature, classifier.review_policy = fit_calibration(
+        probs, labels, target_precision, source)
     log.info("temperature %.3f; review policy from %s", classifier.temperature, source)
 
 

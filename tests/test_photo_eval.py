@@ -122,3 +122,6 @@ def test_check_on_photos_scores_each_fold_by_the_others(photo_set, fmnist, tmp_p
     assert check.flagged.all() and summary["published_precision"] is None
     report = check.write(tmp_path, {"confidence_threshold": 1.0})
     assert report["n"] == 40 and (tmp_path / "contact_sheet.png").exists()
+    assert len(report["misclassified"]) == int((~correct).sum())
+    assert set(report["misclassified"]) == {f for f, ok in zip(photos.files, correct,
+                                                                strict=True) if not ok}
