@@ -78,6 +78,8 @@ def preprocess_files(paths: list[Path], workers: int | None = None
 def load_labelled_photos(root: Path | str, workers: int | None = None) -> LabelledPhotos:
     """root/manifest.csv + root/images, preprocessed; undecodable photos are left out."""
     root = Path(root)
+    if not (root / "manifest.csv").is_file():
+        raise ValueError(f"{root}: not a labelled photo folder (needs manifest.csv and images/)")
     rows = read_manifest(root / "manifest.csv")
     pixels, errors = preprocess_files([root / "images" / f for f, _, _ in rows], workers)
     ok = np.array([e is None for e in errors])

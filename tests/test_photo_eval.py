@@ -92,6 +92,11 @@ def test_labelled_photos_leave_out_undecodable_ones(photo_set, fmnist):
     assert half.pixels.shape == (20, 28, 28) and half.files == photos.files[::2]
 
 
+def test_a_folder_without_manifest_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="not a labelled photo folder"):
+        load_labelled_photos(tmp_path / "nowhere")
+
+
 def test_stratified_folds_spread_every_class_and_source():
     labels = np.repeat(np.arange(10), 25)
     sources = np.where(np.arange(250) % 25 < 12, "cd", "myn")
