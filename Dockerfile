@@ -19,7 +19,7 @@ COPY --chown=airflow:0 tagging/ /opt/catalogue-tagging/tagging/
 COPY --chown=airflow:0 model_registry/ /opt/catalogue-tagging/model_registry/
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/catalogue-tagging \
         --constraint "${HOME}/constraints.txt" \
-    && python -c "import tagging.batch, model_registry"
+    && python -c "import tagging.catalogue.tagger, model_registry"
 
 # The DAGs are baked in (the compose file also mounts ./dags over them for development).
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/

@@ -3,11 +3,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# The local Fashion-MNIST copy when there is one (../shared beside the clone, else this
-# machine's /work/shared); otherwise the official files are downloaded (MD5-checked) into
-# ~/.cache/catalogue-tagging/fashion-mnist. An explicit TAGGING_FASHION_MNIST_DIR wins.
-SHARED_FMNIST := $(firstword $(wildcard $(abspath ../shared/fashion-mnist) \
-                                        /work/shared/fashion-mnist))
+# The local Fashion-MNIST copy when there is one (../shared beside the clone); otherwise the
+# official files are downloaded (MD5-checked) into ~/.cache/catalogue-tagging/fashion-mnist.
+# An explicit TAGGING_FASHION_MNIST_DIR wins.
+SHARED_FMNIST := $(wildcard $(abspath ../shared/fashion-mnist))
 ifneq ($(SHARED_FMNIST),)
 export TAGGING_FASHION_MNIST_DIR ?= $(SHARED_FMNIST)
 endif

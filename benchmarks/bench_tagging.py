@@ -218,7 +218,8 @@ def child_train(p: dict) -> dict:
 
 def child_tag(p: dict) -> dict:
     """The CLI's path: tag_partition (plan, warm pool, tag every shard, publish)."""
-    from tagging.batch import tag_partition, truth_agreement
+    from tagging.catalogue.job import tag_partition
+    from tagging.catalogue.validate import truth_agreement
 
     summary = tag_partition(p["catalogue"], p["date"], registry_root=p["registry"],
                             workers=p["workers"], rows_per_shard=p["rows_per_shard"])
@@ -228,11 +229,11 @@ def child_tag(p: dict) -> dict:
 def child_shard(p: dict) -> dict:
     """One mapped DAG task: tag_shard in its own process."""
     start = time.perf_counter()
-    from tagging.batch import tag_shard
+    from tagging.catalogue.tagger import tag_shard_to_staging
 
-    staged = tag_shard(p["shard"], catalogue_root=p["catalogue"], registry_root=p["registry"],
-                       model_version=p["version"], run_id=p["run_id"], tagged_at=TAGGED_AT,
-                       workers=p["workers"])
+    staged = tag_shard_to_staging(p["shard"], catalogue_root=p["catalogue"],
+                                  registry_root=p["registry"], model_version=p["version"],
+                                  run_id=p["run_id"], tagged_at=TAGGED_AT, workers=p["workers"])
     return {"staged": staged, "inside_s": round(time.perf_counter() - start, 2)}
 
 
@@ -261,7 +262,7 @@ def _preprocess_indices(indices: list[int]) -> float:
 def child_lower_bound(p: dict) -> dict:
     """Decode + preprocess only: the same warm forkserver pool and chunking, no Parquet,
     no model, photos already in the workers' memory."""
-    from tagging.batch import CHUNK_ROWS
+    from tagging.catalogue.tagger import CHUNK_ROWS
 
     n, workers = p["rows"], p["workers"]
     chunks = [list(range(i, min(i + CHUNK_ROWS, n))) for i in range(0, n, CHUNK_ROWS)]
@@ -353,7 +354,8 @@ def tag_run(root: Path, date: str, registry: Path, workers: int) -> dict:
 def scale_out(root: Path, registry: Path, version: str, workers: int) -> dict:
     """One partition as 1 shard x `workers` decoding processes vs `workers` shards x 1,
     each shard in its own process (like the DAG's mapped tasks), then publish."""
-    from tagging.batch import plan_shards, publish_partition
+    from tagging.catalogue.planning import plan_shards
+    from tagging.catalogue.publish import publish_partition
 
     date = DATES["scale"]
     total = sum(s["rows"] for s in plan_shards(root, date, rows_per_shard=10**9))
@@ -488,7 +490,7 @@ def agreement(root: Path, date: str, predictions: dict[str, str]) -> float:
     """Share of the naive baseline's rows where the job published the same category."""
     import pyarrow.parquet as pq
 
-    from tagging.batch import published_dir
+    from tagging.catalogue.layout import published_dir
 
     table = pq.read_table(published_dir(root, date), columns=["product_id", "category"])
     published = dict(zip(table["product_id"].to_pylist(), table["category"].to_pylist(),

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from tagging.labels import CATEGORY_SLUGS
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,12 @@ def evaluate_gate(
     champion: str | None,
     champion_meta: dict[str, Any] | None,
     policy: GatePolicy,
+    *,
+    class_names: Sequence[str] = (),
 ) -> GateDecision:
-    """Apply `policy` to validated metadata of the candidate and (if any) the champion."""
+    """Apply `policy` to validated metadata of the candidate and (if any) the champion.
+
+    class_names name the classes of the per-class recall list in the reasons."""
     metrics = candidate_meta["metrics"]
     accuracy = float(metrics["accuracy"])
     champion_accuracy = None
@@ -59,7 +62,7 @@ def evaluate_gate(
     _check(accuracy >= policy.min_accuracy,
            f"accuracy {accuracy:.4f} {{}} floor {policy.min_accuracy:.4f}", passes, failures)
     low = [
-        f"{_class_name(i)} {recall:.4f}"
+        f"{_class_name(i, class_names)} {recall:.4f}"
         for i, recall in enumerate(metrics["per_class_recall"])
         if recall < policy.min_class_recall
     ]
@@ -117,6 +120,5 @@ def _check(ok: bool, template: str, passes: list[str], failures: list[str]) -> N
     (passes if ok else failures).append(template.format(">=" if ok else "<"))
 
 
-def _class_name(index: int) -> str:
-    slug = CATEGORY_SLUGS[index] if index < len(CATEGORY_SLUGS) else "?"
-    return f"class {index} ({slug})"
+def _class_name(index: int, class_names: Sequence[str]) -> str:
+    return f"class {index} ({class_names[index]})" if index < len(class_names) else f"class {index}"

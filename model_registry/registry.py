@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -25,14 +24,22 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model_registry.errors import CorruptMetadataError, RegistryError, VersionNotFound
+from model_registry.files import (
+    TMP_PREFIX,
+    atomic_write_json,
+    fsync_path,
+    sha256_file,
+    to_json,
+    write_json_exclusive,
+)
 from model_registry.gate import GateDecision, GatePolicy, evaluate_gate
-from tagging.labels import NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +47,6 @@ CHAMPION = "champion"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 _VERSION_RE = re.compile(r"v\d{4,}")
-_TMP_PREFIX = ".tmp-"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 _CALLER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -59,18 +65,6 @@ _REGISTRY_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
 }
 
 
-class RegistryError(Exception):
-    """A registry operation cannot be done (the message says why and where)."""
-
-
-class CorruptMetadataError(RegistryError):
-    """A registry file is unreadable, malformed or does not match its artifacts."""
-
-
-class VersionNotFound(RegistryError, LookupError):
-    """No version (or no champion) by that name."""
-
-
 @dataclass
 class VersionInfo:
     """One registered version: its id, directory and metadata.json contents."""
@@ -87,8 +81,12 @@ class VersionInfo:
 class Registry:
     """A model registry rooted at a directory (created on the first write)."""
 
-    def __init__(self, root: str | Path, *, lock_timeout: float = 120.0) -> None:
+    def __init__(self, root: str | Path, *, class_names: Sequence[str] = (),
+                 lock_timeout: float = 120.0) -> None:
+        """class_names: what the models predict, in label order; when given, every version's
+        per-class recall must have one entry per class, and gate reasons name them."""
         self.root = Path(root)
+        self.class_names = tuple(class_names)
         self.lock_timeout = lock_timeout
         self.versions_dir = self.root / "versions"
         self.alias_path = self.root / "aliases" / f"{CHAMPION}.json"
@@ -154,7 +152,8 @@ class Registry:
         info = self.get(candidate)
         champion = self.champion()
         champion_meta = None if champion is None else self.get(champion).metadata
-        return evaluate_gate(info.version, info.metadata, champion, champion_meta, policy)
+        return evaluate_gate(info.version, info.metadata, champion, champion_meta, policy,
+                             class_names=self.class_names)
 
     def load_keras_model(self, ref: str) -> Any:
         """Load the version's model with Keras safe mode (no arbitrary code from the file)."""
@@ -169,10 +168,10 @@ class Registry:
                  created_by: str) -> str:
         """Copy `artifact_dir` into a new immutable version; return its id."""
         artifact_dir = Path(artifact_dir)
-        record = _caller_metadata(metadata, artifact_dir, created_by)
+        record = _caller_metadata(metadata, artifact_dir, created_by, len(self.class_names))
         with self._locked():
             self._remove_stray_temps()
-            staging = self.versions_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+            staging = self.versions_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
             shutil.copytree(artifact_dir, staging)
             version = self._next_version_id()
             parent = self.champion()
@@ -183,10 +182,10 @@ class Registry:
                 "parent_champion": parent,
                 "sha256": _hash_tree(staging),
             }
-            _write_json(staging / METADATA_FILE, record)
+            write_json_exclusive(staging / METADATA_FILE, record)
             _seal(staging)
             os.rename(staging, self.versions_dir / version)
-            _fsync_dir(self.versions_dir)
+            fsync_path(self.versions_dir)
             self._append_event({"event": "register", "actor": created_by, "version": version,
                                 "parent_champion": parent, "reasons": []})
         logger.info("registered %s from %s (by %s)", version, artifact_dir, created_by)
@@ -272,7 +271,8 @@ class Registry:
             raise CorruptMetadataError(f"{meta_path}: missing") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CorruptMetadataError(f"{meta_path}: cannot be read as JSON ({exc})") from None
-        problems = _metadata_problems(meta, {**_CALLER_KEYS, **_REGISTRY_KEYS})
+        problems = _metadata_problems(meta, {**_CALLER_KEYS, **_REGISTRY_KEYS},
+                                      len(self.class_names))
         if not problems and meta["version"] != version:
             problems.append(f"'version' is {meta['version']!r} but the directory is {version!r}")
         if problems:
@@ -303,9 +303,9 @@ class Registry:
         return state
 
     def _write_alias(self, version: str, previous: list[str], actor: str) -> None:
-        for stray in self.alias_path.parent.glob(f"{_TMP_PREFIX}*"):
+        for stray in self.alias_path.parent.glob(f"{TMP_PREFIX}*"):
             stray.unlink()
-        _atomic_write_json(self.alias_path, {
+        atomic_write_json(self.alias_path, {
             "alias": CHAMPION, "version": version, "previous": previous,
             "updated_at": _now(), "updated_by": actor,
         })
@@ -334,7 +334,7 @@ class Registry:
         """Delete staging dirs left by a register that died (we hold the lock: none is live)."""
         if not self.versions_dir.is_dir():
             return
-        for stray in self.versions_dir.glob(f"{_TMP_PREFIX}*"):
+        for stray in self.versions_dir.glob(f"{TMP_PREFIX}*"):
             logger.warning("removing %s left by an interrupted register", stray)
             for path in [stray, *stray.rglob("*")]:
                 if path.is_dir():
@@ -342,8 +342,8 @@ class Registry:
             shutil.rmtree(stray)
 
 
-def _caller_metadata(metadata: dict[str, Any], artifact_dir: Path,
-                     created_by: str) -> dict[str, Any]:
+def _caller_metadata(metadata: dict[str, Any], artifact_dir: Path, created_by: str,
+                     classes: int) -> dict[str, Any]:
     """Validated JSON copy of the caller's metadata (numpy values become plain numbers)."""
     if not (artifact_dir / MODEL_FILE).is_file():
         raise RegistryError(f"{artifact_dir}: no {MODEL_FILE} to register")
@@ -353,10 +353,10 @@ def _caller_metadata(metadata: dict[str, Any], artifact_dir: Path,
     if not isinstance(created_by, str) or not created_by:
         raise RegistryError("created_by must be a non-empty string")
     try:
-        record = json.loads(json.dumps(metadata, default=_to_json, allow_nan=False))
+        record = json.loads(json.dumps(metadata, default=to_json, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"metadata for {artifact_dir} is not valid JSON: {exc}") from None
-    problems = _metadata_problems(record, _CALLER_KEYS)
+    problems = _metadata_problems(record, _CALLER_KEYS, classes)
     reserved = sorted(set(_REGISTRY_KEYS) & set(record)) if isinstance(record, dict) else []
     if reserved:
         problems.append(f"keys {reserved} are set by the registry, not the caller")
@@ -365,8 +365,11 @@ def _caller_metadata(metadata: dict[str, Any], artifact_dir: Path,
     return record
 
 
-def _metadata_problems(meta: Any, schema: dict[str, tuple[Any, str]]) -> list[str]:
-    """Human-readable list of what is wrong with `meta` (empty when it is fine)."""
+def _metadata_problems(meta: Any, schema: dict[str, tuple[Any, str]],
+                       classes: int) -> list[str]:
+    """Human-readable list of what is wrong with `meta` (empty when it is fine).
+
+    classes: how many per-class recalls a version must have (0: any number)."""
     if not isinstance(meta, dict):
         return [f"expected a JSON object, got {type(meta).__name__}"]
     problems = []
@@ -378,7 +381,7 @@ def _metadata_problems(meta: Any, schema: dict[str, tuple[Any, str]]) -> list[st
         elif key.endswith("fingerprint") and not meta[key]:
             problems.append(f"{key!r} is empty")
     if isinstance(meta.get("metrics"), dict):
-        problems += _metrics_problems(meta["metrics"])
+        problems += _metrics_problems(meta["metrics"], classes)
     if isinstance(meta.get("sha256"), dict):
         problems += _sha256_problems(meta["sha256"])
     if isinstance(meta.get("created_at"), str):
@@ -389,7 +392,7 @@ def _metadata_problems(meta: Any, schema: dict[str, tuple[Any, str]]) -> list[st
     return problems
 
 
-def _metrics_problems(metrics: dict[str, Any]) -> list[str]:
+def _metrics_problems(metrics: dict[str, Any], classes: int) -> list[str]:
     problems = []
     if not _is_number(metrics.get("accuracy"), 0, 1):
         problems.append(f"'metrics.accuracy' must be a number in [0, 1], "
@@ -397,10 +400,10 @@ def _metrics_problems(metrics: dict[str, Any]) -> list[str]:
     if not _is_number(metrics.get("loss"), 0, math.inf):
         problems.append(f"'metrics.loss' must be a number >= 0, got {metrics.get('loss')!r}")
     recall = metrics.get("per_class_recall")
-    if not (isinstance(recall, list) and len(recall) == NUM_CLASSES
+    if not (isinstance(recall, list) and recall and len(recall) == (classes or len(recall))
             and all(_is_number(r, 0, 1) for r in recall)):
-        problems.append(f"'metrics.per_class_recall' must be a list of {NUM_CLASSES} numbers "
-                        f"in [0, 1], got {recall!r}")
+        problems.append(f"'metrics.per_class_recall' must be a list of {classes or 'the'} "
+                        f"numbers in [0, 1], got {recall!r}")
     return problems
 
 
@@ -443,8 +446,7 @@ def _hash_tree(path: Path) -> dict[str, str]:
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         name = file.relative_to(path).as_posix()
         if name != METADATA_FILE:
-            with open(file, "rb") as handle:
-                digests[name] = hashlib.file_digest(handle, "sha256").hexdigest()
+            digests[name] = sha256_file(file)
     return digests
 
 
@@ -457,43 +459,6 @@ def _seal(path: Path) -> None:
         finally:
             os.close(fd)
         item.chmod(0o555 if item.is_dir() else 0o444)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with open(path, "x", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    """Write temp file, fsync, os.replace, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
-        _write_json(temp, obj)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _to_json(value: Any) -> Any:
-    """json.dumps fallback: numpy scalars/arrays and paths."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def _now() -> str:

@@ -29,17 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tagging import config
+from tagging import settings
+from tagging.errors import AirflowRunError
 
 log = logging.getLogger(__name__)
 
 DAG_ID = "catalogue_tagging"
 DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
-TRAINING_POOL = "tagging_training"
-
-
-class AirflowRunError(RuntimeError):
-    """An Airflow command or run failed; the message names its log file."""
+TRAINING_POOL = settings.Settings().training_pool
 
 
 @dataclass
@@ -81,9 +78,9 @@ class LocalAirflow:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
             # Local runs happen by trigger or backfill only, never by the clock.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            config.CATALOGUE_ENV: str(self.catalogue),
-            config.REGISTRY_ENV: str(self.registry),
-            "TAGGING_TRAINING_POOL": TRAINING_POOL,
+            settings.CATALOGUE_ENV: str(self.catalogue),
+            settings.REGISTRY_ENV: str(self.registry),
+            settings.TRAINING_POOL_ENV: TRAINING_POOL,
         }
         if self.api_url:
             env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{self.api_url}/execution/"
@@ -209,9 +206,10 @@ def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = 
     sets any other DAG param (e.g. max_review_rate); `data_dir` is the Fashion-MNIST
     directory the DAG trains on (default: $TAGGING_FASHION_MNIST_DIR, else the cache).
     """
-    from tagging.batch import read_manifest, truth_agreement
+    from tagging.catalogue.layout import published_dir, read_published_manifest
+    from tagging.catalogue.validate import truth_agreement
 
-    extra_env = {config.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
+    extra_env = {settings.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
     local = LocalAirflow.in_workdir(workdir, extra_env=extra_env)
     local.setup()
     conf = {**(params or {}), "train": train_overrides or {}, "gate": gate_overrides or {}}
@@ -219,12 +217,12 @@ def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = 
     for date in dates:
         start = time.perf_counter()
         ok = local.dag_test(date, conf)
-        manifest = read_manifest(local.catalogue, date) if ok else None
+        manifest = read_published_manifest(local.catalogue, date) if ok else None
         day: dict[str, Any] = {"partition": date, "state": "success" if ok else "failed",
                                "seconds": round(time.perf_counter() - start, 1),
                                "log": str(local.log_dir / f"dags-test-{date}.log")}
         if manifest:
-            day |= {"published": str(local.catalogue / "tagged" / f"dt={date}"),
+            day |= {"published": str(published_dir(local.catalogue, date)),
                     "model_version": manifest["model_version"], **manifest["counts"],
                     **truth_agreement(local.catalogue, date)}
         elif not ok:
@@ -243,9 +241,9 @@ def last_error(log_path: Path) -> str | None:
 
 
 def _champion(registry: Path) -> str | None:
-    from model_registry import Registry
+    from tagging.registry import open_registry
 
-    return Registry(registry).champion()
+    return open_registry(registry).champion()
 
 
 # ------------------------------------------------------------ process helpers

@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from tagging import config
+from tagging import settings
+from tagging.errors import EXPECTED_ERRORS
 from tagging.labels import CATEGORY_SLUGS
+from tagging.settings import Settings, TaggingLimits
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # wide tables in logs too
 
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                         handlers=[RichHandler(console=console, show_path=False)])
     try:
         return args.func(args) or 0
-    except (ValueError, LookupError, OSError) as e:  # expected failures: say what, not a trace
+    except EXPECTED_ERRORS as e:  # expected failures: say what, not a trace
         if args.verbose:
             raise
         console.print(f"[bold red]error:[/] {e}")
@@ -67,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-units", help="hidden layer sizes, e.g. 256,128")
     p.add_argument("--train-subset", type=int, help="train on the first N images only")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--real-photos", default=config.real_photos(), help="labelled real photos "
+    p.add_argument("--real-photos", default=Settings.from_env().real_photos,
+                   help="labelled real photos "
                    "(folder with manifest.csv and images/): trained on, and predicted out of "
                    "fold to calibrate and choose the needs_review threshold (default: "
-                   f"${config.REAL_PHOTOS_ENV}; without them, calibration uses the validation "
+                   f"${settings.REAL_PHOTOS_ENV}; without them, calibration uses the validation "
                    "split, which suits Fashion-MNIST-like photos only)")
     p.add_argument("--real-photo-repeats", type=int, help="copies of each real photo in the "
                    "training set (default 60); 0: do not train on them, only calibrate")
@@ -99,11 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--review-threshold", type=float,
                    help="override the model's confidence threshold for needs_review")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
-    p.add_argument("--rows-per-shard", type=int, default=20_000, help="rows per shard")
-    p.add_argument("--max-error-rate", type=float, default=0.05,
-                   help="validation fails above this share of untaggable rows (default 0.05)")
-    p.add_argument("--max-review-rate", type=float, default=0.6,
-                   help="validation fails above this share of needs_review rows (default 0.6)")
+    limits = TaggingLimits()
+    p.add_argument("--rows-per-shard", type=int, default=limits.rows_per_shard,
+                   help=f"rows per shard (default {limits.rows_per_shard})")
+    p.add_argument("--max-error-rate", type=float, default=limits.max_error_rate,
+                   help="validation fails above this share of untaggable rows "
+                   f"(default {limits.max_error_rate})")
+    p.add_argument("--max-review-rate", type=float, default=limits.max_review_rate,
+                   help="validation fails above this share of needs_review rows "
+                   f"(default {limits.max_review_rate})")
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("demo-catalogue", help="render a demo catalogue of product photos",
@@ -208,9 +215,9 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
 
 
 def registry_of(args):
-    from model_registry import Registry
+    from tagging.registry import open_registry
 
-    return Registry(args.registry or config.registry_root())
+    return open_registry(args.registry)
 
 
 def policy_of(args):
@@ -267,7 +274,7 @@ def cmd_train(args) -> int:
     if args.hidden_units:
         overrides["hidden_units"] = [int(u) for u in args.hidden_units.split(",")]
     train_config = TrainConfig.from_dict(overrides)
-    registry_root = args.registry or config.registry_root()
+    registry_root = registry_of(args).root
     common = dict(registry_root=registry_root, data_dir=args.data_dir,
                   created_by="cli:tagging train", progress=True)
     if args.no_promote:
@@ -313,11 +320,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_tag(args) -> int:
-    from tagging.batch import tag_partition, truth_agreement, validate_partition
+    from tagging.catalogue.job import tag_partition
+    from tagging.catalogue.validate import truth_agreement, validate_partition
 
-    catalogue = args.catalogue or config.catalogue_root()
-    summary = tag_partition(catalogue, args.date,
-                            registry_root=args.registry or config.registry_root(),
+    catalogue = args.catalogue or Settings.from_env().catalogue_root
+    summary = tag_partition(catalogue, args.date, registry_root=registry_of(args).root,
                             model=args.model, review_threshold=args.review_threshold,
                             workers=args.workers, rows_per_shard=args.rows_per_shard,
                             progress=True)
@@ -338,7 +345,7 @@ def cmd_demo_catalogue(args) -> int:
 
     end = Date.fromisoformat(args.end)
     dates = [(end - timedelta(days=d)).isoformat() for d in reversed(range(args.days))]
-    files = generate_demo_catalogue(args.catalogue or config.catalogue_root(), dates,
+    files = generate_demo_catalogue(args.catalogue or Settings.from_env().catalogue_root, dates,
                                     rows_per_day=args.rows_per_day, data_dir=args.data_dir,
                                     seed=args.seed)
     for f in files:
@@ -350,7 +357,7 @@ def cmd_evaluate_photos(args) -> int:
     from tagging.inference import Classifier
     from tagging.photo_eval import evaluate_photos
 
-    classifier = Classifier.from_registry(args.registry or config.registry_root(), args.model)
+    classifier = Classifier.from_registry(registry_of(args).root, args.model)
     report = evaluate_photos(args.images, args.manifest, classifier, args.out)
     console.print_json(json.dumps({k: v for k, v in report.items()
                                    if not isinstance(v, list | dict) or k == "per_source"}))
@@ -400,16 +407,16 @@ def print_demo_summary(summary: dict) -> None:
 
 
 def cmd_list(args) -> int:
-    from model_registry.cli import list_command
+    from model_registry.render import render_version_list
 
-    console.print(list_command(registry_of(args)), end="")
+    console.print(render_version_list(registry_of(args)), end="")
     return 0
 
 
 def cmd_show(args) -> int:
-    from model_registry.cli import show_command
+    from model_registry.render import render_version
 
-    console.print(show_command(registry_of(args), args.version), end="", markup=False)
+    console.print(render_version(registry_of(args), args.version), end="", markup=False)
     return 0
 
 

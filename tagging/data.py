@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagging.config import DATA_ENV
+from tagging.errors import DataError
+from tagging.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,6 @@ OFFICIAL_MD5 = {
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 SPLITS = {"train": 60_000, "t10k": 10_000}
-DEFAULT_CACHE = Path.home() / ".cache" / "catalogue-tagging" / "fashion-mnist"
-
-
-class DataError(ValueError):
-    """A Fashion-MNIST file is missing, truncated or malformed."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +41,7 @@ class FashionMNIST:
     y_train: np.ndarray  # uint8 (60000,)
     x_test: np.ndarray  # uint8 (10000, 28, 28)
     y_test: np.ndarray
-    source: Path
-    train_fingerprint: str  # sha256 of the training pixels and labels
-    test_fingerprint: str
+    test_fingerprint: str  # content hash of the evaluation split (the gate compares on it)
 
 
 def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
@@ -93,11 +87,7 @@ def read_idx(path: Path, magic: int, count: int) -> np.ndarray:
 
 def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
     """The directory to read: the argument, else $TAGGING_FASHION_MNIST_DIR, else the cache."""
-    if data_dir is not None:
-        return Path(data_dir)
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV])
-    return DEFAULT_CACHE
+    return Path(data_dir) if data_dir is not None else Settings.from_env().fashion_mnist_dir
 
 
 def download(
@@ -144,7 +134,5 @@ def load_fashion_mnist(data_dir: Path | str | None = None) -> FashionMNIST:
     (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["t10k"]
     log.info("loaded Fashion-MNIST from %s", source)
     return FashionMNIST(
-        x_train, y_train, x_test, y_test, source,
-        train_fingerprint=fingerprint(x_train, y_train),
-        test_fingerprint=fingerprint(x_test, y_test),
+        x_train, y_train, x_test, y_test, test_fingerprint=fingerprint(x_test, y_test),
     )

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from tagging.catalogue.layout import input_dir
 from tagging.data import load_fashion_mnist
 from tagging.labels import CATEGORY_SLUGS
 
@@ -84,7 +85,7 @@ def generate_demo_catalogue(catalogue_root: Path | str, dates: list[str], *,
                       for i in range(0, rows_per_day, 64)]
             photos = [p for chunk in pool.map(_render_many, chunks) for p in chunk]
             table = demo_table(date, photos, data.y_test[picks])
-            out = Path(catalogue_root) / "incoming" / f"dt={date}" / "part-0.parquet"
+            out = input_dir(catalogue_root, date) / "part-0.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(".tmp")
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="none")

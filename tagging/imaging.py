@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
+from tagging.errors import ImageError
+
 SIZE = 28
 MAX_PIXELS = 80_000_000  # decompression-bomb limit (below Pillow's own warning level)
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -53,10 +55,6 @@ FILL_FLOOR = 0.2  # minimum intensity inside the object (a filled silhouette, li
 MIN_MEDIAN = 0.45  # faint (light) objects are lifted to this median intensity
 WHITE_POINT_PERCENTILE = 99.0
 TRIM_FRACTION = 0.05
-
-
-class ImageError(ValueError):
-    """A row's photo cannot be turned into a classifier input; str() is its tag_error."""
 
 
 def load_image_uri(uri: str, image_root: Path) -> bytes:

@@ -62,11 +62,8 @@ class Classifier:
         """
         dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
         kernels, biases = zip(*(layer.get_weights() for layer in dense), strict=True)
-        calibration = calibration or {}
         return cls([k.astype(np.float32) for k in kernels],
-                   [b.astype(np.float32) for b in biases],
-                   temperature=float(calibration.get("temperature", 1.0)),
-                   mirror_average=bool(calibration.get("mirror_average", False)))
+                   [b.astype(np.float32) for b in biases], **calibration_fields(calibration))
 
     @property
     def calibration(self) -> dict:
@@ -76,17 +73,20 @@ class Classifier:
     @classmethod
     def from_registry(cls, registry_root: Path | str, ref: str = "champion") -> Classifier:
         """Load a registered version's weights, calibration and review policy."""
-        from model_registry import Registry
+        from tagging.registry import open_registry
 
-        info = Registry(registry_root).get(ref)
+        info = open_registry(registry_root).get(ref)
         with np.load(info.path / WEIGHTS_FILE) as npz:
             n = len([k for k in npz.files if k.startswith("kernel_")])
             kernels = [npz[f"kernel_{i}"] for i in range(n)]
             biases = [npz[f"bias_{i}"] for i in range(n)]
         meta = info.metadata
-        calibration = meta.get("calibration", {})
-        return cls(kernels, biases,
-                   temperature=float(calibration.get("temperature", 1.0)),
-                   mirror_average=bool(calibration.get("mirror_average", False)),
-                   review_policy=dict(meta.get("review", {})),
-                   version=info.version)
+        return cls(kernels, biases, **calibration_fields(meta.get("calibration")),
+                   review_policy=dict(meta.get("review", {})), version=info.version)
+
+
+def calibration_fields(calibration: dict | None) -> dict:
+    """Classifier fields from a version's stored calibration (default: none)."""
+    calibration = calibration or {}
+    return {"temperature": float(calibration.get("temperature", 1.0)),
+            "mirror_average": bool(calibration.get("mirror_average", False))}

@@ -8,5 +8,8 @@ CATEGORY_SLUGS: tuple[str, ...] = (
     "t-shirt-top", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle-boot",
 )
-SLUG_TO_ID: dict[str, int] = {slug: i for i, slug in enumerate(CATEGORY_SLUGS)}
+CATEGORY_SHORT: tuple[str, ...] = (  # for plots with little room
+    "tee", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "boot",
+)
 NUM_CLASSES = len(CATEGORY_SLUGS)

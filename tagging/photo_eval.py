@@ -8,25 +8,24 @@ on: each photo is scored by a model, temperature and review policy fitted withou
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from model_registry.files import atomic_write_json
 from tagging.calibration import apply_temperature, expected_calibration_error, reliability_bins
 from tagging.data import fingerprint
-from tagging.labels import CATEGORY_NAMES, CATEGORY_SLUGS, NUM_CLASSES
-from tagging.real_photos import LabelledPhotos, preprocess_files, read_manifest
+from tagging.labels import CATEGORY_NAMES, CATEGORY_SHORT, CATEGORY_SLUGS, NUM_CLASSES
+from tagging.real_photos import LabelledPhotos, preprocess_files, read_photo_manifest
+from tagging.report import confusion_matrix, plot_confusion
 from tagging.review import fit_calibration, needs_review
 
 
 def evaluate_photos(images_dir: Path, manifest_csv: Path, classifier, out_dir: Path,
                     workers: int | None = None) -> dict:
     """Accuracy (overall, per source, per class), review precision / coverage, ECE, pictures."""
-    rows = read_manifest(Path(manifest_csv))
+    rows = read_photo_manifest(Path(manifest_csv))
     files = [f for f, _, _ in rows]
     pixels, errors = preprocess_files([Path(images_dir) / f for f in files], workers)
     failed = np.array([e is not None for e in errors])
@@ -108,12 +107,12 @@ def photo_report(out_dir: Path, pixels: np.ndarray, probs: np.ndarray, labels: n
                                   flagged[sources == s]) for s in sorted(set(sources))},
         "per_class_recall": {CATEGORY_NAMES[k]: _mean(predicted[labels == k] == k)
                              for k in range(NUM_CLASSES)},
-        "confusion": _confusion(predicted, labels).tolist(),
+        "confusion": confusion_matrix(labels, predicted, error_column=True).tolist(),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _plots(out_dir, pixels, probs, predicted, labels, flagged, failed, report)
-    _write_json(out_dir / "report.json", report)
+    atomic_write_json(out_dir / "report.json", report)
     return report
 
 
@@ -132,19 +131,6 @@ def _scores(predicted: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> d
     }
 
 
-def _confusion(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Rows: true class; columns: predicted class, then a last column for errors."""
-    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES + 1), np.int64)
-    np.add.at(matrix, (labels, np.where(predicted < 0, NUM_CLASSES, predicted)), 1)
-    return matrix
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(data, f, indent=2)
-    os.replace(f.name, path)
-
-
 def _plots(out_dir: Path, pixels, probs, predicted, labels, flagged, failed, report) -> None:
     import matplotlib
 
@@ -153,11 +139,8 @@ def _plots(out_dir: Path, pixels, probs, predicted, labels, flagged, failed, rep
 
     _contact_sheet(plt, out_dir / "contact_sheet.png", pixels, predicted, labels, flagged)
     _reliability(plt, out_dir / "reliability.png", probs[~failed], labels[~failed], report)
-    _confusion_plot(plt, out_dir / "confusion.png", np.array(report["confusion"]))
-
-
-SHORT = ("tee", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-         "boot")
+    plot_confusion(np.array(report["confusion"]), out_dir / "confusion.png",
+                   "labelled real photos", CATEGORY_SHORT, [*CATEGORY_SHORT, "error"])
 
 
 def _contact_sheet(plt, path: Path, pixels, predicted, labels, flagged, columns: int = 16
@@ -171,9 +154,9 @@ def _contact_sheet(plt, path: Path, pixels, predicted, labels, flagged, columns:
             continue
         wrong = predicted[i] != labels[i]
         ax.imshow(pixels[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        guess = SHORT[predicted[i]] if predicted[i] >= 0 else "error"
+        guess = CATEGORY_SHORT[predicted[i]] if predicted[i] >= 0 else "error"
         mark = "?" if flagged[i] else ""
-        ax.set_title(f"{guess}{mark}\n{SHORT[labels[i]]}", fontsize=7,
+        ax.set_title(f"{guess}{mark}\n{CATEGORY_SHORT[labels[i]]}", fontsize=7,
                      color="red" if wrong else "green")
         if wrong:
             ax.add_patch(plt.Rectangle((-0.5, -0.5), 28, 28, fill=False, edgecolor="red",
@@ -205,18 +188,3 @@ def _reliability(plt, path: Path, probs, labels, report) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
-def _confusion_plot(plt, path: Path, matrix: np.ndarray) -> None:
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.imshow(matrix, cmap="Blues")
-    for (r, c), value in np.ndenumerate(matrix):
-        if value:
-            ax.text(c, r, str(value), ha="center", va="center", fontsize=8,
-                    color="white" if value > matrix.max() / 2 else "black")
-    ax.set_xticks(range(NUM_CLASSES + 1), [*SHORT, "error"], rotation=45, ha="right")
-    ax.set_yticks(range(NUM_CLASSES), SHORT)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

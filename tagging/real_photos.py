@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagging.imaging import ImageError, preprocess
+from tagging.errors import DataError, ImageError
+from tagging.imaging import preprocess
 from tagging.labels import NUM_CLASSES
 
 SOURCE_PATTERN = re.compile(r"^\d+_([A-Za-z]+)_")  # e.g. 3_cd_017.jpg -> cd
@@ -40,19 +41,19 @@ class LabelledPhotos:
                               f"{int(np.sum(keep))} of {self.description}")
 
 
-def read_manifest(manifest_csv: Path) -> list[tuple[str, int, str]]:
+def read_photo_manifest(manifest_csv: Path) -> list[tuple[str, int, str]]:
     """(file, label, source) per row; source from a `source` column or the file prefix."""
     with open(manifest_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"file", "label"} <= set(rows[0]):
-        raise ValueError(f"{manifest_csv}: need a header with at least 'file' and 'label'")
+        raise DataError(f"{manifest_csv}: need a header with at least 'file' and 'label'")
     out = []
     for row in rows:
         match = SOURCE_PATTERN.match(row["file"])
         source = row.get("source") or (match.group(1) if match else "all")
-        label = int(row["label"])
+        label = int(row["label"]) if row["label"].strip().isdigit() else -1
         if not 0 <= label < NUM_CLASSES:
-            raise ValueError(f"{manifest_csv}: label {label} of {row['file']} is not 0-9")
+            raise DataError(f"{manifest_csv}: label {row['label']} of {row['file']} is not 0-9")
         out.append((row["file"], label, source))
     return out
 
@@ -79,12 +80,12 @@ def load_labelled_photos(root: Path | str, workers: int | None = None) -> Labell
     """root/manifest.csv + root/images, preprocessed; undecodable photos are left out."""
     root = Path(root)
     if not (root / "manifest.csv").is_file():
-        raise ValueError(f"{root}: not a labelled photo folder (needs manifest.csv and images/)")
-    rows = read_manifest(root / "manifest.csv")
+        raise DataError(f"{root}: not a labelled photo folder (needs manifest.csv and images/)")
+    rows = read_photo_manifest(root / "manifest.csv")
     pixels, errors = preprocess_files([root / "images" / f for f, _, _ in rows], workers)
     ok = np.array([e is None for e in errors])
     if not ok.any():
-        raise ValueError(f"{root}: none of the {len(rows)} photos could be read")
+        raise DataError(f"{root}: none of the {len(rows)} photos could be read")
     return LabelledPhotos(
         pixels[ok], np.array([label for _, label, _ in rows])[ok],
         np.array([source for _, _, source in rows])[ok],

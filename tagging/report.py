@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,14 @@ import numpy as np
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Counts, rows = true class, columns = predicted class."""
-    return np.bincount(y_true * NUM_CLASSES + y_pred, minlength=NUM_CLASSES**2).reshape(
-        NUM_CLASSES, NUM_CLASSES)
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, *,
+                     error_column: bool = False) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class; with `error_column`, a last
+    column counts the rows that could not be predicted (y_pred < 0)."""
+    columns = NUM_CLASSES + error_column
+    y_pred = np.where(y_pred < 0, NUM_CLASSES, y_pred) if error_column else y_pred
+    return np.bincount(np.asarray(y_true, np.int64) * columns + y_pred,
+                       minlength=NUM_CLASSES * columns).reshape(NUM_CLASSES, columns)
 
 
 def evaluate(probs: np.ndarray, labels: np.ndarray) -> dict:
@@ -38,15 +43,20 @@ def evaluate(probs: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def plot_confusion(cm: np.ndarray, path: Path, title: str, labels=CATEGORY_NAMES) -> None:
+def plot_confusion(cm: np.ndarray, path: Path, title: str,
+                   labels: Sequence[str] = CATEGORY_NAMES,
+                   predicted_labels: Sequence[str] | None = None) -> None:
+    """The confusion matrix as a heat map with counts; `predicted_labels` name the columns
+    when they differ from the rows (e.g. an extra "error" column)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    columns = labels if predicted_labels is None else predicted_labels
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

@@ -14,10 +14,12 @@ import numpy as np
 
 from model_registry import GateDecision, GatePolicy, Registry
 from tagging.data import FashionMNIST, fingerprint, load_fashion_mnist
+from tagging.errors import ConfigError
 from tagging.inference import WEIGHTS_FILE, Classifier
 from tagging.labels import NUM_CLASSES
 from tagging.photo_eval import PhotoCheck, check_on_photos
 from tagging.real_photos import LabelledPhotos, load_labelled_photos, stratified_folds
+from tagging.registry import open_registry
 from tagging.report import evaluate, write_report
 from tagging.review import fit_calibration
 
@@ -50,7 +52,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown training options: {sorted(unknown)}")
+            raise ConfigError(f"unknown training options: {sorted(unknown)}")
         values = dict(values)
         if "hidden_units" in values:
             values["hidden_units"] = tuple(int(u) for u in values["hidden_units"])
@@ -67,7 +69,6 @@ class TrainResult:
     history: dict[str, list[float]]
     metrics: dict
     train_fingerprint: str
-    wall_time_s: float
     photo_check: PhotoCheck | None = None  # held-out figures on the labelled real photos
 
 
@@ -125,7 +126,7 @@ def train_model(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos 
                   config.review_target_precision, "the validation split")
     else:
         if not 2 <= config.cross_fit_folds <= len(photos.labels):
-            raise ValueError(f"cross_fit_folds must be between 2 and the number of photos "
+            raise ConfigError(f"cross_fit_folds must be between 2 and the number of photos "
                              f"({len(photos.labels)}), got {config.cross_fit_folds}")
         folds = stratified_folds(photos.labels, photos.sources, config.cross_fit_folds,
                                  config.seed)
@@ -144,7 +145,7 @@ def train_model(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos 
     log.info("trained %d epochs in %.1f s: test accuracy %.4f",
              metrics["epochs_run"], wall, metrics["accuracy"])
     return TrainResult(model, classifier, history, metrics,
-                       training_fingerprint(config, data, photos), wall, photo_check)
+                       training_fingerprint(config, data, photos), photo_check)
 
 
 def fit(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos | None,
@@ -289,7 +290,7 @@ def train_candidate(config: TrainConfig, *, registry_root: Path | str,
                     data_dir: Path | str | None = None, created_by: str,
                     reuse_if_unchanged: bool = True, progress: bool = False) -> Candidate:
     """Train, evaluate, write the report and register a candidate (not promoted)."""
-    registry = Registry(registry_root)
+    registry = open_registry(registry_root)
     data = load_fashion_mnist(data_dir)
     photos = load_labelled_photos(config.real_photos) if config.real_photos else None
     if reuse_if_unchanged and (version := trained_before(registry, config, data, photos)):
@@ -322,7 +323,8 @@ def train_and_promote(config: TrainConfig, *, registry_root: Path | str,
                                 progress=progress)
     if candidate.reused:
         return candidate, None
-    decision = Registry(registry_root).promote(candidate.version, policy=policy, actor=created_by)
+    decision = open_registry(registry_root).promote(candidate.version, policy=policy,
+                                                    actor=created_by)
     return candidate, decision
 
 

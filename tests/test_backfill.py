@@ -11,9 +11,9 @@ import pytest
 from conftest import DAG_CONF, FMNIST_DIR
 
 from model_registry import Registry
-from tagging import config
+from tagging import settings
 from tagging.airflow_local import LocalAirflow
-from tagging.batch import read_manifest
+from tagging.catalogue.layout import read_published_manifest
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
 
@@ -45,7 +45,7 @@ def listening_addresses(procs: list) -> set[str]:
 def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
     from tagging.demo_catalogue import generate_demo_catalogue
 
-    local = LocalAirflow.in_workdir(tmp_path, extra_env={config.DATA_ENV: FMNIST_DIR})
+    local = LocalAirflow.in_workdir(tmp_path, extra_env={settings.DATA_ENV: FMNIST_DIR})
     generate_demo_catalogue(local.catalogue, DAYS, rows_per_day=50, data_dir=FMNIST_DIR,
                             workers=2)
     local.setup()
@@ -58,7 +58,7 @@ def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
             (day, "backfill", "success") for day in DAYS]
         assert Registry(local.registry).version_ids() == ["v0001"]
         for day in DAYS:
-            manifest = read_manifest(local.catalogue, day)
+            manifest = read_published_manifest(local.catalogue, day)
             assert manifest["model_version"] == "v0001"
             assert manifest["counts"]["rows"] == 55
         before = snapshot(local.catalogue)

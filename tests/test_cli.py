@@ -93,3 +93,15 @@ def test_train_on_real_photos_then_evaluate_them(tmp_path, fmnist_dir, photo_set
                   str(photo_set / "images"), "--manifest", str(photo_set / "manifest.csv"),
                   "--out", str(tmp_path / "eval")).stdout
     assert "in-sample" in out and (tmp_path / "eval" / "contact_sheet.png").exists()
+
+
+def test_expected_errors_are_one_line_and_tracebacks_need_verbose(champion_registry):
+    """A registry refusal (no earlier champion to roll back to) is reported, not raised."""
+    args = ("registry", "--registry", str(champion_registry), "rollback")
+    quiet = tagging(*args, check=False)
+    assert quiet.returncode == 1
+    assert quiet.stdout.strip().startswith("error:") and "nothing to roll back to" in quiet.stdout
+    assert "Traceback" not in quiet.stdout + quiet.stderr
+    verbose = tagging("-v", *args, check=False)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+    assert "RegistryError" in verbose.stderr

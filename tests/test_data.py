@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagging.data import OFFICIAL_MD5, DataError, download, load_fashion_mnist
+from tagging.data import OFFICIAL_MD5, DataError, download, fingerprint, load_fashion_mnist
 
 NAMES = list(OFFICIAL_MD5)
 
@@ -24,8 +24,8 @@ def test_loads_all_70000_images(fmnist):
     assert fmnist.x_test.shape == (10_000, 28, 28)
     assert np.array_equal(np.bincount(fmnist.y_train), [6000] * 10)
     assert np.array_equal(np.bincount(fmnist.y_test), [1000] * 10)
-    assert fmnist.train_fingerprint != fmnist.test_fingerprint
-    assert len(fmnist.train_fingerprint) == 64
+    assert fingerprint(fmnist.x_train, fmnist.y_train) != fmnist.test_fingerprint
+    assert len(fmnist.test_fingerprint) == 64
 
 
 def test_fingerprint_is_content_hash(fmnist_dir, tmp_path):
@@ -34,7 +34,8 @@ def test_fingerprint_is_content_hash(fmnist_dir, tmp_path):
         with gzip.open(fmnist_dir / name) as src, gzip.open(tmp_path / name, "wb", 1) as dst:
             shutil.copyfileobj(src, dst)
     a, b = load_fashion_mnist(fmnist_dir), load_fashion_mnist(tmp_path)
-    assert a.train_fingerprint == b.train_fingerprint
+    assert a.test_fingerprint == b.test_fingerprint
+    assert fingerprint(a.x_train, a.y_train) == fingerprint(b.x_train, b.y_train)
 
 
 def copy_with(tmp_path: Path, fmnist_dir: Path, name: str, raw: bytes | None) -> Path:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tagging.errors import ImageError
 from tagging.imaging import (
     MAX_PIXELS,
-    ImageError,
     decode_photo,
     load_image_uri,
     preprocess,

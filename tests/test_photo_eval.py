@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tagging.photo_eval import check_on_photos, evaluate_photos
-from tagging.real_photos import load_labelled_photos, read_manifest, stratified_folds
+from tagging.real_photos import load_labelled_photos, read_photo_manifest, stratified_folds
 
 
 class CentroidClassifier:
@@ -73,12 +73,13 @@ def test_files_written(result):
 def test_manifest_needs_file_and_label(tmp_path):
     (tmp_path / "m.csv").write_text("name,category\na.jpg,1\n")
     with pytest.raises(ValueError, match="'file' and 'label'"):
-        read_manifest(tmp_path / "m.csv")
+        read_photo_manifest(tmp_path / "m.csv")
     (tmp_path / "m.csv").write_text("file,label\na.jpg,12\n")
     with pytest.raises(ValueError, match="not 0-9"):
-        read_manifest(tmp_path / "m.csv")
+        read_photo_manifest(tmp_path / "m.csv")
     (tmp_path / "m.csv").write_text("file,label\n4_cd_001.jpg,4\nplain.jpg,2\n")
-    assert read_manifest(tmp_path / "m.csv") == [("4_cd_001.jpg", 4, "cd"), ("plain.jpg", 2, "all")]
+    assert read_photo_manifest(tmp_path / "m.csv") == [("4_cd_001.jpg", 4, "cd"),
+                                                        ("plain.jpg", 2, "all")]
 
 
 def test_labelled_photos_leave_out_undecodable_ones(photo_set, fmnist):

@@ -18,20 +18,19 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tagging.batch import (
-    OUTPUT_FIELDS,
-    PartitionInvalid,
-    PartitionNotFound,
-    is_published,
-    plan_shards,
-    publish_partition,
+from tagging.catalogue.job import tag_partition
+from tagging.catalogue.layout import (
+    input_dir,
     published_dir,
-    read_manifest,
-    tag_partition,
-    tag_shard,
-    validate_partition,
+    read_published_manifest,
+    versions_dir,
 )
+from tagging.catalogue.planning import plan_shards
+from tagging.catalogue.publish import is_published, publish_partition
+from tagging.catalogue.tagger import OUTPUT_FIELDS, tag_shard_to_staging
+from tagging.catalogue.validate import validate_partition
 from tagging.demo_catalogue import generate_demo_catalogue
+from tagging.errors import PartitionInvalid, PartitionNotFound
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +73,7 @@ def bad_catalogue(tmp_path, fmnist) -> Path:
         (None, good, None, "product_id"),
         ("p-good-2", good, None, None),
     ]
-    out = root / "incoming" / f"dt={DATE}" / "part-0.parquet"
+    out = input_dir(root, DATE) / "part-0.parquet"
     out.parent.mkdir(parents=True)
     pq.write_table(pa.table({
         "product_id": pa.array([r[0] for r in rows], pa.string()),
@@ -88,8 +87,9 @@ def bad_catalogue(tmp_path, fmnist) -> Path:
 
 def tag(root: Path, registry: Path, run_id: str = "run-1", tagged_at="2026-11-21T03:00:00"):
     shards = plan_shards(root, DATE, rows_per_shard=5)
-    staged = [tag_shard(s, catalogue_root=root, registry_root=registry, model_version="v0001",
-                        run_id=run_id, tagged_at=tagged_at, workers=2) for s in shards]
+    staged = [tag_shard_to_staging(s, catalogue_root=root, registry_root=registry,
+                                   model_version="v0001", run_id=run_id, tagged_at=tagged_at,
+                                   workers=2) for s in shards]
     return shards, staged
 
 
@@ -99,7 +99,7 @@ def test_bad_rows_get_tag_errors_and_no_row_is_lost(bad_catalogue, champion_regi
     publish_partition(bad_catalogue, DATE, staged=staged, model_version="v0001",
                       tagged_at="2026-11-21T03:00:00")
     table = pq.read_table(published_dir(bad_catalogue, DATE))
-    source = pq.read_table(bad_catalogue / "incoming" / f"dt={DATE}")
+    source = pq.read_table(input_dir(bad_catalogue, DATE))
     assert table["price"].equals(source["price"])  # every row, in input order
     for row in table.to_pylist():
         if row["expected"] is None:
@@ -108,8 +108,10 @@ def test_bad_rows_get_tag_errors_and_no_row_is_lost(bad_catalogue, champion_regi
         else:
             assert row["expected"] in row["tag_error"], (row["expected"], row["tag_error"])
             assert row["category"] is None and row["needs_review"]
-    counts = read_manifest(bad_catalogue, DATE)["counts"]
-    assert counts == {"rows": 11, "tagged": 3, "errors": 8, "needs_review": counts["needs_review"]}
+    counts = read_published_manifest(bad_catalogue, DATE)["counts"]
+    flagged = sum(table["needs_review"].to_pylist())
+    assert counts == {"rows": 11, "tagged": 3, "errors": 8, "needs_review": flagged}
+    assert flagged >= 8  # every untaggable row needs review
     with pytest.raises(PartitionInvalid, match="error rate"):
         validate_partition(bad_catalogue, DATE)
 
@@ -166,7 +168,7 @@ def test_missing_partition_is_a_clear_error(tmp_path):
 
 CRASH = """
 import os, signal, sys
-import tagging.batch as batch
+import tagging.catalogue.publish as publish
 point = sys.argv[1]
 real_link, calls = os.link, []
 def crash(*args, **kwargs):
@@ -177,10 +179,10 @@ def link_then_crash(src, dst):
     if len(calls) == 2:
         crash()
 if point == "before-swap":
-    batch.swap_symlink = crash
+    publish.swap_symlink = crash
 else:
     os.link = link_then_crash
-batch.publish_partition(sys.argv[2], sys.argv[3], staged=sys.argv[4:], model_version="v0001",
+publish.publish_partition(sys.argv[2], sys.argv[3], staged=sys.argv[4:], model_version="v0001",
                         tagged_at="2026-11-22T00:00:00")
 """
 
@@ -190,19 +192,19 @@ def test_crash_mid_publish_keeps_previous_partition(bad_catalogue, champion_regi
     _, staged = tag(bad_catalogue, champion_registry, run_id="first")
     publish_partition(bad_catalogue, DATE, staged=staged, model_version="v0001",
                       tagged_at="2026-11-21T03:00:00")
-    before = read_manifest(bad_catalogue, DATE)
+    before = read_published_manifest(bad_catalogue, DATE)
     table_before = pq.read_table(published_dir(bad_catalogue, DATE))
     _, staged = tag(bad_catalogue, champion_registry, run_id="second",
                     tagged_at="2026-11-22T00:00:00")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CRASH), point,
                            str(bad_catalogue), DATE, *staged], cwd=REPO)
     assert proc.returncode == -9
-    assert read_manifest(bad_catalogue, DATE) == before
+    assert read_published_manifest(bad_catalogue, DATE) == before
     assert pq.read_table(published_dir(bad_catalogue, DATE)).equals(table_before)
     # the next publish succeeds and clears the debris
     publish_partition(bad_catalogue, DATE, staged=staged, model_version="v0001",
                       tagged_at="2026-11-22T00:00:00")
-    assert read_manifest(bad_catalogue, DATE)["tagged_at"].startswith("2026-11-22")
-    versions = published_dir(bad_catalogue, DATE).parent / ".versions" / f"dt={DATE}"
+    assert read_published_manifest(bad_catalogue, DATE)["tagged_at"].startswith("2026-11-22")
+    versions = versions_dir(bad_catalogue, DATE)
     assert not [p for p in versions.iterdir() if p.name.endswith(".tmp")]
     assert os.path.exists(published_dir(bad_catalogue, DATE) / "part-00000.parquet")

@@ -1,4 +1,4 @@
-"""Text renderings of the registry for the `tagging registry list|show` commands."""
+"""Text renderings of the registry (what `tagging registry list|show` print)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from model_registry.registry import CorruptMetadataError, Registry
-from tagging.labels import CATEGORY_SLUGS
+from model_registry.errors import CorruptMetadataError
+from model_registry.registry import Registry
 
 
-def list_command(registry: Registry) -> str:
+def render_version_list(registry: Registry) -> str:
     """Every version: id, created_at, created_by, accuracies, champion marker."""
     ids = registry.version_ids()
     if not ids:
@@ -36,7 +36,7 @@ def list_command(registry: Registry) -> str:
     return _render(table)
 
 
-def show_command(registry: Registry, ref: str) -> str:
+def render_version(registry: Registry, ref: str) -> str:
     """Gate-relevant metrics of one version, then its full metadata as JSON."""
     info = registry.get(ref)
     meta = info.metadata
@@ -48,8 +48,9 @@ def show_command(registry: Registry, ref: str) -> str:
     table.add_row("path", str(info.path))
     table.add_row("accuracy", f"{metrics['accuracy']:.4f}")
     table.add_row("loss", f"{metrics['loss']:.4f}")
-    for slug, recall in zip(CATEGORY_SLUGS, metrics["per_class_recall"], strict=True):
-        table.add_row(f"recall {slug}", f"{recall:.4f}")
+    names = registry.class_names or [str(i) for i in range(len(metrics["per_class_recall"]))]
+    for name, recall in zip(names, metrics["per_class_recall"], strict=True):
+        table.add_row(f"recall {name}", f"{recall:.4f}")
     if real := metrics.get("real_photos"):
         table.add_row("real photos (held out)", real["photos"])
         for key in ("accuracy", "published_precision", "published_coverage"):

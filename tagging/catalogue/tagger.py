@@ -1,0 +1,259 @@
+"""Tag one shard: stream record batches -> decode in worker processes -> predict -> write.
+
+Output columns follow the catalogue contract (DESIGN.md): every input column, then
+OUTPUT_FIELDS. No TensorFlow on this path: predictions come from tagging.inference (NumPy).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tagging.catalogue.layout import shard_path
+from tagging.catalogue.planning import Shard
+from tagging.errors import ImageError, PartitionInvalid
+from tagging.imaging import load_image_uri, preprocess
+from tagging.inference import Classifier
+from tagging.labels import CATEGORY_SLUGS
+from tagging.review import needs_review
+from tagging.settings import Settings
+
+log = logging.getLogger(__name__)
+
+READ_BATCH_ROWS = 1024  # rows per record batch read, predicted and written at once
+CHUNK_ROWS = 32  # rows per task sent to a decoding worker (small: short tail at a shard's end)
+IN_FLIGHT_BATCHES = 2  # record batches queued for the workers while one is predicted + written
+STAGES = ("read", "decode", "wait", "predict", "write")  # ShardStats.seconds keys
+TOP3_TYPE = pa.list_(pa.struct([("category", pa.string()), ("confidence", pa.float32())]))
+OUTPUT_FIELDS = [
+    pa.field("category", pa.string()),
+    pa.field("category_id", pa.int8()),
+    pa.field("category_confidence", pa.float32()),
+    pa.field("category_top3", TOP3_TYPE),
+    pa.field("needs_review", pa.bool_()),
+    pa.field("model_version", pa.string()),
+    pa.field("tagged_at", pa.timestamp("us", tz="UTC")),
+    pa.field("tag_error", pa.string()),
+]
+OUTPUT_NAMES = [f.name for f in OUTPUT_FIELDS]
+SLUGS = pa.array(CATEGORY_SLUGS, pa.string())
+
+
+# ---------------------------------------------------------------- decoding (worker processes)
+
+
+def decode_chunk(images: list[bytes | None], uris: list[str | None],
+                 image_root: str) -> tuple[np.ndarray, list[str | None], float]:
+    """Preprocess a chunk of rows; returns pixels (n, 28, 28), per-row errors, CPU seconds."""
+    start = time.process_time()
+    pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
+    errors: list[str | None] = [None] * len(images)
+    for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
+        try:
+            if data is None and uri:
+                data = load_image_uri(uri, Path(image_root))
+            pixels[i] = preprocess(data)
+        except ImageError as e:
+            errors[i] = str(e)
+        except Exception as e:  # a row must never take the batch down
+            errors[i] = f"preprocessing failed: {type(e).__name__}: {e}"
+    return pixels, errors, time.process_time() - start
+
+
+def column_or_nulls(batch: pa.RecordBatch, name: str) -> list:
+    if name in batch.schema.names:
+        return batch.column(name).to_pylist()
+    return [None] * batch.num_rows
+
+
+# ---------------------------------------------------------------- tagging
+
+
+@dataclass
+class ShardStats:
+    """Counts, and seconds per stage: main-process read / wait for decoding / predict / write,
+    and `decode`: CPU seconds of the decoding workers, summed over them."""
+
+    rows: int = 0
+    errors: int = 0
+    needs_review: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+
+class Tagger:
+    """A pinned model version plus warm decoding workers, reused across shards."""
+
+    def __init__(self, classifier: Classifier, *, review_threshold: float | None = None,
+                 image_root: Path, workers: int | None = None):
+        self.classifier = classifier
+        # an explicit threshold replaces the model's policy
+        self.review_policy = (dict(classifier.review_policy) if review_threshold is None
+                              else {"confidence_threshold": float(review_threshold)})
+        self.workers = workers or os.cpu_count() or 1
+        self.image_root = image_root
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
+
+    def __enter__(self) -> Tagger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+    def _decoded(self, batches: Iterator[pa.RecordBatch], seconds: dict[str, float]
+                 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[str | None]]]:
+        """Record batches with their decoded pixels, in order, a bounded number in flight."""
+        in_flight: deque[tuple[pa.RecordBatch, list[Future]]] = deque()
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            seconds["read"] += time.perf_counter() - start
+            if batch is None:
+                break
+            # Python bytes, not Arrow slices: pickling a slice sends its whole parent buffer.
+            images = column_or_nulls(batch, "image")
+            uris = column_or_nulls(batch, "image_uri")
+            futures = [self.pool.submit(decode_chunk, images[i:i + CHUNK_ROWS],
+                                        uris[i:i + CHUNK_ROWS], str(self.image_root))
+                       for i in range(0, batch.num_rows, CHUNK_ROWS)]
+            in_flight.append((batch, futures))
+            if len(in_flight) > IN_FLIGHT_BATCHES:
+                yield self._collect(*in_flight.popleft(), seconds)
+        while in_flight:
+            yield self._collect(*in_flight.popleft(), seconds)
+
+    @staticmethod
+    def _collect(batch: pa.RecordBatch, futures: list[Future], seconds: dict[str, float]):
+        start = time.perf_counter()
+        results = [f.result() for f in futures]
+        seconds["wait"] += time.perf_counter() - start
+        seconds["decode"] += sum(r[2] for r in results)
+        pixels = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 28, 28))
+        errors = [e for r in results for e in r[1]]
+        return batch, pixels, errors
+
+    def tag_columns(self, batch: pa.RecordBatch, pixels: np.ndarray,
+                    errors: list[str | None], tagged_at: datetime) -> list[pa.Array]:
+        """The output columns for one record batch."""
+        n = batch.num_rows
+        ids = column_or_nulls(batch, "product_id")
+        errors = [e if pid is not None else (e or "missing product_id")
+                  for e, pid in zip(errors, ids, strict=True)]
+        failed = np.array([e is not None for e in errors], dtype=bool)
+        probs = self.classifier.predict_proba(pixels) if n else np.zeros((0, 10), np.float32)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :3]
+        best = top[:, 0]
+        review = failed | needs_review(probs, self.review_policy)
+        return [
+            SLUGS.take(pa.array(best, mask=failed)),
+            pa.array(best.astype(np.int8), pa.int8(), mask=failed),
+            pa.array(probs[np.arange(n), best], pa.float32(), mask=failed),
+            top3_column(top, np.take_along_axis(probs, top, axis=1), failed),
+            pa.array(review, pa.bool_()),
+            pa.repeat(pa.scalar(self.classifier.version, pa.string()), n),
+            pa.repeat(pa.scalar(tagged_at, pa.timestamp("us", tz="UTC")), n),
+            pa.array(errors, pa.string()),
+        ]
+
+    def write_shard(self, shard: Shard, out_path: Path, tagged_at: datetime,
+                  on_rows: Callable[[int], None] | None = None) -> ShardStats:
+        """Stream the shard's row groups through decode -> predict -> write; atomic output."""
+        # pre_buffer would keep every row group's column chunks of the shard cached until the
+        # end: memory would grow with the shard; without it, one record batch at a time.
+        source = pq.ParquetFile(shard["file"], pre_buffer=False)
+        clash = set(source.schema_arrow.names) & set(OUTPUT_NAMES)
+        if clash:
+            raise PartitionInvalid(f"{shard['file']}: input already has columns {sorted(clash)}")
+        schema = pa.schema(list(source.schema_arrow) + OUTPUT_FIELDS)
+        batches = source.iter_batches(batch_size=READ_BATCH_ROWS,
+                                      row_groups=range(*shard["row_groups"]))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
+        stats = ShardStats()
+        seconds = stats.seconds
+        try:
+            with pq.ParquetWriter(tmp, schema, **writer_options(schema)) as writer:
+                for batch, pixels, errors in self._decoded(batches, seconds):
+                    start = time.perf_counter()
+                    columns = self.tag_columns(batch, pixels, errors, tagged_at)
+                    seconds["predict"] += time.perf_counter() - start
+                    start = time.perf_counter()
+                    writer.write_batch(pa.RecordBatch.from_arrays(
+                        list(batch.columns) + columns, schema=schema))
+                    seconds["write"] += time.perf_counter() - start
+                    stats.rows += batch.num_rows
+                    stats.errors += len(columns[-1]) - columns[-1].null_count
+                    stats.needs_review += pc.sum(columns[4]).as_py() or 0
+                    if on_rows:
+                        on_rows(batch.num_rows)
+            os.replace(tmp, out_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return stats
+
+
+
+def top3_column(top: np.ndarray, confidence: np.ndarray, failed: np.ndarray) -> pa.Array:
+    """list<struct<category, confidence>> of the three best classes; null where `failed`."""
+    values = pa.StructArray.from_arrays(
+        [SLUGS.take(pa.array(top.ravel())), pa.array(confidence.ravel(), pa.float32())],
+        fields=list(TOP3_TYPE.value_type))
+    offsets = pa.array(np.arange(0, 3 * len(top) + 1, 3, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, values, TOP3_TYPE, mask=pa.array(failed))
+
+
+def writer_options(schema: pa.Schema) -> dict:
+    """Parquet settings: photo bytes are already compressed, so no zstd, dictionary or
+    statistics for binary columns (they only cost time); zstd for everything else."""
+    binary = {f.name for f in schema if pa.types.is_binary(f.type)
+              or pa.types.is_large_binary(f.type)}
+    others = [c for c in parquet_columns(schema) if c not in binary]
+    return {"compression": {c: "none" for c in binary} | dict.fromkeys(others, "zstd"),
+            "use_dictionary": others, "write_statistics": others}
+
+
+def parquet_columns(schema: pa.Schema) -> list[str]:
+    """The Parquet leaf column paths of an Arrow schema (nested: `a.list.element.b`)."""
+    buffer = io.BytesIO()
+    pq.write_table(schema.empty_table(), buffer)
+    return [column.path for column in pq.ParquetFile(buffer).schema]
+
+
+def parse_time(value: str | datetime) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def tag_shard_to_staging(shard: Shard, *, catalogue_root: Path | str,
+                         registry_root: Path | str, model_version: str, run_id: str,
+                         tagged_at: str, review_threshold: float | None = None,
+                         workers: int | None = None) -> str:
+    """Tag one shard with a pinned model version; returns the staged Parquet path."""
+    out = shard_path(catalogue_root, shard["date"], run_id, shard["index"])
+    classifier = Classifier.from_registry(registry_root, model_version)
+    start = time.perf_counter()
+    with Tagger(classifier, review_threshold=review_threshold, workers=workers,
+                image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger:
+        stats = tagger.write_shard(shard, out, parse_time(tagged_at))
+    log.info("shard %d: %d rows (%d errors, %d need review) in %.1f s (stages: %s) -> %s",
+             shard["index"], stats.rows, stats.errors, stats.needs_review,
+             time.perf_counter() - start, rounded(stats.seconds), out)
+    return str(out)
+
+
+def rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in seconds.items()}

@@ -1,0 +1,95 @@
+"""Check a published partition against its input, the output contract and quality limits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TypedDict
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tagging.catalogue.layout import input_files, published_dir, read_published_manifest
+from tagging.catalogue.tagger import OUTPUT_FIELDS, OUTPUT_NAMES
+from tagging.errors import PartitionInvalid
+from tagging.settings import TaggingLimits
+
+log = logging.getLogger(__name__)
+
+
+class ValidationReport(TypedDict):
+    partition: str
+    rows: int
+    input_rows: int
+    error_rate: float
+    review_rate: float
+    model_version: str
+    problems: list[str]
+
+
+def validate_partition(catalogue_root: Path | str, date: str, *,
+                       max_error_rate: float = TaggingLimits.max_error_rate,
+                       max_review_rate: float = TaggingLimits.max_review_rate
+                       ) -> ValidationReport:
+    """Check a published partition against its input and the quality limits."""
+    manifest = read_published_manifest(catalogue_root, date)
+    if manifest is None:
+        raise PartitionInvalid(f"{published_dir(catalogue_root, date)}: not published")
+    problems = []
+    input_rows = sum(pq.ParquetFile(p).metadata.num_rows
+                     for p in input_files(catalogue_root, date))
+    parts = sorted(published_dir(catalogue_root, date).glob("part-*.parquet"))
+    table = pq.read_table(parts, columns=["product_id", *OUTPUT_NAMES]) if parts else None
+    rows = table.num_rows if table is not None else 0
+    if rows != input_rows:
+        problems.append(f"{rows} published rows, input has {input_rows}")
+    for path in parts:
+        schema = pq.read_schema(path)
+        for wanted in OUTPUT_FIELDS:
+            if wanted.name not in schema.names or schema.field(wanted.name).type != wanted.type:
+                problems.append(f"{path.name}: column {wanted.name} missing or not {wanted.type}")
+    counts = manifest["counts"]
+    error_rate = counts["errors"] / max(counts["rows"], 1)
+    review_rate = counts["needs_review"] / max(counts["rows"], 1)
+    if error_rate > max_error_rate:
+        problems.append(f"error rate {error_rate:.3f} > limit {max_error_rate}")
+    if review_rate > max_review_rate:
+        problems.append(f"needs-review rate {review_rate:.3f} > limit {max_review_rate}")
+    if table is not None:
+        ids = table["product_id"].drop_null()
+        duplicates = pc.filter(pc.value_counts(ids).field("counts"),
+                               pc.greater(pc.value_counts(ids).field("counts"), 1))
+        if len(duplicates):
+            problems.append(f"{len(duplicates)} product_id values occur more than once")
+    report = ValidationReport(partition=date, rows=rows, input_rows=input_rows,
+                              error_rate=round(error_rate, 4), review_rate=round(review_rate, 4),
+                              model_version=manifest["model_version"], problems=problems)
+    if problems:
+        raise PartitionInvalid(f"partition {date} failed validation: " + "; ".join(problems))
+    log.info("partition %s valid: %s", date, report)
+    return report
+
+
+def truth_agreement(catalogue_root: Path | str, date: str) -> dict:
+    """Accuracy of the published tags against a known label column, when the input has one.
+
+    `verified_category` (merchandiser-confirmed) wins over `true_category` (demo data).
+    Rows without a label or without a tag are left out; `unflagged` covers rows not
+    marked needs_review.
+    """
+    parts = sorted(published_dir(catalogue_root, date).glob("part-*.parquet"))
+    names = pq.read_schema(parts[0]).names if parts else []
+    truth = next((c for c in ("verified_category", "true_category") if c in names), None)
+    if truth is None:
+        return {}
+    table = pq.read_table(parts, columns=[truth, "category", "needs_review"])
+    rows = table.filter(pc.and_(pc.is_valid(table[truth]), pc.is_valid(table["category"])))
+    correct = pc.equal(rows[truth], rows["category"])
+    unflagged = pc.invert(rows["needs_review"])
+    n_unflagged = pc.sum(unflagged).as_py() or 0
+    return {
+        f"accuracy_vs_{truth}": round(pc.mean(correct).as_py() or 0.0, 4),
+        "unflagged_precision": round(
+            (pc.sum(pc.and_(correct, unflagged)).as_py() or 0) / max(n_unflagged, 1), 4),
+        "unflagged_coverage": round(n_unflagged / max(rows.num_rows, 1), 4),
+    }

@@ -1,0 +1,97 @@
+"""Every setting the project reads from the environment, and every shared default, in one place.
+
+Paths default to ./var (TAGGING_HOME); the DAG's settings are read by the DAG processor,
+so they must not depend on anything but the environment. Read with `Settings.from_env()`
+(each call reads the environment afresh, so tests and subprocesses can set it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tagging.errors import ConfigError
+
+HOME_ENV = "TAGGING_HOME"
+DATA_ENV = "TAGGING_FASHION_MNIST_DIR"
+REGISTRY_ENV = "TAGGING_REGISTRY"
+CATALOGUE_ENV = "TAGGING_CATALOGUE"
+IMAGE_ROOT_ENV = "TAGGING_IMAGE_ROOT"
+REAL_PHOTOS_ENV = "TAGGING_REAL_PHOTOS"
+SCHEDULE_ENV = "TAGGING_SCHEDULE"
+START_DATE_ENV = "TAGGING_START_DATE"
+MAX_ACTIVE_RUNS_ENV = "TAGGING_MAX_ACTIVE_RUNS"
+TRAINING_POOL_ENV = "TAGGING_TRAINING_POOL"
+SHARD_RETRIES_ENV = "TAGGING_SHARD_RETRIES"
+SHARD_RETRY_DELAY_ENV = "TAGGING_SHARD_RETRY_DELAY"
+
+DEFAULT_CACHE = Path.home() / ".cache" / "catalogue-tagging" / "fashion-mnist"
+
+
+@dataclass(frozen=True)
+class TaggingLimits:
+    """How a partition is cut into shards, and the quality limits its validation enforces."""
+
+    rows_per_shard: int = 20_000
+    max_error_rate: float = 0.05  # share of rows that could not be tagged
+    max_review_rate: float = 0.6  # share of rows flagged needs_review
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and how the DAG runs; every field has an environment variable."""
+
+    home: Path = Path("var")
+    registry: Path | None = None  # default: home/registry
+    catalogue: Path | None = None  # default: home/catalogue
+    image_root: Path | None = None  # default: catalogue/images
+    fashion_mnist_dir: Path = DEFAULT_CACHE
+    real_photos: str | None = None
+    schedule: str = "@daily"
+    start_date: datetime = datetime(2024, 1, 1)
+    max_active_runs: int = 2
+    training_pool: str = "tagging_training"
+    shard_retries: int = 3
+    shard_retry_delay_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def path(name: str) -> Path | None:
+            return Path(env[name]) if env.get(name) else None
+
+        try:
+            return cls(
+                home=path(HOME_ENV) or d.home,
+                registry=path(REGISTRY_ENV),
+                catalogue=path(CATALOGUE_ENV),
+                image_root=path(IMAGE_ROOT_ENV),
+                fashion_mnist_dir=path(DATA_ENV) or d.fashion_mnist_dir,
+                real_photos=env.get(REAL_PHOTOS_ENV) or None,
+                schedule=env.get(SCHEDULE_ENV) or d.schedule,
+                start_date=datetime.fromisoformat(env[START_DATE_ENV])
+                if env.get(START_DATE_ENV) else d.start_date,
+                max_active_runs=int(env.get(MAX_ACTIVE_RUNS_ENV) or d.max_active_runs),
+                training_pool=env.get(TRAINING_POOL_ENV) or d.training_pool,
+                shard_retries=int(env.get(SHARD_RETRIES_ENV) or d.shard_retries),
+                shard_retry_delay_s=float(env.get(SHARD_RETRY_DELAY_ENV)
+                                          or d.shard_retry_delay_s),
+            )
+        except ValueError as e:
+            raise ConfigError(f"bad TAGGING_* environment variable: {e}") from None
+
+    @property
+    def registry_root(self) -> Path:
+        return self.registry or self.home / "registry"
+
+    @property
+    def catalogue_root(self) -> Path:
+        return self.catalogue or self.home / "catalogue"
+
+    def image_root_for(self, catalogue: Path | str) -> Path:
+        """Root that `image_uri` values are resolved under (never escaped)."""
+        return self.image_root or Path(catalogue) / "images"
