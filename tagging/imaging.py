@@ -25,6 +25,14 @@ from tagging.errors import ImageError
 SIZE = 28
 MAX_PIXELS = 80_000_000  # decompression-bomb limit (below Pillow's own warning level)
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# Memory one photo may take while decoded and turned into RGB (see decode_bytes): the pixel
+# limit alone lets a tiny 16-bit or RGBA file cost gigabytes.
+MAX_DECODE_BYTES = 512 * 1024 * 1024
+# Only these decoders ever see catalogue bytes: Pillow knows ~40 formats, some of which
+# run external programs (EPS: Ghostscript) or are rarely audited. (The JPEG decoder also
+# opens camera JPEGs as MPO.)
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 DRAFT_LONG_EDGE = 224  # JPEGs are decoded at the smallest scale keeping this many pixels
 WORK_LONG_EDGE = 160  # segmentation resolution (>= 4x the 28 px output)
 BACKGROUND = (255, 255, 255)  # transparent areas are composited onto white
@@ -62,6 +70,8 @@ def load_image_uri(uri: str, image_root: Path) -> bytes:
     if not uri:
         raise ImageError("missing image")
     shown = uri if len(uri) <= 200 else uri[:200] + "..."
+    if _URL.match(uri):
+        raise ImageError(f"image_uri is a URL, not a path under the image root: {shown}")
     try:
         root = Path(image_root).resolve()
         path = (root / uri).resolve()
@@ -91,16 +101,21 @@ def decode_photo(data: bytes | None) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             _check_size(image)
             image.seek(0)  # first frame of a GIF / animated WebP
-            if image.format == "JPEG":
+            if image.format in ("JPEG", "MPO"):
                 _draft(image)
+            _check_memory(image)
             image.load()
             image = ImageOps.exif_transpose(image)
         except ImageError:
             raise
         except UnidentifiedImageError as e:
+            refused = _other_format(data)
+            if refused:
+                raise ImageError(f"image format {refused} is not allowed "
+                                 f"(only {', '.join(ALLOWED_FORMATS)})") from e
             raise ImageError("undecodable image: cannot identify image file") from e
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             found = re.search(r"\((\d+) pixels\)", str(e))
@@ -109,7 +124,7 @@ def decode_photo(data: bytes | None) -> Image.Image:
                 f"image too large: {size} (decompression bomb limit {MAX_PIXELS:,} pixels)"
             ) from e
         except OSError as e:
-            if "truncated" in str(e) or "broken data stream" in str(e):
+            if "truncated" in str(e).lower() or "broken data stream" in str(e):
                 raise ImageError("truncated image") from e
             raise ImageError(f"undecodable image: {e}") from e
     return _to_rgb(image)
@@ -126,6 +141,47 @@ def _check_size(image: Image.Image) -> None:
         )
 
 
+def _other_format(data: bytes) -> str | None:
+    """The name of a format outside the allow-list that `data` starts like, if any.
+
+    Only each plugin's magic-byte test runs (no parser): enough to name what was refused.
+    """
+    Image.init()
+    prefix = data[:16]
+    for name, (_, accept) in Image.OPEN.items():
+        if name not in (*ALLOWED_FORMATS, "MPO") and accept is not None and accept(prefix):
+            return name
+    return None
+
+
+# Bytes per pixel a decoded photo costs on its way to RGB (Pillow stores 3 bands in 4 bytes):
+# the decoded image, then _to_rgb's copies (16/32-bit: a NumPy copy, an integer / float32
+# work array, the 8-bit grey; alpha: RGBA, a white canvas and their composite), then RGB.
+_DECODE_COST = {"1": 5, "L": 5, "P": 5, "RGB": 4, "I;16": 14, "I;16B": 14, "I;16L": 14,
+                "I;16N": 14, "I": 18, "F": 18}
+_ALPHA_COST = 20
+_OTHER_COST = 8  # CMYK, YCbCr, LAB, HSV: 4 bytes, then RGB
+
+
+def decode_bytes(image: Image.Image) -> int:
+    """Memory (bytes) decoding `image` and converting it to RGB takes, before doing it."""
+    width, height = image.size
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        cost = _ALPHA_COST
+    else:
+        cost = _DECODE_COST.get(image.mode, _OTHER_COST)
+    return width * height * cost
+
+
+def _check_memory(image: Image.Image) -> None:
+    needed = decode_bytes(image)
+    if needed > MAX_DECODE_BYTES:
+        width, height = image.size
+        raise ImageError(
+            f"image too large: {width}x{height} {image.mode} pixels need {needed:,} bytes "
+            f"to decode (limit {MAX_DECODE_BYTES:,} bytes)")
+
+
 def _draft(image: Image.Image) -> None:
     """Ask the JPEG decoder for the smallest DCT scale that keeps DRAFT_LONG_EDGE pixels."""
     width, height = image.size
@@ -137,11 +193,18 @@ def _draft(image: Image.Image) -> None:
 def _to_rgb(image: Image.Image) -> Image.Image:
     """RGB, whatever the mode: alpha onto white, palette, CMYK, 16-bit and 1-bit grey."""
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        grey = np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+    if mode.startswith("I;16"):  # integers in place: no float64 copies of a large photo
+        work = np.asarray(image).astype(np.uint32)
+        work *= 255
+        work += 32767
+        work //= 65535
+        return Image.fromarray(work.astype(np.uint8), "L").convert("RGB")
+    if mode in ("I", "F"):
+        work = np.asarray(image).astype(np.float32)
+        work *= np.float32(255.0 / (65535.0 if work.max(initial=0) > 255 else 255.0))
+        np.clip(work, 0, 255, out=work)
+        np.rint(work, out=work)
+        return Image.fromarray(work.astype(np.uint8), "L").convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if has_alpha:
         rgba = image.convert("RGBA")
