@@ -21,6 +21,10 @@ class ImageError(TaggingError, ValueError):
     """A photo cannot be turned into a 28x28 image; the message becomes the row's tag_error."""
 
 
+class ModelError(TaggingError, ValueError):
+    """A registered version cannot predict: its weights or calibration are unusable."""
+
+
 class PartitionNotFound(TaggingError, FileNotFoundError):
     """The partition has no input Parquet files."""
 

@@ -8,10 +8,14 @@ products face either way, and two views of an unfamiliar photo err less than one
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from tagging.errors import ModelError
 
 WEIGHTS_FILE = "weights.npz"
 
@@ -26,6 +30,20 @@ class Classifier:
     mirror_average: bool = False  # average the logits of each image and its mirror image
     review_policy: dict = field(default_factory=dict)
     version: str = ""
+
+    def __post_init__(self) -> None:
+        """Refuse what would predict NaN or garbage: a temperature of 0, say, divides every
+        logit by zero, and the softmax then gives every row the same class, confidence NaN."""
+        name = f"model {self.version}" if self.version else "model"
+        if not (isinstance(self.temperature, numbers.Real) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise ModelError(f"{name}: calibration temperature must be a finite number > 0, "
+                             f"got {self.temperature!r}")
+        if len(self.kernels) != len(self.biases) or not self.kernels:
+            raise ModelError(f"{name}: {len(self.kernels)} kernels for {len(self.biases)} "
+                             "biases")
+        if not all(np.isfinite(a).all() for a in [*self.kernels, *self.biases]):
+            raise ModelError(f"{name}: weights contain NaN or infinite values")
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """Pre-softmax outputs for uint8 images (n, 28, 28) or flat (n, 784)."""
@@ -88,5 +106,5 @@ class Classifier:
 def calibration_fields(calibration: dict | None) -> dict:
     """Classifier fields from a version's stored calibration (default: none)."""
     calibration = calibration or {}
-    return {"temperature": float(calibration.get("temperature", 1.0)),
+    return {"temperature": calibration.get("temperature", 1.0),  # checked by the Classifier
             "mirror_average": bool(calibration.get("mirror_average", False))}
