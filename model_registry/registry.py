@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -150,6 +151,11 @@ class Registry:
     def check_gate(self, candidate: str, policy: GatePolicy) -> GateDecision:
         """Would `candidate` pass the gate against the current champion? No side effects."""
         info = self.get(candidate)
+        if METADATA_FILE not in info.metadata["sha256"]:
+            raise CorruptMetadataError(
+                f"{info.path / METADATA_FILE}: has no checksum of its own content (registered "
+                "before metadata was checksummed, or the entry was removed): its metrics "
+                "cannot be trusted, so the gate refuses it; register it again")
         champion = self.champion()
         champion_meta = None if champion is None else self.get(champion).metadata
         return evaluate_gate(info.version, info.metadata, champion, champion_meta, policy,
@@ -182,6 +188,7 @@ class Registry:
                 "parent_champion": parent,
                 "sha256": _hash_tree(staging),
             }
+            record["sha256"][METADATA_FILE] = _metadata_digest(record)
             write_json_exclusive(staging / METADATA_FILE, record)
             _seal(staging)
             os.rename(staging, self.versions_dir / version)
@@ -278,7 +285,7 @@ class Registry:
         if problems:
             raise CorruptMetadataError(f"{meta_path}: {'; '.join(problems)}")
         if verify_checksums:
-            _verify_checksums(path, meta["sha256"])
+            _verify_checksums(path, meta)
         return VersionInfo(version, path, meta)
 
     def _read_alias(self) -> dict[str, Any] | None:
@@ -423,9 +430,17 @@ def _is_number(value: Any, low: float, high: float) -> bool:
             and math.isfinite(value) and low <= value <= high)
 
 
-def _verify_checksums(path: Path, expected: dict[str, str]) -> None:
+def _verify_checksums(path: Path, meta: dict[str, Any]) -> None:
+    """Every artifact file, and metadata.json's own content, as registered."""
+    expected = {k: v for k, v in meta["sha256"].items() if k != METADATA_FILE}
     actual = _hash_tree(path)
     problems = []
+    if METADATA_FILE in meta["sha256"]:
+        digest = _metadata_digest(meta)
+        if digest != meta["sha256"][METADATA_FILE]:
+            problems.append(f"{path / METADATA_FILE} content has sha256 {digest[:12]}…, "
+                            f"registered {meta['sha256'][METADATA_FILE][:12]}… (edited after "
+                            "registration)")
     for name in sorted(expected.keys() | actual.keys()):
         if name not in actual:
             problems.append(f"{path / name} is missing")
@@ -438,6 +453,14 @@ def _verify_checksums(path: Path, expected: dict[str, str]) -> None:
         raise CorruptMetadataError(
             f"{path / METADATA_FILE}: artifacts do not match their checksums: "
             + "; ".join(problems))
+
+
+def _metadata_digest(meta: dict[str, Any]) -> str:
+    """sha256 of the metadata's canonical JSON, without its own entry in 'sha256' (a file
+    cannot hold its own hash): editing any value, a metric say, changes it."""
+    others = {k: v for k, v in meta["sha256"].items() if k != METADATA_FILE}
+    canonical = json.dumps({**meta, "sha256": others}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _hash_tree(path: Path) -> dict[str, str]:

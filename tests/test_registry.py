@@ -112,7 +112,8 @@ def test_register_writes_an_immutable_version_with_lineage(reg, add, tmp_path):
     assert meta["created_by"] == "trainer-run-1"
     assert meta["parent_champion"] is None
     assert meta["created_at"].endswith("+00:00")
-    assert set(meta["sha256"]) == {"model.keras", "weights.npz", "report/metrics.json"}
+    assert set(meta["sha256"]) == {"model.keras", "weights.npz", "report/metrics.json",
+                                 "metadata.json"}
     for path in [info.path, *info.path.rglob("*")]:
         assert stat.S_IMODE(path.stat().st_mode) == (0o555 if path.is_dir() else 0o444), path
     assert (artifact / "model.keras").read_text() == "first"

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from tagging.catalogue.layout import read_published_manifest, shard_path
+from tagging.catalogue.layout import read_published_manifest, shard_path, staging_dir, staging_lock
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import publish_partition
 from tagging.catalogue.tagger import STAGES, Tagger, rounded
@@ -32,6 +32,7 @@ def tag_partition(catalogue_root: Path | str, date: str, *, registry_root: Path 
     staged, seconds = [], dict.fromkeys(STAGES, 0.0)
     with Tagger(classifier, review_threshold=review_threshold, workers=workers,
                 image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger, \
+            staging_lock(staging_dir(catalogue_root, date, run_id)), \
             Progress(disable=not progress) as bar:
         task = bar.add_task(f"tagging {date}", total=sum(s["rows"] for s in shards))
         for shard in shards:

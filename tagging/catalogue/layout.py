@@ -3,19 +3,28 @@
 Layout under a catalogue root:
     incoming/dt=YYYY-MM-DD/*.parquet           input, never modified
     _staging/dt=YYYY-MM-DD/<run_id>/shard-N    one file per shard, written atomically
+    _staging/dt=YYYY-MM-DD/<run_id>/.lock      flock'ed (shared) while a shard is written
     tagged/.versions/dt=YYYY-MM-DD/<id>/       an immutable published copy + _MANIFEST.json
     tagged/dt=YYYY-MM-DD -> .versions/...      symlink, swapped atomically on publish
+    tagged/.dt=YYYY-MM-DD.lock                 flock'ed (exclusive) by the day's publisher
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tagging.errors import PartitionNotFound
 
 MANIFEST = "_MANIFEST.json"
+LOCK = ".lock"
+PARTITION_KEY = "dt"  # readers take the hive key from the path: an input column must not
 
 
 def input_dir(catalogue_root: Path | str, date: str) -> Path:
@@ -23,8 +32,13 @@ def input_dir(catalogue_root: Path | str, date: str) -> Path:
 
 
 def input_files(catalogue_root: Path | str, date: str) -> list[Path]:
-    """The partition's input Parquet files, sorted; PartitionNotFound when there are none."""
-    files = sorted(input_dir(catalogue_root, date).glob("*.parquet"))
+    """The partition's input Parquet files, sorted; PartitionNotFound when there are none.
+
+    Listed as Parquet readers list a dataset: names starting with "." or "_" (a writer's
+    temporary file, _SUCCESS, _metadata) are not part of it.
+    """
+    files = sorted(p for p in input_dir(catalogue_root, date).glob("*.parquet")
+                   if not p.name.startswith((".", "_")))
     if not files:
         raise PartitionNotFound(f"no input files in {input_dir(catalogue_root, date)}")
     return files
@@ -40,9 +54,14 @@ def versions_dir(catalogue_root: Path | str, date: str) -> Path:
     return Path(catalogue_root) / "tagged" / ".versions" / f"dt={date}"
 
 
+def staging_day(catalogue_root: Path | str, date: str) -> Path:
+    """_staging/dt=DATE: one folder per run tagging the day."""
+    return Path(catalogue_root) / "_staging" / f"dt={date}"
+
+
 def staging_dir(catalogue_root: Path | str, date: str, run_id: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-    return Path(catalogue_root) / "_staging" / f"dt={date}" / safe
+    return staging_day(catalogue_root, date) / safe
 
 
 def shard_path(catalogue_root: Path | str, date: str, run_id: str, index: int) -> Path:
@@ -54,3 +73,42 @@ def read_published_manifest(catalogue_root: Path | str, date: str) -> dict[str, 
     """The _MANIFEST.json of the published partition, or None when it is not published."""
     path = published_dir(catalogue_root, date) / MANIFEST
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def file_identity(stat: os.stat_result) -> list[int]:
+    """What changes when a file is replaced (rename: inode) or rewritten (size, mtime)."""
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
+def publish_lock_path(catalogue_root: Path | str, date: str) -> Path:
+    return Path(catalogue_root) / "tagged" / f".dt={date}.lock"
+
+
+@contextlib.contextmanager
+def flocked(path: Path, mode: int) -> Iterator[None]:
+    """Hold an flock on `path` (created if need be); the kernel releases it if we die."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, mode)
+        yield
+
+
+def staging_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Mark a run's staging folder live while a shard is written into it (shared: the
+    shards of one run may be written at once); staging clean-up never removes it then."""
+    return flocked(run_dir / LOCK, fcntl.LOCK_SH)
+
+
+def remove_unless_live(run_dir: Path) -> bool:
+    """Remove a run's staging folder unless a process holds its lock; True if removed.
+
+    The exclusive lock is held while removing, so a shard that starts meanwhile waits and
+    then writes into a fresh folder.
+    """
+    try:
+        with open(run_dir / LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(run_dir, ignore_errors=True)
+    except (FileNotFoundError, BlockingIOError):  # removed meanwhile, or live
+        return False
+    return True

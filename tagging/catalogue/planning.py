@@ -1,17 +1,37 @@
-"""Cut a partition into shards of whole row groups: the unit of work of one DAG task."""
+"""Cut a partition into shards of whole row groups: the unit of work of one DAG task.
+
+Planning is also where a day's input is checked, before anything is tagged: every file
+readable as Parquet, one schema for the day, the contract's column types, no column the
+output would overwrite. Each shard carries its file's SHA-256 and identity (inode, size,
+mtime) as planned, so the tagger can prove it reads those very bytes and the manifest can
+name them.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import TypedDict
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagging.catalogue.layout import input_files
+from tagging.catalogue.layout import PARTITION_KEY, file_identity, input_files
+from tagging.catalogue.tagger import OUTPUT_NAMES
+from tagging.errors import PartitionInvalid
 from tagging.settings import TaggingLimits
 
 log = logging.getLogger(__name__)
+
+# Contract columns (DESIGN.md) and the types they may have; a null-typed column (every value
+# null) is accepted for the optional ones.
+STRING = (pa.types.is_string, pa.types.is_large_string)
+BINARY = (pa.types.is_binary, pa.types.is_large_binary)
+COLUMN_TYPES = {"product_id": (STRING, "string"), "image": (BINARY, "binary"),
+                "image_uri": (STRING, "string")}
+RESERVED = (PARTITION_KEY, *OUTPUT_NAMES)
 
 
 class Shard(TypedDict):
@@ -22,21 +42,78 @@ class Shard(TypedDict):
     file: str
     row_groups: list[int]  # [start, stop)
     rows: int
+    file_rows: int  # rows of the whole file
+    sha256: str  # of the whole file, as planned
+    identity: list[int]  # st_ino, st_size, st_mtime_ns of the file hashed
 
 
 def plan_shards(catalogue_root: Path | str, date: str, *,
                 rows_per_shard: int = TaggingLimits.rows_per_shard) -> list[Shard]:
-    """Split the partition into shards of whole row groups (about `rows_per_shard` rows each)."""
+    """Check the day's input, then split it into shards of whole row groups (about
+    `rows_per_shard` rows each)."""
     shards: list[Shard] = []
+    first: tuple[Path, pa.Schema] | None = None
     for path in input_files(catalogue_root, date):
-        meta = pq.ParquetFile(path).metadata
+        with open(path, "rb") as handle:
+            identity = file_identity(os.fstat(handle.fileno()))
+            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+            handle.seek(0)
+            try:
+                source = pq.ParquetFile(handle)
+            except (pa.ArrowException, OSError) as e:
+                raise PartitionInvalid(f"{path}: not a readable Parquet file: {e}") from None
+            schema, meta = source.schema_arrow, source.metadata
+        check_schema(path, schema)
+        if first is None:
+            first = (path, schema)
+        else:
+            check_same_schema(path, schema, *first)
         start, rows = 0, 0
         for group in range(meta.num_row_groups):
             rows += meta.row_group(group).num_rows
             if rows >= rows_per_shard or group == meta.num_row_groups - 1:
                 shards.append(Shard(date=date, index=len(shards), file=str(path),
-                                    row_groups=[start, group + 1], rows=rows))
+                                    row_groups=[start, group + 1], rows=rows,
+                                    file_rows=meta.num_rows, sha256=sha256,
+                                    identity=identity))
                 start, rows = group + 1, 0
     log.info("partition %s: %d shards, %d rows", date, len(shards),
              sum(s["rows"] for s in shards))
     return shards
+
+
+def check_schema(path: Path, schema: pa.Schema) -> None:
+    """The contract's column rules for one input file; PartitionInvalid naming the column."""
+    clash = [name for name in schema.names if name in RESERVED]
+    if clash:
+        raise PartitionInvalid(f"{path}: input column {clash[0]!r} is reserved (the partition "
+                               f"key and the output columns: {', '.join(RESERVED)})")
+    if "product_id" not in schema.names:
+        raise PartitionInvalid(f"{path}: no 'product_id' column (required, string)")
+    for name, (tests, wanted) in COLUMN_TYPES.items():
+        if name not in schema.names:
+            continue
+        kind = schema.field(name).type
+        if not any(test(kind) for test in tests) and not (
+                name != "product_id" and pa.types.is_null(kind)):
+            raise PartitionInvalid(f"{path}: column {name!r} is {kind}, must be {wanted}")
+
+
+def check_same_schema(path: Path, schema: pa.Schema, first_path: Path,
+                      first: pa.Schema) -> None:
+    """One schema per day: readers of the whole catalogue would drop or fail on a column."""
+    if schema.equals(first, check_metadata=False):
+        return
+    for name in dict.fromkeys([*first.names, *schema.names]):
+        if name not in schema.names:
+            problem = f"has no column {name!r}"
+        elif name not in first.names:
+            problem = f"has column {name!r}"
+        elif schema.field(name).type != first.field(name).type:
+            problem = f"has column {name!r} as {schema.field(name).type}"
+        else:
+            continue
+        raise PartitionInvalid(
+            f"{path}: {problem}, unlike {first_path.name} (one schema per day: "
+            f"{first.to_string(show_schema_metadata=False).replace(chr(10), ', ')})")
+    raise PartitionInvalid(f"{path}: columns in another order than {first_path.name}")

@@ -7,11 +7,15 @@ counts); readers follow the tagged/dt=D symlink, so they see the old copy or the
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict
@@ -23,12 +27,16 @@ from model_registry.files import fsync_path, sha256_file
 from tagging.catalogue.layout import (
     MANIFEST,
     input_files,
+    publish_lock_path,
     published_dir,
     read_published_manifest,
+    remove_unless_live,
+    staging_day,
     versions_dir,
 )
-from tagging.catalogue.tagger import parse_time
+from tagging.catalogue.tagger import INPUT_KEY, parse_time
 from tagging.errors import PartitionInvalid
+from tagging.settings import TaggingLimits
 
 log = logging.getLogger(__name__)
 
@@ -61,47 +69,101 @@ def is_published(catalogue_root: Path | str, date: str, model_version: str) -> b
 
 def publish_partition(catalogue_root: Path | str, date: str, *, staged: list[str],
                       model_version: str, tagged_at: str) -> Path:
-    """Publish staged shards as tagged/dt=DATE in one atomic symlink swap."""
+    """Publish staged shards as tagged/dt=DATE in one atomic symlink swap.
+
+    Under the day's publish lock, so two runs never interleave a swap and a clean-up.
+    """
     root = Path(catalogue_root)
-    inputs = input_checksums(root, date)
     staged_paths = sorted(Path(s) for s in staged)
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in staged_paths)
-    expected = sum(i["rows"] for i in inputs)
-    if rows != expected:
-        raise PartitionInvalid(f"{date}: staged shards hold {rows} rows, input has {expected}")
-    version_dir = versions_dir(root, date) / (
-        datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8])
-    tmp_dir = version_dir.with_name(version_dir.name + ".tmp")
-    tmp_dir.mkdir(parents=True)
-    outputs = []
-    counts = Counts(rows=0, tagged=0, errors=0, needs_review=0)
-    for i, src in enumerate(staged_paths):
-        dest = tmp_dir / f"part-{i:05d}.parquet"
-        try:
-            os.link(src, dest)
-        except OSError:
-            shutil.copy2(src, dest)
-        table = pq.read_table(dest, columns=["tag_error", "needs_review"])
-        errors = table.num_rows - table["tag_error"].null_count
-        counts["rows"] += table.num_rows
-        counts["errors"] += errors
-        counts["tagged"] += table.num_rows - errors
-        counts["needs_review"] += pc.sum(table["needs_review"]).as_py() or 0
-        outputs.append({"file": dest.name, "rows": table.num_rows, "sha256": sha256_file(dest)})
-    manifest = {
-        "partition": date, "model_version": model_version,
-        "tagged_at": parse_time(tagged_at).isoformat(),
-        "published_at": datetime.now(UTC).isoformat(),
-        "inputs": inputs, "outputs": outputs, "counts": counts,
-    }
-    (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    for path in [*tmp_dir.iterdir(), tmp_dir]:
-        fsync_path(path)
-    os.rename(tmp_dir, version_dir)
-    swap_symlink(published_dir(root, date), version_dir)
-    log.info("published %s: %s", published_dir(root, date), counts)
-    cleanup(root, date, keep=version_dir, staged_dirs={p.parent for p in staged_paths})
-    return published_dir(root, date)
+    inputs = staged_inputs(date, staged_paths)
+    with publish_lock(root, date):
+        version_dir = versions_dir(root, date) / (
+            datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8])
+        tmp_dir = version_dir.with_name(version_dir.name + ".tmp")
+        tmp_dir.mkdir(parents=True)
+        outputs = []
+        counts = Counts(rows=0, tagged=0, errors=0, needs_review=0)
+        for i, src in enumerate(staged_paths):
+            dest = tmp_dir / f"part-{i:05d}.parquet"
+            try:
+                os.link(src, dest)
+            except OSError:
+                shutil.copy2(src, dest)
+            table = pq.read_table(dest, columns=["tag_error", "needs_review"])
+            errors = table.num_rows - table["tag_error"].null_count
+            counts["rows"] += table.num_rows
+            counts["errors"] += errors
+            counts["tagged"] += table.num_rows - errors
+            counts["needs_review"] += pc.sum(table["needs_review"]).as_py() or 0
+            outputs.append({"file": dest.name, "rows": table.num_rows,
+                            "sha256": sha256_file(dest)})
+        manifest = {
+            "partition": date, "model_version": model_version,
+            "tagged_at": parse_time(tagged_at).isoformat(),
+            "published_at": datetime.now(UTC).isoformat(),
+            "inputs": inputs, "outputs": outputs, "counts": counts,
+        }
+        (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        for path in [*tmp_dir.iterdir(), tmp_dir]:
+            fsync_path(path)
+        link = published_dir(root, date)
+        previous = link.resolve() if link.exists() else None
+        os.rename(tmp_dir, version_dir)
+        swap_symlink(link, version_dir)
+        log.info("published %s: %s", link, counts)
+        cleanup(root, date, keep={version_dir, previous},
+                staged_dirs={p.parent for p in staged_paths})
+    return link
+
+
+@contextlib.contextmanager
+def publish_lock(catalogue_root: Path | str, date: str, *,
+                 timeout: float = TaggingLimits.publish_lock_timeout_s) -> Iterator[None]:
+    """Hold the day's exclusive publish lock (released by the kernel if we die)."""
+    path = publish_lock_path(catalogue_root, date)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PartitionInvalid(f"{path}: another run has been publishing {date} "
+                                           f"for more than {timeout:g} s") from None
+                time.sleep(0.05)
+        yield
+
+
+def staged_inputs(date: str, staged: list[Path]) -> list[InputFile]:
+    """The input files the staged shards were tagged from, as their metadata records them
+    (the SHA-256 of the bytes read, not of whatever the input folder holds now); every row
+    of each file staged exactly once."""
+    files: dict[str, InputFile] = {}
+    staged_rows: dict[str, int] = {}
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    for path in staged:
+        metadata = pq.read_schema(path).metadata or {}
+        if INPUT_KEY not in metadata:
+            raise PartitionInvalid(f"{path}: not a staged shard (no {INPUT_KEY.decode()} "
+                                   "metadata)")
+        origin = json.loads(metadata[INPUT_KEY])
+        name, groups = origin["file"], tuple(origin["row_groups"])
+        if (name, groups) in seen:
+            raise PartitionInvalid(f"{path}: row groups {list(groups)} of {name} staged twice")
+        seen.add((name, groups))
+        entry = files.setdefault(name, InputFile(file=name, sha256=origin["sha256"],
+                                                 rows=origin["rows"]))
+        if entry["sha256"] != origin["sha256"]:
+            raise PartitionInvalid(f"{date}: shards of {name} were tagged from different "
+                                   "contents of it (replaced during the run)")
+        staged_rows[name] = staged_rows.get(name, 0) + pq.ParquetFile(path).metadata.num_rows
+    for name, entry in files.items():
+        if staged_rows[name] != entry["rows"]:
+            raise PartitionInvalid(f"{date}: staged shards hold {staged_rows[name]} rows of "
+                                   f"{name}, it has {entry['rows']}")
+    return [files[name] for name in sorted(files)]
 
 
 def swap_symlink(link: Path, target: Path) -> None:
@@ -112,14 +174,33 @@ def swap_symlink(link: Path, target: Path) -> None:
     fsync_path(link.parent)
 
 
-def cleanup(root: Path, date: str, *, keep: Path, staged_dirs: set[Path]) -> None:
-    """Drop published staging dirs, debris of crashed publishes, and all but two versions."""
+def cleanup(root: Path, date: str, *, keep: set[Path | None], staged_dirs: set[Path]) -> None:
+    """Under the publish lock: drop the published staging dirs, killed runs' staging dirs,
+    debris of crashed publishes, and every version but `keep` (the one just linked and the
+    one readers may still be on)."""
     for d in staged_dirs:
         shutil.rmtree(d, ignore_errors=True)
-    entries = sorted(keep.parent.iterdir(), key=lambda p: p.name)
-    versions = [p for p in entries if not p.name.endswith(".tmp")]
-    for old in [p for p in entries if p.name.endswith(".tmp")] + versions[:-2]:
-        if old != keep:
+    collect_staging(root, date)
+    for old in versions_dir(root, date).iterdir():
+        if old not in keep:  # a .tmp folder now is a crashed publish's: we hold the lock
             shutil.rmtree(old, ignore_errors=True)
     for link in root.joinpath("tagged").glob(f".dt={date}.*.link"):
         link.unlink(missing_ok=True)
+
+
+def collect_staging(root: Path, date: str,
+                    max_age_s: float = TaggingLimits.staging_max_age_s) -> list[Path]:
+    """Remove the day's staging folders of runs that died: untouched for `max_age_s` and
+    not locked by a live run (a DAG run between its shard tasks holds no lock, hence the
+    age). Returns what was removed."""
+    day = staging_day(root, date)
+    removed = []
+    for run_dir in sorted(day.iterdir()) if day.is_dir() else []:
+        try:
+            touched = max(p.stat().st_mtime for p in [run_dir, *run_dir.iterdir()])
+        except FileNotFoundError:  # another run's clean-up, or its own publish
+            continue
+        if time.time() - touched > max_age_s and remove_unless_live(run_dir):
+            log.warning("removed %s: staging left by a run that died", run_dir)
+            removed.append(run_dir)
+    return removed

@@ -7,6 +7,7 @@ OUTPUT_FIELDS. No TensorFlow on this path: predictions come from tagging.inferen
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import time
@@ -14,24 +15,28 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tagging.catalogue.layout import shard_path
-from tagging.catalogue.planning import Shard
+from tagging.catalogue.layout import file_identity, shard_path, staging_lock
 from tagging.errors import ImageError, PartitionInvalid
 from tagging.imaging import load_image_uri, preprocess
 from tagging.inference import Classifier
 from tagging.labels import CATEGORY_SLUGS
 from tagging.review import needs_review
 from tagging.settings import Settings
+
+if TYPE_CHECKING:  # planning checks input columns against OUTPUT_NAMES: it imports us
+    from tagging.catalogue.planning import Shard
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,12 @@ OUTPUT_FIELDS = [
     pa.field("tag_error", pa.string()),
 ]
 OUTPUT_NAMES = [f.name for f in OUTPUT_FIELDS]
+INPUT_KEY = b"tagging.input"  # staged file metadata: the input file, its SHA-256 and rows
+DIED = "decoding process died on this photo (killed, e.g. out of memory)"
 SLUGS = pa.array(CATEGORY_SLUGS, pa.string())
+# A chunk of rows sent to a decoding worker: the pool it went to, its future, and its rows
+# (kept to retry them one by one if the worker dies).
+Chunk = tuple[ProcessPoolExecutor, Future, list, list]
 
 
 # ---------------------------------------------------------------- decoding (worker processes)
@@ -106,7 +116,7 @@ class Tagger:
                               else {"confidence_threshold": float(review_threshold)})
         self.workers = workers or os.cpu_count() or 1
         self.image_root = image_root
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
+        self.pool = self._new_pool()
 
     def __enter__(self) -> Tagger:
         return self
@@ -114,10 +124,47 @@ class Tagger:
     def __exit__(self, *exc) -> None:
         self.pool.shutdown(cancel_futures=True)
 
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
+
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        """A worker died, so the pool is broken: start a fresh one (once per breakage)."""
+        if broken is self.pool:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+
+    def _submit(self, images: list, uris: list) -> Chunk:
+        pool = self.pool
+        return pool, pool.submit(decode_chunk, images, uris, str(self.image_root)), images, uris
+
+    def _result(self, chunk: Chunk) -> tuple[np.ndarray, list[str | None], float]:
+        """A chunk's decoding; if its worker died, its rows again one by one in fresh workers,
+        and the row that kills one gets a tag_error instead of failing the shard."""
+        pool, future, images, uris = chunk
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            self._replace_pool(pool)
+        pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
+        errors: list[str | None] = [None] * len(images)
+        cpu = 0.0
+        for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
+            pool, future, _, _ = self._submit([data], [uri])
+            try:
+                one, error, seconds = future.result()
+            except BrokenProcessPool:
+                log.warning("a decoding process died on row %d of a chunk: %s", i, DIED)
+                errors[i] = DIED
+                self._replace_pool(pool)
+                continue
+            pixels[i], errors[i] = one[0], error[0]
+            cpu += seconds
+        return pixels, errors, cpu
+
     def _decoded(self, batches: Iterator[pa.RecordBatch], seconds: dict[str, float]
                  ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[str | None]]]:
         """Record batches with their decoded pixels, in order, a bounded number in flight."""
-        in_flight: deque[tuple[pa.RecordBatch, list[Future]]] = deque()
+        in_flight: deque[tuple[pa.RecordBatch, list[Chunk]]] = deque()
         while True:
             start = time.perf_counter()
             batch = next(batches, None)
@@ -127,19 +174,17 @@ class Tagger:
             # Python bytes, not Arrow slices: pickling a slice sends its whole parent buffer.
             images = column_or_nulls(batch, "image")
             uris = column_or_nulls(batch, "image_uri")
-            futures = [self.pool.submit(decode_chunk, images[i:i + CHUNK_ROWS],
-                                        uris[i:i + CHUNK_ROWS], str(self.image_root))
-                       for i in range(0, batch.num_rows, CHUNK_ROWS)]
-            in_flight.append((batch, futures))
+            chunks = [self._submit(images[i:i + CHUNK_ROWS], uris[i:i + CHUNK_ROWS])
+                      for i in range(0, batch.num_rows, CHUNK_ROWS)]
+            in_flight.append((batch, chunks))
             if len(in_flight) > IN_FLIGHT_BATCHES:
                 yield self._collect(*in_flight.popleft(), seconds)
         while in_flight:
             yield self._collect(*in_flight.popleft(), seconds)
 
-    @staticmethod
-    def _collect(batch: pa.RecordBatch, futures: list[Future], seconds: dict[str, float]):
+    def _collect(self, batch: pa.RecordBatch, chunks: list[Chunk], seconds: dict[str, float]):
         start = time.perf_counter()
-        results = [f.result() for f in futures]
+        results = [self._result(chunk) for chunk in chunks]
         seconds["wait"] += time.perf_counter() - start
         seconds["decode"] += sum(r[2] for r in results)
         pixels = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 28, 28))
@@ -171,14 +216,27 @@ class Tagger:
 
     def write_shard(self, shard: Shard, out_path: Path, tagged_at: datetime,
                   on_rows: Callable[[int], None] | None = None) -> ShardStats:
-        """Stream the shard's row groups through decode -> predict -> write; atomic output."""
+        """Stream the shard's row groups through decode -> predict -> write; atomic output.
+
+        The input is read from the very file planned (same inode, size and mtime), so the
+        SHA-256 the plan took, stored in the output's metadata for the manifest, is that of
+        the bytes read; a file replaced since is an error, never tagged under the old hash.
+        """
+        with open(shard["file"], "rb") as handle:
+            if file_identity(os.fstat(handle.fileno())) != shard["identity"]:
+                raise PartitionInvalid(f"{shard['file']}: changed since the run was planned "
+                                       "(replaced or rewritten); a new run tags its content")
+            return self._write(handle, shard, out_path, tagged_at, on_rows)
+
+    def _write(self, handle: io.BufferedReader, shard: Shard, out_path: Path,
+               tagged_at: datetime, on_rows: Callable[[int], None] | None) -> ShardStats:
         # pre_buffer would keep every row group's column chunks of the shard cached until the
         # end: memory would grow with the shard; without it, one record batch at a time.
-        source = pq.ParquetFile(shard["file"], pre_buffer=False)
-        clash = set(source.schema_arrow.names) & set(OUTPUT_NAMES)
-        if clash:
-            raise PartitionInvalid(f"{shard['file']}: input already has columns {sorted(clash)}")
-        schema = pa.schema(list(source.schema_arrow) + OUTPUT_FIELDS)
+        source = pq.ParquetFile(handle, pre_buffer=False)
+        origin = {"file": Path(shard["file"]).name, "sha256": shard["sha256"],
+                  "rows": shard["file_rows"], "row_groups": shard["row_groups"]}
+        schema = pa.schema(list(source.schema_arrow) + OUTPUT_FIELDS,
+                           metadata={INPUT_KEY: json.dumps(origin)})
         batches = source.iter_batches(batch_size=READ_BATCH_ROWS,
                                       row_groups=range(*shard["row_groups"]))
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +305,8 @@ def tag_shard_to_staging(shard: Shard, *, catalogue_root: Path | str,
     classifier = Classifier.from_registry(registry_root, model_version)
     start = time.perf_counter()
     with Tagger(classifier, review_threshold=review_threshold, workers=workers,
-                image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger:
+                image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger, \
+            staging_lock(out.parent):
         stats = tagger.write_shard(shard, out, parse_time(tagged_at))
     log.info("shard %d: %d rows (%d errors, %d need review) in %.1f s (stages: %s) -> %s",
              shard["index"], stats.rows, stats.errors, stats.needs_review,

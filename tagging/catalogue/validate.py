@@ -39,7 +39,9 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
     input_rows = sum(pq.ParquetFile(p).metadata.num_rows
                      for p in input_files(catalogue_root, date))
     parts = sorted(published_dir(catalogue_root, date).glob("part-*.parquet"))
-    table = pq.read_table(parts, columns=["product_id", *OUTPUT_NAMES]) if parts else None
+    # partitioning=None: the dt=... folder names are not a column of the files
+    table = (pq.read_table(parts, columns=["product_id", *OUTPUT_NAMES], partitioning=None)
+             if parts else None)
     rows = table.num_rows if table is not None else 0
     if rows != input_rows:
         problems.append(f"{rows} published rows, input has {input_rows}")
@@ -56,6 +58,16 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
     if review_rate > max_review_rate:
         problems.append(f"needs-review rate {review_rate:.3f} > limit {max_review_rate}")
     if table is not None:
+        confidences = pc.list_flatten(table["category_top3"]).flatten()[1]
+        for name, values in [("category_confidence", table["category_confidence"]),
+                             ("category_top3 confidence", confidences)]:
+            present = values.drop_null()
+            bad = len(present) - (pc.sum(pc.and_(pc.is_finite(present),
+                                                 pc.and_(pc.greater_equal(present, 0),
+                                                         pc.less_equal(present, 1))))
+                                  .as_py() or 0)
+            if bad:
+                problems.append(f"{bad} {name} values are non-finite or outside [0, 1]")
         ids = table["product_id"].drop_null()
         duplicates = pc.filter(pc.value_counts(ids).field("counts"),
                                pc.greater(pc.value_counts(ids).field("counts"), 1))
