@@ -12,15 +12,20 @@ in decoding worker processes.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from tagging.errors import ImageError
+
+# Decoding runs in one worker process per core: OpenCV's own threads would oversubscribe them.
+cv2.setNumThreads(1)
 
 SIZE = 28
 MAX_PIXELS = 80_000_000  # decompression-bomb limit (below Pillow's own warning level)
@@ -227,10 +232,10 @@ def preprocess(data: bytes | None) -> np.ndarray:
 
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     """Segment the product and render it like Fashion-MNIST: bright on black, centred, 28 px."""
-    rgb = _working_array(image)
-    if np.ptp(rgb, axis=(0, 1)).max() < MIN_THRESHOLD:
+    pixels = _working_pixels(image)
+    if _colour_range(pixels) < MIN_THRESHOLD:
         raise ImageError("blank image: no product found")
-    strength, mask = segment(rgb)
+    strength, mask = segment(pixels.astype(np.float32))
     if not mask.any():
         mask = _central_ellipse(mask.shape)
     top, bottom, left, right = _trim_box(strength, mask)
@@ -242,12 +247,13 @@ def _trim_box(strength: np.ndarray, mask: np.ndarray) -> tuple[int, int, int, in
     """Bounding box of the object's pixels above TRIM_FRACTION of its peak (as Fashion-MNIST)."""
     inside = strength[mask]
     solid = mask & (strength > TRIM_FRACTION * float(np.percentile(inside, 99)))
-    rows, cols = np.nonzero(solid if solid.sum() >= 0.5 * mask.sum() else mask)
-    return rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    left, top, width, height = cv2.boundingRect(
+        (solid if solid.sum() >= 0.5 * mask.sum() else mask).view(np.uint8))
+    return top, top + height, left, left + width
 
 
-def _working_array(image: Image.Image) -> np.ndarray:
-    """The photo as float RGB with its long edge WORK_LONG_EDGE."""
+def _working_pixels(image: Image.Image) -> np.ndarray:
+    """The photo as uint8 RGB with its long edge WORK_LONG_EDGE."""
     image = image if image.mode == "RGB" else image.convert("RGB")
     width, height = image.size
     scale = WORK_LONG_EDGE / max(width, height)
@@ -255,7 +261,12 @@ def _working_array(image: Image.Image) -> np.ndarray:
     if size != image.size:
         resample = Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX
         image = image.resize(size, resample, reducing_gap=None if scale > 1 else 2.0)
-    return np.asarray(image, dtype=np.float32)
+    return np.asarray(image)
+
+
+def _colour_range(pixels: np.ndarray) -> int:
+    """The largest per-channel range (max - min) of a uint8 RGB image."""
+    return max(int(high) - int(low) for low, high, *_ in map(cv2.minMaxLoc, cv2.split(pixels)))
 
 
 def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,10 +279,13 @@ def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     band = max(1, round(BORDER_FRACTION * max(rgb.shape[:2])))
     sides = _border_sides(rgb, band)
     border = np.concatenate(sides)
-    centres = _background_colours(sides, _kmeans(border, BG_CLUSTERS))
+    centres = _kmeans(border, BG_CLUSTERS)
+    to_centres = _squared_distances(border, centres).T  # (k, border pixels)
+    keep = _background_colours(to_centres, [len(side) for side in sides])
+    centres = centres[keep]
     strength = _distance_to(rgb, centres)
-    noise = float(np.percentile(_distance_to(border[None], centres), NOISE_PERCENTILE))
-    mask = ndimage.gaussian_filter(strength, 1.0) > max(MIN_THRESHOLD, NOISE_FACTOR * noise)
+    noise = float(np.percentile(np.sqrt(to_centres[keep].min(axis=0) / 3.0), NOISE_PERCENTILE))
+    mask = _blur(strength, 1.0) > max(MIN_THRESHOLD, NOISE_FACTOR * noise)
     if noise < PLAIN_BORDER_NOISE:  # plain background: outlines also delimit light objects
         mask = _clean_mask(mask | (_gradient(rgb) > EDGE_THRESHOLD))
     else:
@@ -296,9 +310,7 @@ def _skin(rgb: np.ndarray) -> np.ndarray:
 
 def _worn_by_a_person(rgb: np.ndarray, mask: np.ndarray) -> bool:
     """A tall object with a face-like skin patch centred at its top: a model wearing it."""
-    rows, cols = np.nonzero(mask)
-    top, height = rows.min(), rows.max() + 1 - rows.min()
-    left, width = cols.min(), cols.max() + 1 - cols.min()
+    left, top, width, height = cv2.boundingRect(mask.view(np.uint8))
     if height < PERSON_MIN_ASPECT * width:
         return False
     skin = _skin(rgb) & mask
@@ -315,19 +327,18 @@ def _worn_by_a_person(rgb: np.ndarray, mask: np.ndarray) -> bool:
 
 def _garment_of(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The garment on show: head and skin removed, then the larger of a top / bottom split."""
-    skin = ndimage.binary_dilation(ndimage.binary_opening(_skin(rgb) & mask), iterations=1)
+    skin = _dilate(_open(_skin(rgb) & mask, 1), 1)
     rows = np.nonzero(mask)[0]
     head_zone = np.zeros_like(mask)
     head_zone[rows.min():rows.min() + max(1, (rows.max() + 1 - rows.min()) // 5)] = True
     face = _largest(skin & head_zone)
     below_face = np.arange(mask.shape[0])[:, None] > np.nonzero(face)[0].max()
-    garment = ndimage.binary_opening(mask & ~skin & below_face, iterations=2)
-    garment = ndimage.binary_fill_holes(_largest(garment))
+    garment = _fill_holes(_largest(_open(mask & ~skin & below_face, 2)))
     if garment.sum() < PERSON_MIN_GARMENT * mask.sum():
         return mask
     colours = rgb[garment]
     centres = _kmeans(colours, 2)
-    which = _nearest(colours, centres)
+    which = _squared_distances(colours, centres).argmin(axis=1)
     rows = np.nonzero(garment)[0]
     sizes = np.bincount(which, minlength=2)
     if sizes.min() < PERSON_MIN_PART * len(which):
@@ -337,15 +348,51 @@ def _garment_of(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return garment  # not a top / bottom split (a print, a pattern)
     part = np.zeros_like(garment)
     part[garment] = which == np.argmax(sizes)
-    part = ndimage.binary_fill_holes(ndimage.binary_closing(part, iterations=2))
-    return _largest(part)
+    return _largest(_fill_holes(_close(part, 2)))
+
+
+# Binary morphology on bool masks with OpenCV's kernels (viewed as 0/1 uint8, no copy): a
+# 3x3 cross iterated, pixels outside the image counted as background, and 4-connected
+# components, as scipy.ndimage's defaults (which this module used before: same masks).
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
+    return cv2.dilate(mask.view(np.uint8), _CROSS, iterations=iterations,
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+
+
+def _erode(mask: np.ndarray, iterations: int) -> np.ndarray:
+    return cv2.erode(mask.view(np.uint8), _CROSS, iterations=iterations,
+                     borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+
+
+def _open(mask: np.ndarray, iterations: int) -> np.ndarray:
+    return _dilate(_erode(mask, iterations), iterations)
+
+
+def _close(mask: np.ndarray, iterations: int) -> np.ndarray:
+    return _erode(_dilate(mask, iterations), iterations)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask plus the background not 4-connected to the image's edge."""
+    outside = np.pad(mask.view(np.uint8), 1)
+    cv2.floodFill(outside, None, (0, 0), 2, flags=4)  # the background reached from the edge
+    return outside[1:-1, 1:-1] != 2
+
+
+def _components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Count, label image (0 = background) and pixel count of each 4-connected component."""
+    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=4)
+    return count - 1, labels, np.bincount(labels.ravel(), minlength=count)[1:]
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
+    count, labels, sizes = _components(mask)
     if count <= 1:
         return mask
-    return labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return labels == (np.argmax(sizes) + 1)
 
 
 def _central_ellipse(shape: tuple[int, int]) -> np.ndarray:
@@ -353,6 +400,12 @@ def _central_ellipse(shape: tuple[int, int]) -> np.ndarray:
     dy = (rows - (shape[0] - 1) / 2) / (0.35 * shape[0])
     dx = (cols - (shape[1] - 1) / 2) / (0.35 * shape[1])
     return dy**2 + dx**2 <= 1
+
+
+def _blur(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing as scipy.ndimage.gaussian_filter's defaults (4 sigma, mirrored edge)."""
+    size = 2 * int(4 * sigma + 0.5) + 1
+    return cv2.GaussianBlur(values, (size, size), sigma, borderType=cv2.BORDER_REFLECT)
 
 
 def _refine_by_colour(rgb: np.ndarray, mask: np.ndarray, band: int) -> np.ndarray:
@@ -366,19 +419,25 @@ def _refine_by_colour(rgb: np.ndarray, mask: np.ndarray, band: int) -> np.ndarra
         if not mask.any() or mask.all():
             break
         llr = _colour_log_ratio(index, mask, bins)
-        new = _clean_mask((ndimage.gaussian_filter(llr, SMOOTH_SIGMA * max(mask.shape)) > 0)
-                          & ~border)
+        new = _clean_mask((_blur(llr, SMOOTH_SIGMA * max(mask.shape)) > 0) & ~border)
         if np.array_equal(new, mask):
             break
         mask = new
     return mask
 
 
+# Smoothing of a colour histogram along one axis (sigma 0.7 bins, mirrored edges), as a matrix.
+_HISTOGRAM_SMOOTHING = ndimage.gaussian_filter1d(np.eye(COLOUR_BINS), 0.7, axis=0)
+
+
 def _colour_log_ratio(index: np.ndarray, mask: np.ndarray, bins: int) -> np.ndarray:
     """log p(colour | object) - log p(colour | background), from smoothed histograms."""
     def density(selected: np.ndarray) -> np.ndarray:
         counts = np.bincount(index[selected], minlength=bins**3).reshape(bins, bins, bins)
-        counts = ndimage.gaussian_filter(counts.astype(np.float64), 0.7) + 0.1
+        counts = counts.astype(np.float64)
+        for _ in range(3):  # each pass smooths the last axis and moves it to the front
+            counts = np.tensordot(_HISTOGRAM_SMOOTHING, counts, axes=(1, 2))
+        counts += 0.1
         return np.log(counts / counts.sum()).ravel()
 
     return (density(mask) - density(~mask))[index]
@@ -396,79 +455,92 @@ def _border_sides(rgb: np.ndarray, width: int) -> list[np.ndarray]:
             rgb[:, :width].reshape(-1, 3), rgb[:, -width:].reshape(-1, 3)]
 
 
-def _background_colours(sides: list[np.ndarray], centres: np.ndarray) -> np.ndarray:
-    """Border colours that are background: widespread, not a product touching one or two edges.
+def _background_colours(to_centres: np.ndarray, side_lengths: list[int]) -> np.ndarray:
+    """Which border colours are background: widespread, not a product touching an edge or two.
 
+    to_centres: squared distances (clusters, border pixels), the border's four sides in a row.
     A colour counts when the pixels near it make up BG_MIN_SHARE of the whole border, or
     BG_SIDE_SHARE of at least three of the four sides; the most common one always counts.
     """
-    near = [np.sqrt(((side[None] - centres[:, None]) ** 2).sum(axis=-1) / 3) < SUPPORT_DISTANCE
-            for side in sides]  # per side: (clusters, pixels)
-    side_share = np.stack([n.mean(axis=1) for n in near])  # (4, clusters)
-    total = np.concatenate(near, axis=1).mean(axis=1)
+    near = to_centres < 3 * SUPPORT_DISTANCE**2
+    ends = np.cumsum([0, *side_lengths])
+    side_share = np.stack([near[:, a:b].mean(axis=1) for a, b in itertools.pairwise(ends)])
+    total = near.mean(axis=1)
     keep = (total >= BG_MIN_SHARE) | ((side_share >= BG_SIDE_SHARE).sum(axis=0) >= 3)
     keep[np.argmax(total)] = True
-    return centres[keep]
+    return keep
 
 
 def _kmeans(pixels: np.ndarray, k: int, iterations: int = 8) -> np.ndarray:
-    """Deterministic k-means of colours (initialised at luminance quantiles)."""
+    """Deterministic k-means of colours (initialised at luminance quantiles).
+
+    Iterates over the distinct colours weighted by their counts (a photo repeats its colours
+    a lot). They are whole numbers (uint8 values as floats): the float64 sums are exact, so
+    the centres are the exact means of the pixels, as if each pixel were visited.
+    """
     order = np.argsort(pixels.sum(axis=1), kind="stable")
     centres = pixels[order[((np.arange(k) + 0.5) * len(order) / k).astype(int)]].copy()
+    keys, counts = np.unique(pixels.astype(np.int32) @ np.array([65536, 256, 1], np.int32),
+                             return_counts=True)
+    colours = np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], axis=1)
+    weighted = (colours * counts[:, None]).T.astype(np.float64)
+    colours = colours.astype(np.float32)
     previous = None
     for _ in range(iterations):
-        nearest = _nearest(pixels, centres)
+        nearest = _squared_distances(colours, centres).argmin(axis=1)
         if previous is not None and np.array_equal(nearest, previous):
             break  # assignments settled: the centres would not move
         previous = nearest
-        for j in range(k):
-            members = pixels[nearest == j]
-            if len(members):
-                centres[j] = members.mean(axis=0)
+        members = np.bincount(nearest, counts, k)
+        sums = np.stack([np.bincount(nearest, channel, k) for channel in weighted], axis=1)
+        used = members > 0
+        centres[used] = sums[used] / members[used, None]
     return centres
 
 
-def _nearest(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    return np.stack([_squared_distance(pixels, c) for c in centres], axis=1).argmin(axis=1)
-
-
-def _squared_distance(rgb: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Squared colour distance of every pixel to one colour (channels summed in order)."""
-    diff = rgb - centre
-    diff *= diff
-    return diff[..., 0] + diff[..., 1] + diff[..., 2]
+def _squared_distances(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(n, k) squared colour distances of pixels (n, 3) to centres (k, 3), channels summed
+    in order."""
+    planes = pixels.T[:, :, None] - centres.T[:, None, :]  # (3, n, k): a contiguous plane each
+    planes *= planes
+    return planes[0] + planes[1] + planes[2]
 
 
 def _distance_to(rgb: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Distance of each pixel to the nearest background colour, on a 0-255 grey scale."""
-    squared = _squared_distance(rgb, centres[0])
-    for centre in centres[1:]:  # one centre at a time: no (h, w, k, 3) temporary
-        np.minimum(squared, _squared_distance(rgb, centre), out=squared)
-    return np.sqrt(squared / 3.0)
+    channels = cv2.split(rgb)  # contiguous planes: far faster than strided channel views
+    nearest = None
+    for centre in centres:  # one centre at a time: no (h, w, k) temporary
+        squared = channels[0] - centre[0]
+        squared *= squared
+        for channel, value in zip(channels[1:], centre[1:], strict=True):
+            diff = channel - value
+            diff *= diff
+            squared += diff
+        nearest = squared if nearest is None else np.minimum(nearest, squared, out=nearest)
+    return np.sqrt(nearest / 3.0)
 
 
 def _gradient(rgb: np.ndarray) -> np.ndarray:
-    grey = ndimage.gaussian_filter(rgb.mean(axis=-1), 1.0)
-    return np.hypot(ndimage.sobel(grey, 0), ndimage.sobel(grey, 1)) / 8.0
+    grey = _blur(rgb @ np.full(3, 1 / 3, np.float32), 1.0)
+    dx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3, borderType=cv2.BORDER_REFLECT)
+    dy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3, borderType=cv2.BORDER_REFLECT)
+    return cv2.magnitude(dx, dy) / 8.0
 
 
 def _clean_mask(mask: np.ndarray) -> np.ndarray:
     """Close gaps, fill holes, keep the largest object and any sizeable blob next to it."""
     radius = max(1, round(0.01 * max(mask.shape)))
-    structure = ndimage.generate_binary_structure(2, 1)
-    mask = ndimage.binary_closing(mask, structure, iterations=radius, border_value=0)
-    mask = ndimage.binary_fill_holes(mask)
-    labels, count = ndimage.label(mask)
+    count, labels, sizes = _components(_fill_holes(_close(mask, radius)))
     if count <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
+        return labels > 0
     main = labels == (np.argmax(sizes) + 1)
-    near = ndimage.binary_dilation(
-        main, structure, iterations=max(1, round(KEEP_NEAR_FRACTION * max(mask.shape)))
-    )
-    keep = np.unique(labels[near & mask])
-    keep = keep[(keep > 0) & (sizes[keep - 1] >= 0.02 * sizes.max())]
-    return np.isin(labels, keep)
+    near = _dilate(main, max(1, round(KEEP_NEAR_FRACTION * max(mask.shape))))
+    keep = np.zeros(count + 1, bool)
+    keep[labels[near]] = True
+    keep[1:] &= sizes >= 0.02 * sizes.max()
+    keep[0] = False
+    return keep[labels]
 
 
 def _normalise(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
