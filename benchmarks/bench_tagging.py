@@ -1,4 +1,4 @@
-"""Benchmark the catalogue tagging path on this machine (issue 5); one command, one report.
+"""Benchmark the catalogue tagging path on this machine (issues 5, 13); one command, one report.
 
     .venv/bin/python benchmarks/bench_tagging.py            # the full figure set
     .venv/bin/python benchmarks/bench_tagging.py --quick    # small sizes, a few minutes
@@ -10,6 +10,11 @@ training, the full `tagging tag` path (10k and 100k photos, plus a small-image v
 the decode+preprocess lower bound (same worker pool, no Parquet, no model), a naive
 baseline (pandas, full-size decode, per-row Keras `model.predict`) and a scale-out run
 (one partition as one shard vs several shards in parallel processes).
+Real photos (issue 13; `benchmarks/real_photos.py`): the labelled dev photos (a tenth
+re-encoded as PNG, a tenth as WebP) cycled to a 10k partition, tagged by the job and by a
+tf.data peer with the same registered model (trained with those photos), both also scored on
+the held-out stream photos; the decode-only bound on the same photos; CPU per photo by format;
+the wall time of a training with the labelled photos next to a plain one.
 Figures are printed and written to WORKDIR/results.json. Needs Fashion-MNIST in
 TAGGING_FASHION_MNIST_DIR (else it is downloaded, as `tagging train` does).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -33,19 +39,22 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import real_photos  # benchmarks/real_photos.py (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 TAGGED_AT = "2026-01-01T03:00:00+00:00"
 DATES = {"small": "2030-01-01", "big": "2030-01-02", "thumbs": "2030-01-03",
-         "scale": "2030-01-04", "tiny": "2030-01-05"}
+         "scale": "2030-01-04", "tiny": "2030-01-05", "real": "2030-01-06",
+         "held_out": "2030-01-07"}
 ROW_GROUP_ROWS = 256  # as tagging.demo_catalogue writes them
 BROKEN_EVERY = 2000  # one set of broken rows (undecodable, truncated, ...) per this many photos
 THUMB_LONG_EDGE = 250  # the small-image variant: listing thumbnails
 FULL = {"rows": 100_000, "small_rows": 10_000, "pool": 2000, "naive_sample": 300,
-        "scale_rows": 4000, "lower_bound_rows": 2000, "thumb_rows": 2000, "train": {}}
+        "scale_rows": 4000, "lower_bound_rows": 2000, "thumb_rows": 2000, "train": {},
+        "real_rows": 10_000, "per_format": 100}
 QUICK = {"rows": 3000, "small_rows": 1000, "pool": 300, "naive_sample": 40,
          "scale_rows": 1000, "lower_bound_rows": 300, "thumb_rows": 300,
-         "train": {"train_subset": 12_000, "epochs": 4}}
+         "train": {"train_subset": 12_000, "epochs": 4}, "real_rows": 1000, "per_format": 30}
 
 
 def log(message: str) -> None:
@@ -222,7 +231,8 @@ def child_tag(p: dict) -> dict:
     from tagging.catalogue.validate import truth_agreement
 
     summary = tag_partition(p["catalogue"], p["date"], registry_root=p["registry"],
-                            workers=p["workers"], rows_per_shard=p["rows_per_shard"])
+                            model=p["model"], workers=p["workers"],
+                            rows_per_shard=p["rows_per_shard"])
     return summary | truth_agreement(p["catalogue"], p["date"])
 
 
@@ -248,29 +258,34 @@ def _load_pool(path: str) -> None:
     _POOL_IMAGES[:] = pq.read_table(path, columns=["image"])["image"].to_pylist()
 
 
-def _preprocess_indices(indices: list[int]) -> float:
-    """Worker: preprocess photos already in memory; returns CPU seconds used."""
+def _preprocess_indices(indices: list[int], decode_only: bool = False) -> float:
+    """Worker: preprocess (or only decode) photos already in memory; returns CPU seconds."""
+    from real_photos import decode_only as decode
+
     from tagging.imaging import ImageError, preprocess
 
+    function = decode if decode_only else preprocess
     start = time.process_time()
     for i in indices:
         with contextlib.suppress(ImageError):
-            preprocess(_POOL_IMAGES[i % len(_POOL_IMAGES)])
+            function(_POOL_IMAGES[i % len(_POOL_IMAGES)])
     return time.process_time() - start
 
 
 def child_lower_bound(p: dict) -> dict:
-    """Decode + preprocess only: the same warm forkserver pool and chunking, no Parquet,
-    no model, photos already in the workers' memory."""
+    """Decode + preprocess only (or, with decode_only, decode + a plain 28x28 resize): the
+    same warm forkserver pool and chunking, no Parquet, no model, photos already in the
+    workers' memory."""
     from tagging.catalogue.tagger import CHUNK_ROWS
 
     n, workers = p["rows"], p["workers"]
     chunks = [list(range(i, min(i + CHUNK_ROWS, n))) for i in range(0, n, CHUNK_ROWS)]
+    work = functools.partial(_preprocess_indices, decode_only=p.get("decode_only", False))
     with ProcessPoolExecutor(workers, mp_context=get_context("forkserver"),
                              initializer=_load_pool, initargs=(p["pool"],)) as pool:
-        list(pool.map(_preprocess_indices, [[0]] * workers))  # workers up and warm
+        list(pool.map(work, [[0]] * workers))  # workers up and warm
         start = time.perf_counter()
-        cpu = sum(pool.map(_preprocess_indices, chunks))
+        cpu = sum(pool.map(work, chunks))
         wall = time.perf_counter() - start
     return {"rows": n, "seconds": round(wall, 2), "images_per_s": round(n / wall, 1),
             "worker_cpu_ms_per_image": round(1000 * cpu / n, 2)}
@@ -319,7 +334,8 @@ def child_naive(p: dict) -> dict:
 
 
 CHILDREN = {"train": child_train, "tag": child_tag, "shard": child_shard,
-            "lower_bound": child_lower_bound, "naive": child_naive}
+            "lower_bound": child_lower_bound, "naive": child_naive,
+            "formats": real_photos.child_formats, "peer": real_photos.child_peer}
 
 
 # ---------------------------------------------------------------- the benchmark steps
@@ -339,9 +355,10 @@ def machine() -> dict:
             "pyarrow": pyarrow.__version__, "numpy": np.__version__}
 
 
-def tag_run(root: Path, date: str, registry: Path, workers: int) -> dict:
+def tag_run(root: Path, date: str, registry: Path, workers: int, model: str = "champion"
+            ) -> dict:
     result = run_child("tag", {"catalogue": str(root), "date": date, "registry": str(registry),
-                               "workers": workers, "rows_per_shard": 20_000})
+                               "workers": workers, "rows_per_shard": 20_000, "model": model})
     result["end_to_end_images_per_s"] = round(result["rows"] / result["wall_s"], 1)
     result["cpu_ms_per_image"] = round(1000 * result["cpu_s"] / result["rows"], 2)
     result["ms_per_image"] = {k: round(1000 * v / result["rows"], 2)
@@ -407,7 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--skip", nargs="*", default=[], choices=[
-        "train", "big", "thumbs", "naive", "scale"], help="steps to leave out")
+        "train", "big", "thumbs", "naive", "scale", "photos", "photo-train", "peer"],
+        help="steps to leave out")
+    parser.add_argument("--real-photos", help="labelled dev photos (manifest.csv + images/; "
+                        "default: $TAGGING_REAL_PHOTOS, else real-photos-dev beside the "
+                        "Fashion-MNIST folder or in ../shared)")
+    parser.add_argument("--held-out-photos", help="labelled photos never trained on, for "
+                        "the accuracy figures (default: real-photos-stream, found likewise)")
     parser.add_argument("--keep", action="store_true", help="keep the generated catalogues")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -472,6 +495,8 @@ def benchmark(args) -> int:
     if "scale" not in args.skip:
         write_partition(root, DATES["scale"], pool, sizes["scale_rows"])
         results["scale_out"] = scale_out(root, registry, version, workers)
+    if "photos" not in args.skip:
+        photo_steps(args, sizes, work, registry, pool, small, results)
     if "big" not in args.skip:
         log(f"writing the big partition ({sizes['rows']} rows)")
         write_partition(root, DATES["big"], pool, sizes["rows"])
@@ -484,6 +509,70 @@ def benchmark(args) -> int:
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def photo_steps(args, sizes: dict, work: Path, registry: Path, demo_pool: Path,
+                demo_file: Path, results: dict) -> None:
+    """Issue 13: training with real photos; a real-photo catalogue tagged by the job and the
+    tf.data peer; decode-only bounds; CPU per photo by format."""
+    root, workers = work / "catalogue", args.workers
+    dev = real_photos.photo_folder("real-photos-dev", args.real_photos)
+    held_out = real_photos.photo_folder("real-photos-stream", args.held_out_photos)
+    if dev is None:
+        log("no labelled real photos found (--real-photos): real-photo steps skipped")
+        return
+    photo_registry = work / "registry-photos"
+    if "photo-train" in args.skip and (photo_registry / "aliases").exists():
+        log("training with real photos skipped: using the champion in " + str(photo_registry))
+    else:
+        shutil.rmtree(photo_registry, ignore_errors=True)
+        log(f"training with the labelled photos in {dev}")
+        results["photo_training"] = run_child("train", {
+            "registry": str(photo_registry), "data_dir": os.environ.get(
+                "TAGGING_FASHION_MNIST_DIR"), "train": {**sizes["train"], "real_photos": str(dev)},
+            "gate": {"min_accuracy": 0.5, "min_class_recall": 0.0}})  # a benchmark's registry
+        log(f"training with real photos: {results['photo_training']}")
+    from model_registry import Registry
+
+    photo_model = Registry(photo_registry).get("champion")
+    results["photo_model"] = {"version": photo_model.version,
+                              "real_photos": photo_model.metadata["metrics"].get("real_photos")}
+    pool = work / "pool-real.parquet"
+    results["real_pool"] = {"folder": dev.name,
+                            "formats": real_photos.build_photo_pool(pool, dev)}
+    real_file = write_partition(root, DATES["real"], pool, sizes["real_rows"])
+    log("CPU per photo by format")
+    results["formats"] = run_child("formats", {"pools": {"demo": str(demo_pool),
+                                                         "real": str(pool)},
+                                               "per_format": sizes["per_format"]})
+    results["decode_bound"] = {}
+    for name, photos in (("demo", demo_pool), ("real", pool)):
+        results["decode_bound"][name] = run_child("lower_bound", {
+            "pool": str(photos), "rows": sizes["lower_bound_rows"], "workers": workers,
+            "decode_only": True})
+        log(f"decode-only bound, {name} photos: {results['decode_bound'][name]}")
+    results["real_lower_bound"] = run_child("lower_bound", {
+        "pool": str(pool), "rows": sizes["lower_bound_rows"], "workers": workers})
+    results["real"] = tag_run(root, DATES["real"], photo_registry, workers, photo_model.version)
+    peer_runs = {"demo": (demo_file, registry, Registry(registry).get("champion").version),
+                 "real": (real_file, photo_registry, photo_model.version)}
+    if held_out is not None:
+        held_pool = work / "pool-held-out.parquet"
+        formats = real_photos.build_photo_pool(held_pool, held_out)
+        results["held_out_pool"] = {"folder": held_out.name, "formats": formats}
+        held_file = write_partition(root, DATES["held_out"], held_pool, sum(formats.values()))
+        results["held_out"] = tag_run(root, DATES["held_out"], photo_registry, workers,
+                                      photo_model.version)
+        peer_runs["held_out"] = (held_file, photo_registry, photo_model.version)
+    if "peer" not in args.skip:
+        results["peer"] = {}
+        for name, (file, model_registry, version) in peer_runs.items():
+            log(f"tf.data peer on the {name} partition")
+            run = run_child("peer", {"file": str(file), "registry": str(model_registry),
+                                     "version": version})
+            run["end_to_end_images_per_s"] = round(run["rows"] / run["wall_s"], 1)
+            results["peer"][name] = run
+            log(f"peer, {name}: {run}")
 
 
 def agreement(root: Path, date: str, predictions: dict[str, str]) -> float:
@@ -565,8 +654,63 @@ def summarise(r: dict) -> None:
         add("  rows_per_shard", f"{rec['rows_per_shard']} (~{rec['minutes_per_shard']} min per "
             f"task; >= {rec['min_rows_for_1pct_overhead']} keeps the fixed cost <= 1 %, "
             f"<= {rec['rows_in_10_min']} keeps a retry <= 10 min)")
+    if "real" in r:
+        summarise_photos(add, r)
     add("benchmark wall time", f"{r['total_minutes']} min")
     Console(width=160).print(table)
+
+
+def summarise_photos(add, r: dict) -> None:
+    """The rows of issue 13: real photos, decode-only bounds, the tf.data peer, formats."""
+    plain, photos = r.get("training"), r.get("photo_training")
+    if photos:
+        held = r["photo_model"]["real_photos"] or {}
+        versus = (f"; plain training {plain['wall_s']} s (fit {plain['fit_s']} s): ratio "
+                  f"{photos['wall_s'] / plain['wall_s']:.1f}x" if plain else "")
+        add("training with labelled real photos", f"{photos['wall_s']} s for the whole train "
+            f"command (fit {photos['fit_s']} s, + cross-fitting){versus}; test accuracy "
+            f"{photos['accuracy']}, held-out (cross-fit) accuracy on the photos "
+            f"{held.get('accuracy')}")
+    pool = r["real_pool"]
+    real, bound = r["real"], r["decode_bound"]
+    add(f"tagging {real['rows']} real photos ({pool['folder']} cycled; formats "
+        f"{pool['formats']})", f"{real['end_to_end_images_per_s']} images/s end to end "
+        f"({real['wall_s']} s, CPU {real['cpu_ms_per_image']} ms/image, peak RSS "
+        f"{real['peak_rss_mb']} MB), model {r['photo_model']['version']}")
+    add("  time per stage (ms/image)", ", ".join(
+        f"{k} {v}" for k, v in real["ms_per_image"].items()))
+    lower = r["real_lower_bound"]
+    add("  lower bound: decode+preprocess only", f"{lower['images_per_s']} images/s (worker "
+        f"CPU {lower['worker_cpu_ms_per_image']} ms/image)")
+    for name, job, target in (("demo", r["small"], 0.5), ("real", real, 0.25)):
+        b = bound[name]
+        wall = job["end_to_end_images_per_s"] / b["images_per_s"]
+        cpu = b["worker_cpu_ms_per_image"] / job["cpu_ms_per_image"]
+        add(f"decode-only bound, {name} photos", f"{b['images_per_s']} images/s (worker CPU "
+            f"{b['worker_cpu_ms_per_image']} ms/image: decode_photo + a 28x28 resize)")
+        add(f"  job / decode-only bound, {name}", f"{wall:.0%} (wall); {cpu:.0%} (CPU per "
+            f"image) — target >= {target:.0%}: {'met' if min(wall, cpu) >= target else 'not met'}"
+            + (" by CPU" if cpu >= target > wall else ""))
+    if "held_out" in r:
+        h = r["held_out"]
+        add(f"job on held-out photos ({r['held_out_pool']['folder']}, {h['rows']})",
+            f"accuracy {h.get('accuracy_vs_true_category')}; unflagged precision "
+            f"{h.get('unflagged_precision')} at coverage {h.get('unflagged_coverage')}")
+    jobs = {"demo": r["small"], "real": real, "held_out": r.get("held_out")}
+    for name, peer in r.get("peer", {}).items():
+        job = jobs[name]
+        add(f"tf.data peer, {name} partition ({peer['rows']} rows)",
+            f"{peer['pipeline_images_per_s']} images/s in the pipeline, "
+            f"{peer['end_to_end_images_per_s']} end to end (job: "
+            f"{job['end_to_end_images_per_s']}); accuracy {peer['accuracy_vs_true_category']}"
+            f" (job: {job.get('accuracy_vs_true_category')}); CPU "
+            f"{1000 * peer['cpu_s'] / peer['rows']:.2f} ms/image; peak RSS "
+            f"{peer['peak_rss_mb']} MB")
+    for name, f in r["formats"]["by_format"].items():
+        add(f"  CPU ms/photo, {name} ({f['photos']}, decoded {f['decoded_size']})",
+            f"decode_photo {f['decode_photo_ms']} · OpenCV decode {f['opencv_decode_ms']} "
+            f"(reduced 1/4: {f['opencv_decode_reduced_4_ms']}) · decode-only bound "
+            f"{f['decode_only_bound_ms']} · to_fashion_mnist {f['to_fashion_mnist_ms']}")
 
 
 if __name__ == "__main__":

@@ -413,13 +413,18 @@ def _refine_by_colour(rgb: np.ndarray, mask: np.ndarray, band: int) -> np.ndarra
     bins = COLOUR_BINS
     quantised = (np.minimum(rgb, 255) * (bins / 256)).astype(np.int32)
     index = quantised @ np.array([bins * bins, bins, 1], np.int32)
+    everything = _smoothed_histogram(index.ravel())
     border = np.ones(mask.shape, bool)
     border[band:-band, band:-band] = False
     for _ in range(REFINE_ITERATIONS):
         if not mask.any() or mask.all():
             break
-        llr = _colour_log_ratio(index, mask, bins)
-        new = _clean_mask((_blur(llr, SMOOTH_SIGMA * max(mask.shape)) > 0) & ~border)
+        inside = _smoothed_histogram(index[mask])
+        # log p(colour | object) - log p(colour | background); smoothing is linear, so the
+        # background's histogram is the whole image's minus the object's
+        log_ratio = (_log_density(inside) - _log_density(everything - inside)).astype(np.float32)
+        new = _clean_mask((_blur(log_ratio[index], SMOOTH_SIGMA * max(mask.shape)) > 0)
+                          & ~border)
         if np.array_equal(new, mask):
             break
         mask = new
@@ -430,17 +435,19 @@ def _refine_by_colour(rgb: np.ndarray, mask: np.ndarray, band: int) -> np.ndarra
 _HISTOGRAM_SMOOTHING = ndimage.gaussian_filter1d(np.eye(COLOUR_BINS), 0.7, axis=0)
 
 
-def _colour_log_ratio(index: np.ndarray, mask: np.ndarray, bins: int) -> np.ndarray:
-    """log p(colour | object) - log p(colour | background), from smoothed histograms."""
-    def density(selected: np.ndarray) -> np.ndarray:
-        counts = np.bincount(index[selected], minlength=bins**3).reshape(bins, bins, bins)
-        counts = counts.astype(np.float64)
-        for _ in range(3):  # each pass smooths the last axis and moves it to the front
-            counts = np.tensordot(_HISTOGRAM_SMOOTHING, counts, axes=(1, 2))
-        counts += 0.1
-        return np.log(counts / counts.sum()).ravel()
+def _smoothed_histogram(colour_index: np.ndarray) -> np.ndarray:
+    """Counts of each quantised colour, smoothed over neighbouring colours (flat, float64)."""
+    bins = COLOUR_BINS
+    counts = np.bincount(colour_index, minlength=bins**3).reshape(bins, bins, bins)
+    counts = counts.astype(np.float64)
+    for _ in range(3):  # each pass smooths the last axis and moves it to the front
+        counts = np.tensordot(_HISTOGRAM_SMOOTHING, counts, axes=(1, 2))
+    return counts.ravel()
 
-    return (density(mask) - density(~mask))[index]
+
+def _log_density(counts: np.ndarray) -> np.ndarray:
+    counts = counts + 0.1
+    return np.log(counts / counts.sum())
 
 
 def _cluttered_strength(rgb: np.ndarray) -> np.ndarray:
