@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import statistics
 import time
 from pathlib import Path
@@ -23,14 +22,17 @@ OTHER_FORMATS = ("png", "webp")
 
 
 def photo_folder(name: str, explicit: str | None = None) -> Path | None:
-    """A labelled-photo folder (manifest.csv + images/): `explicit`, else $TAGGING_REAL_PHOTOS
-    (for the dev set), else `name` beside the Fashion-MNIST folder or in ../shared."""
+    """A labelled-photo folder (manifest.csv + images/): `explicit`, else the settings'
+    real_photos (for the dev set), else `name` beside the Fashion-MNIST folder or in
+    ../shared."""
+    from tagging.settings import Settings
+
+    settings = Settings.from_env()
     candidates = [explicit] if explicit else []
-    if name == "real-photos-dev" and os.environ.get("TAGGING_REAL_PHOTOS"):
-        candidates.append(os.environ["TAGGING_REAL_PHOTOS"])
-    if os.environ.get("TAGGING_FASHION_MNIST_DIR"):
-        candidates.append(str(Path(os.environ["TAGGING_FASHION_MNIST_DIR"]).parent / name))
-    candidates.append(str(Path(__file__).resolve().parents[2] / "shared" / name))
+    if name == "real-photos-dev" and settings.real_photos:
+        candidates.append(settings.real_photos)
+    candidates += [settings.fashion_mnist_dir.parent / name,
+                   Path(__file__).resolve().parents[2] / "shared" / name]
     return next((Path(c) for c in candidates if (Path(c) / "manifest.csv").is_file()), None)
 
 

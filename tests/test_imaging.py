@@ -10,7 +10,9 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
+from tagging import imaging
 from tagging.errors import ImageError
 from tagging.imaging import (
     MAX_PIXELS,
@@ -289,3 +291,44 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
     (root / "link.png").symlink_to(outside)
     with pytest.raises(ImageError, match=r"^image_uri escapes the image root"):
         load_image_uri("link.png", root)
+
+
+# The segmentation's OpenCV kernels must give exactly the masks of the scipy.ndimage
+# operations they replaced (cross structuring element, outside = background, 4-connectivity).
+@pytest.fixture(scope="module")
+def blobs() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [ndimage.gaussian_filter(rng.random((90, 70)), 2.0) > t for t in (0.5, 0.52, 0.55)]
+
+
+def test_morphology_matches_scipy(blobs):
+    cross = ndimage.generate_binary_structure(2, 1)
+    for mask in blobs:
+        assert np.array_equal(imaging._close(mask, 2),
+                              ndimage.binary_closing(mask, cross, iterations=2, border_value=0))
+        assert np.array_equal(imaging._open(mask, 2), ndimage.binary_opening(mask, iterations=2))
+        assert np.array_equal(imaging._dilate(mask, 3), ndimage.binary_dilation(mask, iterations=3))
+        assert np.array_equal(imaging._fill_holes(mask), ndimage.binary_fill_holes(mask))
+        count, labels, sizes = imaging._components(mask)
+        expected, n = ndimage.label(mask)
+        assert count == n > 1 and np.array_equal(labels, expected)
+        assert np.array_equal(sizes, np.bincount(expected.ravel())[1:])
+
+
+def test_blur_matches_scipy():
+    values = np.random.default_rng(2).random((60, 50)).astype(np.float32) * 255
+    for sigma in (1.0, 2.4):
+        assert np.allclose(imaging._blur(values, sigma), ndimage.gaussian_filter(values, sigma),
+                           atol=1e-3)
+
+
+def test_kmeans_centres_are_the_means_of_their_pixels():
+    rng = np.random.default_rng(3)
+    pixels = np.concatenate([rng.normal(c, 12, (300, 3)) for c in (40, 128, 220)])
+    pixels = np.clip(pixels, 0, 255).round().astype(np.float32)
+    centres = imaging._kmeans(pixels, 3)
+    nearest = imaging._squared_distances(pixels, centres).argmin(axis=1)
+    assert sorted(np.bincount(nearest)) == [300, 300, 300]
+    for k, centre in enumerate(centres):  # converged: each centre is its cluster's exact mean
+        assert np.array_equal(centre, pixels[nearest == k].astype(np.float64).mean(axis=0)
+                              .astype(np.float32))
