@@ -697,9 +697,11 @@ def summarise_photos(add, r: dict) -> None:
             f"accuracy {h.get('accuracy_vs_true_category')}; unflagged precision "
             f"{h.get('unflagged_precision')} at coverage {h.get('unflagged_coverage')}")
     jobs = {"demo": r["small"], "real": real, "held_out": r.get("held_out")}
+    notes = {"real": ", in-sample: the model trained on these photos",
+             "held_out": ", never trained on"}
     for name, peer in r.get("peer", {}).items():
         job = jobs[name]
-        add(f"tf.data peer, {name} partition ({peer['rows']} rows)",
+        add(f"tf.data peer, {name} partition ({peer['rows']} rows{notes.get(name, '')})",
             f"{peer['pipeline_images_per_s']} images/s in the pipeline, "
             f"{peer['end_to_end_images_per_s']} end to end (job: "
             f"{job['end_to_end_images_per_s']}); accuracy {peer['accuracy_vs_true_category']}"
