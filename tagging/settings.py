@@ -26,6 +26,10 @@ MAX_ACTIVE_RUNS_ENV = "TAGGING_MAX_ACTIVE_RUNS"
 TRAINING_POOL_ENV = "TAGGING_TRAINING_POOL"
 SHARD_RETRIES_ENV = "TAGGING_SHARD_RETRIES"
 SHARD_RETRY_DELAY_ENV = "TAGGING_SHARD_RETRY_DELAY"
+TRAINING_QUEUE_ENV = "TAGGING_TRAINING_QUEUE"
+TAGGING_QUEUE_ENV = "TAGGING_TAGGING_QUEUE"
+# Airflow's own setting: the most mapped task instances one task may expand to.
+MAX_MAP_LENGTH_ENV = "AIRFLOW__CORE__MAX_MAP_LENGTH"
 
 DEFAULT_CACHE = Path.home() / ".cache" / "catalogue-tagging" / "fashion-mnist"
 
@@ -59,6 +63,11 @@ class Settings:
     training_pool: str = "tagging_training"
     shard_retries: int = 3
     shard_retry_delay_s: float = 30.0
+    # Celery queues (CeleryExecutor): training and tagging each use every core of their
+    # worker, so their workers serve them with concurrency 1; the rest go to "default".
+    training_queue: str = "training"
+    tagging_queue: str = "tagging"
+    max_map_length: int = 1024  # Airflow's [core] max_map_length default
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -84,6 +93,9 @@ class Settings:
                 shard_retries=int(env.get(SHARD_RETRIES_ENV) or d.shard_retries),
                 shard_retry_delay_s=float(env.get(SHARD_RETRY_DELAY_ENV)
                                           or d.shard_retry_delay_s),
+                training_queue=env.get(TRAINING_QUEUE_ENV) or d.training_queue,
+                tagging_queue=env.get(TAGGING_QUEUE_ENV) or d.tagging_queue,
+                max_map_length=int(env.get(MAX_MAP_LENGTH_ENV) or d.max_map_length),
             )
         except ValueError as e:
             raise ConfigError(f"bad TAGGING_* environment variable: {e}") from None

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from tagging.catalogue.layout import PARTITION_KEY, file_identity, input_files
 from tagging.catalogue.tagger import OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
-from tagging.settings import TaggingLimits
+from tagging.settings import MAX_MAP_LENGTH_ENV, Settings, TaggingLimits
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,24 @@ class Shard(TypedDict):
 
 
 def plan_shards(catalogue_root: Path | str, date: str, *,
-                rows_per_shard: int = TaggingLimits.rows_per_shard) -> list[Shard]:
+                rows_per_shard: int = TaggingLimits.rows_per_shard,
+                max_shards: int = Settings.max_map_length) -> list[Shard]:
     """Check the day's input, then split it into shards of whole row groups (about
-    `rows_per_shard` rows each)."""
-    shards: list[Shard] = []
+    `rows_per_shard` rows each).
+
+    Never more than `max_shards` (Airflow's [core] max_map_length: a longer list cannot be
+    mapped): the shard size grows until the plan fits, and a day with more input files
+    than `max_shards` is a PartitionInvalid before anything is mapped.
+    """
+    files = input_files(catalogue_root, date)
+    if len(files) > max_shards:
+        raise PartitionInvalid(
+            f"partition {date} has {len(files)} input files but at most {max_shards} shards "
+            f"may be mapped (Airflow's [core] max_map_length, {MAX_MAP_LENGTH_ENV}): "
+            "merge the files or raise the limit")
+    inputs: list[_Input] = []
     first: tuple[Path, pa.Schema] | None = None
-    for path in input_files(catalogue_root, date):
+    for path in files:
         with open(path, "rb") as handle:
             identity = file_identity(os.fstat(handle.fileno()))
             sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -68,17 +80,47 @@ def plan_shards(catalogue_root: Path | str, date: str, *,
             first = (path, schema)
         else:
             check_same_schema(path, schema, *first)
+        inputs.append(_Input(path, [meta.row_group(g).num_rows
+                                    for g in range(meta.num_row_groups)],
+                             meta.num_rows, sha256, identity))
+    total = sum(i.file_rows for i in inputs)
+    size = rows_per_shard
+    shards = _cut(date, inputs, size)
+    while len(shards) > max_shards:
+        # Each shard holds >= size rows except the last of each file, so this fits soon.
+        size = max(2 * size, -(-total // max_shards))
+        shards = _cut(date, inputs, size)
+    if size != rows_per_shard:
+        log.warning("partition %s: %d rows in shards of %d would exceed max_map_length=%d; "
+                    "shard size grown to %d rows", date, total, rows_per_shard, max_shards,
+                    size)
+    log.info("partition %s: %d shards, %d rows", date, len(shards), total)
+    return shards
+
+
+class _Input(NamedTuple):
+    """One checked input file, as planned."""
+
+    path: Path
+    group_rows: list[int]
+    file_rows: int
+    sha256: str
+    identity: list[int]
+
+
+def _cut(date: str, inputs: list[_Input], rows_per_shard: int) -> list[Shard]:
+    """Greedy cut: consecutive row groups of one file until `rows_per_shard` rows."""
+    shards: list[Shard] = []
+    for source in inputs:
         start, rows = 0, 0
-        for group in range(meta.num_row_groups):
-            rows += meta.row_group(group).num_rows
-            if rows >= rows_per_shard or group == meta.num_row_groups - 1:
-                shards.append(Shard(date=date, index=len(shards), file=str(path),
+        for group, n in enumerate(source.group_rows):
+            rows += n
+            if rows >= rows_per_shard or group == len(source.group_rows) - 1:
+                shards.append(Shard(date=date, index=len(shards), file=str(source.path),
                                     row_groups=[start, group + 1], rows=rows,
-                                    file_rows=meta.num_rows, sha256=sha256,
-                                    identity=identity))
+                                    file_rows=source.file_rows, sha256=source.sha256,
+                                    identity=source.identity))
                 start, rows = group + 1, 0
-    log.info("partition %s: %d shards, %d rows", date, len(shards),
-             sum(s["rows"] for s in shards))
     return shards
 
 
