@@ -17,7 +17,15 @@ retrain -> gate_and_promote -> resolve_run -> plan_shards -> tag_shard[*] -> pub
 * **plan_shards** / **tag_shard** (dynamic task mapping, retries with exponential
   backoff) stage one Parquet file per shard; only paths travel through XCom.
 * **publish** swaps the partition in atomically, only when every shard succeeded;
-  **validate** checks it and emits the `catalogue_tagged` asset event.
+  **validate** checks it; **announce** emits the `catalogue_tagged` asset event, only
+  when the run published something new (it is skipped otherwise).
+
+Queues (CeleryExecutor): retrain and gate_and_promote on the training queue, tag_shard
+on the tagging queue (each uses every core: workers serve them with concurrency 1), the
+rest on Airflow's default queue; names from `TAGGING_TRAINING_QUEUE` /
+`TAGGING_TAGGING_QUEUE`. Assets have fixed logical URIs (never a path from the
+environment, which would make one of two differently configured parsers' assets
+inactive); the physical location travels in the event's `extra`.
 
 A partition already published by the same model from the same input files is not
 re-tagged, so re-running a day or a backfill changes nothing.
@@ -33,11 +41,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from tagging.settings import Settings, TaggingLimits
 
@@ -47,11 +54,11 @@ DAG_ID = "catalogue_tagging"
 SETTINGS = Settings.from_env()
 LIMITS = TaggingLimits()
 
-TAGGED = Asset(
-    name="catalogue_tagged",
-    uri=Path(SETTINGS.catalogue_root, "tagged").absolute().as_uri(),
-    group="catalogue",
-)
+# Lineage: what tag_shard reads (a day's incoming partition, the champion model) and
+# what announce emits (the day's published partition, as the event's partition key).
+INCOMING = Asset(name="catalogue_incoming", uri="catalogue://incoming", group="catalogue")
+CHAMPION = Asset(name="champion_model", uri="model-registry://champion", group="ml-model")
+TAGGED = Asset(name="catalogue_tagged", uri="catalogue://tagged", group="catalogue")
 
 PARAMS = {
     "partition": Param(None, type=["null", "string"], format="date",
@@ -103,7 +110,7 @@ def _no_retry(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     doc_md=__doc__,
 )
 def catalogue_tagging() -> None:
-    @task(pool=SETTINGS.training_pool, max_active_tis_per_dag=1,
+    @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue, max_active_tis_per_dag=1,
           execution_timeout=timedelta(hours=3))
     def retrain(params: dict | None = None, dag_run: Any = None) -> dict:
         """Train a candidate, or reuse the champion when data and config are unchanged."""
@@ -112,7 +119,7 @@ def catalogue_tagging() -> None:
         return _no_retry(retrain, params["train"], force=params["force_retrain"],
                          actor=_actor(dag_run))
 
-    @task(pool=SETTINGS.training_pool)
+    @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue)
     def gate_and_promote(candidate: dict, params: dict | None = None,
                          dag_run: Any = None) -> dict:
         """Promote through the gate; a refusal keeps the champion and the run goes on."""
@@ -139,10 +146,13 @@ def catalogue_tagging() -> None:
 
         if run["already_published"]:
             return []
-        return _no_retry(plan_shards, Settings.from_env().catalogue_root, run["partition"],
-                         rows_per_shard=params["rows_per_shard"])
+        settings = Settings.from_env()
+        return _no_retry(plan_shards, settings.catalogue_root, run["partition"],
+                         rows_per_shard=params["rows_per_shard"],
+                         max_shards=settings.max_map_length)
 
-    @task(retries=SETTINGS.shard_retries,
+    @task(queue=SETTINGS.tagging_queue, inlets=[INCOMING, CHAMPION],
+          retries=SETTINGS.shard_retries,
           retry_delay=timedelta(seconds=SETTINGS.shard_retry_delay_s),
           retry_exponential_backoff=2.0, max_retry_delay=timedelta(minutes=30),
           execution_timeout=timedelta(hours=2))
@@ -164,10 +174,9 @@ def catalogue_tagging() -> None:
 
         return _no_retry(publish_run, run, staged[:])
 
-    @task(outlets=[TAGGED])
-    def validate(run: dict, published: dict, params: dict | None = None,
-                 outlet_events: Any = None) -> dict:
-        """Row count, schema and quality limits; a breach fails the run. Emits the asset."""
+    @task
+    def validate(run: dict, published: dict, params: dict | None = None) -> dict:
+        """Row count, schema and quality limits; a breach fails the run."""
         from tagging.catalogue.validate import validate_partition
 
         report = dict(_no_retry(validate_partition, Settings.from_env().catalogue_root,
@@ -175,14 +184,21 @@ def catalogue_tagging() -> None:
                                 max_review_rate=params["max_review_rate"]))
         report["path"] = published["path"]
         report["newly_published"] = published["newly_published"]
+        return report
+
+    @task(outlets=[TAGGED])
+    def announce(run: dict, report: dict, outlet_events: Any = None) -> None:
+        """Emit the catalogue_tagged event for a newly published day; skipped otherwise."""
+        if not report["newly_published"]:
+            raise AirflowSkipException(f"{run['partition']} was already published by "
+                                       f"{run['model_version']}: no new catalogue_tagged event")
         event = outlet_events[TAGGED]
         event.extra = {k: v for k, v in report.items() if k != "problems"}
         event.add_partitions(run["partition"])
-        return report
 
     run = resolve_run(gate_and_promote(retrain()))
     staged = tag_shard.partial(run=run).expand(shard=plan_shards(run))
-    validate(run, publish(run, staged))
+    announce(run, validate(run, publish(run, staged)))
 
 
 catalogue_tagging()

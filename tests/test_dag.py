@@ -49,7 +49,11 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
             "training_pool": tasks["retrain"].pool,
             "max_active_runs": dag.max_active_runs,
             "params": sorted(dag.params),
-            "outlets": [a.name for a in tasks["validate"].outlets],
+            "outlets": {{t: [a.uri for a in op.outlets] for t, op in tasks.items()
+                         if op.outlets}},
+            "inlets": [a.uri for a in tasks["tag_shard"].partial_kwargs["inlets"]],
+            "queues": {{t: op.partial_kwargs["queue"] if t == "tag_shard" else op.queue
+                        for t, op in tasks.items()}},
             "schedule": dag.timetable.expression,
         }}))
     """)
@@ -61,15 +65,21 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
     assert info["errors"] == {}
     assert info["heavy"] == []
     print(f"DagBag parse: {info['parse_seconds']:.2f} s")  # measured, not asserted
-    assert info["tasks"] == ["gate_and_promote", "plan_shards", "publish", "resolve_run",
-                             "retrain", "tag_shard", "validate"]
+    assert info["tasks"] == ["announce", "gate_and_promote", "plan_shards", "publish",
+                             "resolve_run", "retrain", "tag_shard", "validate"]
     assert info["mapped"] == ["tag_shard"]
     assert info["shard_retries"] >= 1 and info["shard_backoff"] > 1
     assert info["training_pool"] == "tagging_training"
     assert info["max_active_runs"] >= 1
     assert {"partition", "force_retrain", "model_version", "review_threshold", "train",
             "gate"} <= set(info["params"])
-    assert info["outlets"] == ["catalogue_tagged"]
+    # Fixed logical URIs: the same wherever the catalogue lives (env-independent identity).
+    assert info["outlets"] == {"announce": ["catalogue://tagged/"]}
+    assert info["inlets"] == ["catalogue://incoming/", "model-registry://champion/"]
+    assert info["queues"] == {"retrain": "training", "gate_and_promote": "training",
+                              "tag_shard": "tagging", "resolve_run": "default",
+                              "plan_shards": "default", "publish": "default",
+                              "validate": "default", "announce": "default"}
     assert info["schedule"] == "0 0 * * *"
 
 
@@ -135,10 +145,12 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
     assert Registry(local.registry).version_ids() == ["v0001"]
     assert read_published_manifest(local.catalogue, DAYS[1])["model_version"] == "v0001"
 
-    # Re-running a published day changes nothing.
+    # Re-running a published day changes nothing, and announces nothing new.
     before = published_state(local.catalogue, DAYS[0])
+    events_before = local.query("SELECT count(*) FROM asset_event")
     assert local.dag_test(DAYS[0], DAG_CONF)
     assert published_state(local.catalogue, DAYS[0]) == before
+    assert local.query("SELECT count(*) FROM asset_event") == events_before
 
 
 def add_corrupt_input(catalogue: Path, day: str) -> Path:
