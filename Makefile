@@ -11,7 +11,7 @@ ifneq ($(SHARED_FMNIST),)
 export TAGGING_FASHION_MNIST_DIR ?= $(SHARED_FMNIST)
 endif
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench clean stack stack-status stack-down
 
 setup: $(VENV)/.installed
 
@@ -23,10 +23,28 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip check
 	touch $@
 
+# The native stack (and its test in `make test`) needs PostgreSQL and Redis from Debian's
+# packages: installed when missing (as root, else with sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null; then \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql redis-server; \
+	fi
+
+stack: setup system-deps  ## the distributed engine on this machine: PostgreSQL, Redis, Celery
+	$(VENV)/bin/tagging stack up --workdir var/stack
+
+stack-status: setup
+	$(VENV)/bin/tagging stack status --workdir var/stack
+
+stack-down: setup
+	$(VENV)/bin/tagging stack down --workdir var/stack
+
 demo: setup  ## demo catalogue + the Airflow DAG end to end (SQLite), then a summary
 	$(VENV)/bin/tagging demo --workdir var/demo
 
-test: setup  ## lint, then the whole test suite
+test: setup system-deps  ## lint, then the whole test suite (the stack test included)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

@@ -148,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-day", type=int, default=500, help="photos per partition")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("stack", help="the distributed engine on this machine (no Docker)",
+                       description="Start, inspect or stop the services of docker-compose.yml "
+                       "as local processes on 127.0.0.1: PostgreSQL, Redis, the Airflow "
+                       "api-server, scheduler, dag-processor, triggerer and Celery workers "
+                       "(CeleryExecutor). `make system-deps` installs PostgreSQL and Redis.")
+    p.add_argument("action", choices=["up", "status", "down"])
+    p.add_argument("--workdir", type=Path, default=Path("var/stack"),
+                   help="catalogue/, registry/ and stack/ (DB, logs, state) go here")
+    p.add_argument("--tagging-workers", type=int, default=2,
+                   help="Celery workers serving the tagging queue (default 2)")
+    p.add_argument("--scheduled", action="store_true",
+                   help="let the scheduler create runs by the clock (default: backfill/trigger)")
+    p.set_defaults(func=cmd_stack)
+
     add_registry_commands(sub)
     return parser
 
@@ -404,6 +418,31 @@ def print_demo_summary(summary: dict) -> None:
         console.print(f"{day['partition']}: {where}", soft_wrap=True)
     console.print(f"champion {summary['champion']} in {summary['registry']}", soft_wrap=True)
     console.print(f"Airflow home (SQLite): {summary['airflow_home']}", soft_wrap=True)
+
+
+def cmd_stack(args) -> int:
+    from tagging.stack import Stack
+
+    stack = Stack(args.workdir, tagging_workers=args.tagging_workers, scheduled=args.scheduled)
+    if args.action == "down":
+        stack.down()
+        console.print(f"stack in {stack.root} stopped")
+        return 0
+    status = stack.up() if args.action == "up" else stack.status()
+    table = Table(title=f"stack in {stack.root}")
+    for header in ("service", "pid", "alive", "log"):
+        table.add_column(header, no_wrap=header != "log")
+    for service in status["services"]:
+        table.add_row(service["name"], str(service["pid"]), str(service["alive"]),
+                      service["log"])
+    console.print(table)
+    if status["services"]:
+        console.print(f"Airflow UI and API: {status['api_url']} (users and passwords: "
+                      f"{stack.home / 'simple_auth_manager_passwords.json.generated'})",
+                      soft_wrap=True)
+        console.print(f"started in {status['startup_seconds']} s; for the airflow CLI: "
+                      f"source {stack.env_file}", soft_wrap=True)
+    return 0 if status["up"] or args.action == "status" else 1
 
 
 def cmd_list(args) -> int:

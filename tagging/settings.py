@@ -28,6 +28,11 @@ SHARD_RETRIES_ENV = "TAGGING_SHARD_RETRIES"
 SHARD_RETRY_DELAY_ENV = "TAGGING_SHARD_RETRY_DELAY"
 TRAINING_QUEUE_ENV = "TAGGING_TRAINING_QUEUE"
 TAGGING_QUEUE_ENV = "TAGGING_TAGGING_QUEUE"
+# The native stack (tagging.stack): a worker's name (its task instances' hostname), and
+# where the PostgreSQL server binaries are and which unprivileged user runs them as root.
+WORKER_NAME_ENV = "TAGGING_WORKER_NAME"
+PG_BINDIR_ENV = "TAGGING_PG_BINDIR"
+PG_USER_ENV = "TAGGING_PG_USER"
 # Airflow's own setting: the most mapped task instances one task may expand to.
 MAX_MAP_LENGTH_ENV = "AIRFLOW__CORE__MAX_MAP_LENGTH"
 

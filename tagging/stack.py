@@ -23,6 +23,7 @@ import logging
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -38,25 +39,13 @@ from typing import Any
 import psutil
 import psycopg2
 
-from tagging import config
-from tagging.airflow_local import (
-    DAG_ID,
-    DAGS_DIR,
-    TRAINING_POOL,
-    AirflowRunError,
-    _free_port,
-    _tail,
-    _wait_http,
-)
+from tagging import settings
+from tagging.airflow_local import DAG_ID, DAGS_DIR, TRAINING_POOL, _free_port, _tail, _wait_http
+from tagging.errors import AirflowRunError
 
 log = logging.getLogger(__name__)
 
-WORKER_NAME_ENV = "TAGGING_WORKER_NAME"
-PG_BINDIR_ENV = "TAGGING_PG_BINDIR"
-PG_USER_ENV = "TAGGING_PG_USER"
-DEFAULT_QUEUE = "default"
-TRAINING_QUEUE_ENV, TRAINING_QUEUE = "TAGGING_TRAINING_QUEUE", "training"
-TAGGING_QUEUE_ENV, TAGGING_QUEUE = "TAGGING_TAGGING_QUEUE", "tagging"
+DEFAULT_QUEUE = "default"  # Airflow's [operators] default_queue
 DB_NAME = DB_USER = "airflow"
 VISIBILITY_TIMEOUT = 4 * 3600
 
@@ -71,14 +60,7 @@ def worker_hostname() -> str:
     Several workers on one machine would otherwise all record the same host name in
     task_instance.hostname; on separate machines the machine name is already unique.
     """
-    return os.environ.get(WORKER_NAME_ENV) or socket.getfqdn()
-
-
-def queues() -> dict[str, str]:
-    """Queue names the DAG's tasks are routed to and the workers serve."""
-    return {"default": DEFAULT_QUEUE,
-            "training": os.environ.get(TRAINING_QUEUE_ENV) or TRAINING_QUEUE,
-            "tagging": os.environ.get(TAGGING_QUEUE_ENV) or TAGGING_QUEUE}
+    return os.environ.get(settings.WORKER_NAME_ENV) or socket.getfqdn()
 
 
 @dataclass
@@ -232,15 +214,13 @@ class Stack:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": str(
                 max(2, min(10, self.heartbeat_timeout // 3))),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
-            config.CATALOGUE_ENV: str(self.catalogue),
-            config.REGISTRY_ENV: str(self.registry),
-            "TAGGING_TRAINING_POOL": TRAINING_POOL,
-            TRAINING_QUEUE_ENV: queues()["training"],
-            TAGGING_QUEUE_ENV: queues()["tagging"],
+            settings.CATALOGUE_ENV: str(self.catalogue),
+            settings.REGISTRY_ENV: str(self.registry),
+            settings.TRAINING_POOL_ENV: TRAINING_POOL,
         }
-        env.pop(WORKER_NAME_ENV, None)
+        env.pop(settings.WORKER_NAME_ENV, None)
         if worker:
-            env[WORKER_NAME_ENV] = worker
+            env[settings.WORKER_NAME_ENV] = worker
         return env | self.extra_env
 
     # ------------------------------------------------------------ up / down
@@ -282,6 +262,7 @@ class Stack:
             raise
         self.state["startup_seconds"] = round(time.monotonic() - started, 1)
         self._save()
+        self._write_env_file()
         return self.status()
 
     def down(self) -> None:
@@ -316,9 +297,9 @@ class Stack:
         worker's main process, not of a (daemonic) prefork pool process, which may not
         start the process pools that training and tagging decode images with.
         """
-        names = queues()
-        return [("general", names["default"], 2), ("training", names["training"], 1),
-                *((f"tagging-{i}", names["tagging"], 1)
+        config = settings.Settings.from_env(self.env())
+        return [("general", DEFAULT_QUEUE, 2), ("training", config.training_queue, 1),
+                *((f"tagging-{i}", config.tagging_queue, 1)
                   for i in range(1, self.tagging_workers + 1))]
 
     def start_worker(self, name: str, queue: str | None = None,
@@ -542,6 +523,17 @@ class Stack:
                 "jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32),
                 "fernet": base64.urlsafe_b64encode(os.urandom(32)).decode()}
 
+    @property
+    def env_file(self) -> Path:
+        return self.root / "airflow.env"
+
+    def _write_env_file(self) -> None:
+        """`source` it to run the airflow CLI against the stack (mode 0600: it has secrets)."""
+        ours = {k: v for k, v in self.env().items() if os.environ.get(k) != v}
+        self.env_file.touch(mode=0o600)
+        self.env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n"
+                                         for k, v in sorted(ours.items())))
+
     def _save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2))
@@ -569,13 +561,13 @@ class _Pid:
 
 def postgres_bindir() -> Path:
     """The PostgreSQL server binaries: $TAGGING_PG_BINDIR, else Debian's newest version."""
-    if os.environ.get(PG_BINDIR_ENV):
-        return Path(os.environ[PG_BINDIR_ENV])
+    if os.environ.get(settings.PG_BINDIR_ENV):
+        return Path(os.environ[settings.PG_BINDIR_ENV])
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
                    key=lambda p: int(Path(p).parts[-3]))
     if not found:
         raise StackError("PostgreSQL server binaries not found: `make system-deps` installs "
-                         f"them (apt-get install -y postgresql), or set {PG_BINDIR_ENV}")
+                         f"them (apt-get install -y postgresql), or set {settings.PG_BINDIR_ENV}")
     return Path(found[-1]).parent
 
 
@@ -583,12 +575,12 @@ def _postgres_user() -> pwd.struct_passwd | None:
     """The unprivileged user PostgreSQL runs as when we are root (it refuses to run as root)."""
     if os.geteuid() != 0:
         return None
-    name = os.environ.get(PG_USER_ENV) or "postgres"
+    name = os.environ.get(settings.PG_USER_ENV) or "postgres"
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        raise StackError(f"user {name!r} not found: PostgreSQL does not run as root; the "
-                         f"Debian package creates 'postgres', or set {PG_USER_ENV}") from None
+        raise StackError(f"user {name!r} not found: PostgreSQL does not run as root; the Debian "
+                         f"package creates 'postgres', or set {settings.PG_USER_ENV}") from None
 
 
 def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:

@@ -10,8 +10,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+WORKERS = {"airflow-worker", "airflow-worker-training", "airflow-worker-general"}
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer", "airflow-worker", "airflow-init"}
+                    "airflow-triggerer", "airflow-init", *WORKERS}
 REQUIRED_VAR = re.compile(r"\$\{(\w+):\?[^}]*\}")
 
 
@@ -26,7 +27,8 @@ def test_official_airflow3_layout():
     assert commands["airflow-scheduler"] == "scheduler"
     assert commands["airflow-dag-processor"] == "dag-processor"
     assert commands["airflow-triggerer"] == "triggerer"
-    assert commands["airflow-worker"] == "celery worker"
+    for worker in WORKERS:
+        assert commands[worker].startswith("celery worker --queues ")
     for name in AIRFLOW_SERVICES:
         service = SERVICES[name]
         assert service["build"]["dockerfile"] == "Dockerfile"
@@ -39,6 +41,30 @@ def test_official_airflow3_layout():
     assert not {"container_name", "ports", "hostname"} & set(SERVICES["airflow-worker"])
     assert SERVICES["airflow-worker"]["depends_on"]["airflow-init"]["condition"] == (
         "service_completed_successfully")
+
+
+def worker_layout(service: str) -> tuple[str, int, str]:
+    """(queue, concurrency, Celery pool) of a compose worker, queue names at their defaults."""
+    args = re.sub(r"\$\{\w+:-(\w+)\}", r"\1", SERVICES[service]["command"]).split()
+    return (args[args.index("--queues") + 1], int(args[args.index("--concurrency") + 1]),
+            env_of(service)["AIRFLOW__CELERY__POOL"])
+
+
+def test_workers_serve_the_queues_like_the_native_stack(tmp_path):
+    from tagging.settings import Settings
+    from tagging.stack import Stack
+
+    compose = {worker_layout(w) for w in WORKERS}
+    stack = Stack(tmp_path, state={"ports": {"api": 1, "postgres": 2, "redis": 3},
+                                   "secrets": dict.fromkeys(("postgres", "redis", "jwt",
+                                                             "api", "fernet"), "x")})
+    native = {(queue, n, "solo" if n == 1 else "prefork") for _, queue, n in stack.workers()}
+    assert compose == native == {("tagging", 1, "solo"), ("training", 1, "solo"),
+                                 ("default", 2, "prefork")}
+    defaults, env = Settings(), env_of("airflow-scheduler")
+    for name, default in [("TAGGING_TRAINING_QUEUE", defaults.training_queue),
+                          ("TAGGING_TAGGING_QUEUE", defaults.tagging_queue)]:
+        assert env[name] == f"${{{name}:-{default}}}"
 
 
 def test_catalogue_and_registry_on_shared_volumes():
