@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import file_identity, shard_path, staging_lock
-from tagging.errors import ImageError, PartitionInvalid
+from tagging.errors import ImageError, PartitionInvalid, TaggingError
 from tagging.imaging import load_image_uri, preprocess
 from tagging.inference import Classifier
 from tagging.labels import CATEGORY_SLUGS
@@ -110,6 +110,12 @@ class Tagger:
 
     def __init__(self, classifier: Classifier, *, review_threshold: float | None = None,
                  image_root: Path, workers: int | None = None):
+        if current_process().daemon:  # multiprocessing would refuse at the first submit
+            raise TaggingError(
+                "cannot start the decoding processes from a daemonic process (a Celery "
+                "prefork pool process?): serve the tagging queue with concurrency 1 in "
+                "Celery's solo pool (AIRFLOW__CELERY__POOL=solo), as tagging.stack and "
+                "docker-compose.yml do")
         self.classifier = classifier
         # an explicit threshold replaces the model's policy
         self.review_policy = (dict(classifier.review_policy) if review_threshold is None

@@ -1,0 +1,29 @@
+"""Tagging inside a daemonic worker process (what a Celery prefork pool hands a task)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+
+def _start_tagger(errors) -> None:
+    from tagging.catalogue.tagger import Tagger
+
+    try:
+        Tagger(None, image_root=Path("."))  # type: ignore[arg-type]  # fails before using it
+    except Exception as e:
+        errors.put(f"{type(e).__name__}: {e}")
+    else:
+        errors.put(None)
+
+
+def test_tagger_in_a_daemonic_process_says_which_celery_pool_to_use():
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    worker = context.Process(target=_start_tagger, args=(errors,), daemon=True)
+    worker.start()
+    message = errors.get(timeout=60)
+    worker.join(60)
+    assert message is not None
+    assert message.startswith("TaggingError: cannot start the decoding processes")
+    assert "AIRFLOW__CELERY__POOL=solo" in message
