@@ -99,11 +99,16 @@ class Service:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
 
-    def stop(self, grace: float = 30) -> None:
-        """SIGTERM the leader, wait for a clean exit, then SIGKILL what is left of the session."""
+    def terminate(self) -> None:
+        """Ask the leader to exit (SIGTERM); stop() waits for it."""
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
+
+    def stop(self, grace: float = 30) -> None:
+        """SIGTERM the leader, wait for a clean exit, then SIGKILL what is left of the session."""
+        if self.alive():
+            self.terminate()
             deadline = time.monotonic() + grace
             while self.alive() and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -267,8 +272,12 @@ class Stack:
 
     def down(self) -> None:
         """Stop every service, Airflow first and PostgreSQL last; leaves no process behind."""
-        for service in reversed(self.services):
-            service.stop()
+        airflow = [s for s in self.services if s.name not in ("postgres", "redis")]
+        for group in (airflow, [s for s in self.services if s not in airflow]):
+            for service in group:  # all at once: their clean exits overlap
+                service.terminate()
+            for service in group:
+                service.stop()
         leftovers = [(s.name, p.pid) for s in self.services for p in s.session()]
         if self.state:
             self.state["services"] = []
