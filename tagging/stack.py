@@ -422,8 +422,7 @@ class Stack:
         if not (data / "PG_VERSION").exists():
             shutil.rmtree(data, ignore_errors=True)
             pwfile = self.pg_dir / "password"
-            pwfile.write_text(self.state["secrets"]["postgres"] + "\n")
-            pwfile.chmod(0o600)
+            _write_private(pwfile, self.state["secrets"]["postgres"] + "\n")
             if user is not None:
                 shutil.chown(pwfile, user.pw_uid, user.pw_gid)
             try:
@@ -436,8 +435,7 @@ class Stack:
             self.state["secrets"]["postgres"] = json.loads(
                 (self.pg_dir / "secret.json").read_text())["password"]
         secret_file = self.pg_dir / "secret.json"
-        secret_file.write_text(json.dumps({"password": self.state["secrets"]["postgres"]}))
-        secret_file.chmod(0o600)
+        _write_private(secret_file, json.dumps({"password": self.state["secrets"]["postgres"]}))
         self._save()
         run_dir = self.pg_dir / "run"
         run_dir.mkdir(exist_ok=True)
@@ -477,11 +475,10 @@ class Stack:
         redis_dir = self.root / "redis"
         redis_dir.mkdir(exist_ok=True)
         port, secret = self.state["ports"]["redis"], self.state["secrets"]["redis"]
-        # The password goes in through stdin (a config file), not the command line.
+        # The password goes in a config file only root may read, not on the command line.
         conf = redis_dir / "redis.conf"
-        conf.write_text(f"bind 127.0.0.1\nport {port}\ndir {redis_dir}\nsave \"\"\n"
+        _write_private(conf, f"bind 127.0.0.1\nport {port}\ndir {redis_dir}\nsave \"\"\n"
                         f"appendonly no\nrequirepass {secret}\ndaemonize no\n")
-        conf.chmod(0o600)
         self._spawn_process("redis", [server, str(conf)], env=dict(os.environ))
         client = redis.Redis(host="127.0.0.1", port=port, password=secret, socket_timeout=2)
         deadline = time.monotonic() + timeout
@@ -539,14 +536,12 @@ class Stack:
     def _write_env_file(self) -> None:
         """`source` it to run the airflow CLI against the stack (mode 0600: it has secrets)."""
         ours = {k: v for k, v in self.env().items() if os.environ.get(k) != v}
-        self.env_file.touch(mode=0o600)
-        self.env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n"
+        _write_private(self.env_file, "".join(f"export {k}={shlex.quote(v)}\n"
                                          for k, v in sorted(ours.items())))
 
     def _save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.chmod(0o600)
+        _write_private(tmp, json.dumps(self.state, indent=2))
         tmp.replace(self.state_file)
 
 
@@ -566,6 +561,14 @@ class _Pid:
 
     def poll(self) -> int | None:
         return None if self.service.alive() else 1
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (secrets), never readable even for a moment."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(text)
 
 
 def postgres_bindir() -> Path:
