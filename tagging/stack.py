@@ -475,7 +475,7 @@ class Stack:
         redis_dir = self.root / "redis"
         redis_dir.mkdir(exist_ok=True)
         port, secret = self.state["ports"]["redis"], self.state["secrets"]["redis"]
-        # The password goes in a config file only root may read, not on the command line.
+        # The password goes in a config file only its owner may read, not on the command line.
         conf = redis_dir / "redis.conf"
         _write_private(conf, f"bind 127.0.0.1\nport {port}\ndir {redis_dir}\nsave \"\"\n"
                         f"appendonly no\nrequirepass {secret}\ndaemonize no\n")
