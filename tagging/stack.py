@@ -2,9 +2,9 @@
 
 Starts the services of docker-compose.yml as local processes: PostgreSQL (a cluster under
 the work dir, run by the Debian binaries as an unprivileged user), Redis, and Airflow's
-api-server, scheduler, dag-processor, triggerer and Celery workers (CeleryExecutor): one
-`general` worker for the default and training queues, and N `tagging-i` workers serving
-the tagging queue with concurrency 1 (a shard uses every core of its worker). Everything
+api-server, scheduler, dag-processor, triggerer and Celery workers (CeleryExecutor), laid
+out as in the compose file: `general` (default queue, 2 tasks), `training` (training
+queue, 1) and N `tagging-i` (tagging queue, 1: a shard uses every core). Everything
 listens on 127.0.0.1 only, on free ports. Each service runs in its own session, so `down`
 (or a killed worker) takes every process it forked with it, the task processes included.
 
