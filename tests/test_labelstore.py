@@ -1,0 +1,174 @@
+"""The labelled-photo store: harvest, rejects, deduplication, the fixed holdout, idempotency."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import photo
+
+from tagging.imaging import preprocess
+from tagging.labelstore import LabelStore, is_holdout, parse_label, photo_folder_source
+
+
+def write_partition(root: Path, day: str, rows: list[dict], name: str = "part-0.parquet") -> Path:
+    """catalogue/incoming/dt=DAY/NAME with the given rows (missing columns are null)."""
+    folder = root / "incoming" / f"dt={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = {"product_id": pa.string(), "image": pa.binary(), "image_uri": pa.string(),
+               "verified_category": pa.string(), "title": pa.string()}
+    table = pa.table({c: [r.get(c) for r in rows] for c in columns},
+                     schema=pa.schema(list(columns.items())))
+    path = folder / name
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(fmnist) -> list[tuple[bytes, int]]:
+    """Eight distinct product photos made from test images, with their true class."""
+    return [(photo(fmnist.x_test[i], "PNG"), int(fmnist.y_test[i])) for i in range(8)]
+
+
+def labels_of(store: LabelStore) -> dict[str, int]:
+    table = store.table()
+    return dict(zip(table["product_id"].to_pylist(), table["label"].to_pylist(), strict=True))
+
+
+def test_parse_label_accepts_slugs_names_and_ids_only():
+    assert [parse_label(v) for v in ("ankle-boot", "Ankle boot", "T-shirt/top", "3", 7,
+                                     " coat ")] == [9, 9, 0, 3, 7, 4]
+    assert [parse_label(v) for v in ("boots", "10", -1, 12, "", None, True)] == [None] * 7
+
+
+def test_harvest_counts_rejects_and_stores_what_the_tagger_sees(tmp_path, photos):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "p5.png").write_bytes(photos[5][0])
+    rows = [
+        {"product_id": "p0", "image": photos[0][0], "verified_category": "dress"},
+        {"product_id": "p1", "image": photos[1][0], "verified_category": "7"},
+        {"product_id": "p2", "image": photos[2][0], "verified_category": "boots"},
+        {"product_id": "p3", "image": b"not a photo", "verified_category": "bag"},
+        {"product_id": "p4", "verified_category": "bag"},
+        {"product_id": "p5", "image_uri": "p5.png", "verified_category": "sandal"},
+        {"product_id": "p6", "image_uri": "gone.png", "verified_category": "sandal"},
+        {"product_id": "p7", "image": photos[7][0]},  # not verified: not a label at all
+    ]
+    write_partition(tmp_path, "2026-03-01", rows)
+    store = LabelStore.of_catalogue(tmp_path)
+    report = store.harvest_partition(tmp_path, "2026-03-01")
+    assert report.harvested and report.verified_rows == 7 and report.accepted == 3
+    assert report.rejected == {"missing image": 2, "undecodable photo": 1, "unknown label": 1}
+    assert labels_of(store) == {"p0": 3, "p1": 7, "p5": 5}
+
+    table = store.table()
+    row = table.filter(pa.compute.equal(table["product_id"], "p5")).to_pylist()[0]
+    np.testing.assert_array_equal(np.frombuffer(row["pixels"], np.uint8).reshape(28, 28),
+                                  preprocess(photos[5][0]))
+    assert row["source"] == "dt=2026-03-01" and len(row["photo_sha256"]) == 64
+    status = store.status()
+    assert status["labels"] == 3 and status["train"] + status["holdout"] == 3
+    assert status["rejected"]["missing image"] == 2
+    examples = status["sources"]["dt=2026-03-01"]["rejected_examples"]
+    assert {e["product_id"] for e in examples} == {"p2", "p3", "p4", "p6"}
+
+
+def test_reharvest_adds_nothing_and_a_changed_partition_is_harvested_again(tmp_path, photos):
+    day = "2026-03-01"
+    path = write_partition(tmp_path, day, [
+        {"product_id": "a", "image": photos[0][0], "verified_category": "dress"},
+        {"product_id": "b", "image": photos[1][0]}])
+    store = LabelStore.of_catalogue(tmp_path)
+    assert store.harvest_partition(tmp_path, day).harvested
+    data = {p.name: p.read_bytes() for p in store.data_dir.iterdir()}
+    first = store.table()
+
+    assert not store.harvest_partition(tmp_path, day).harvested
+    os.utime(path, ns=(1, 1))  # same bytes, new mtime: hashed again, same rows written
+    assert store.harvest_partition(tmp_path, day).harvested
+    assert store.table().equals(first)
+    assert {p.name: p.read_bytes() for p in store.data_dir.iterdir()} == data
+
+    # the day is re-exported with one more verified row: harvested again, one more label
+    write_partition(tmp_path, day, [
+        {"product_id": "a", "image": photos[0][0], "verified_category": "dress"},
+        {"product_id": "b", "image": photos[1][0], "verified_category": "sneaker"}])
+    report = store.harvest_partition(tmp_path, day)
+    assert report.harvested and report.accepted == 2
+    table = store.table()
+    assert labels_of(store) == {"a": 3, "b": 7}
+    kept = table.filter(pa.compute.equal(table["product_id"], "a"))
+    assert kept["harvested_at"].equals(first["harvested_at"])  # a's label is not new
+
+
+def test_duplicates_and_a_product_verified_twice(tmp_path, photos):
+    write_partition(tmp_path, "2026-03-01", [
+        {"product_id": "x", "image": photos[0][0], "verified_category": "dress"},
+        {"product_id": "x", "image": photos[1][0], "verified_category": "coat"},
+        {"product_id": "y", "image": photos[2][0], "verified_category": "bag"}])
+    write_partition(tmp_path, "2026-03-02", [
+        # verified again later with another label: the latest verification wins
+        {"product_id": "y", "image": photos[2][0], "verified_category": "pullover"},
+        # the same photo bytes as x under another product id: stored once (x came first)
+        {"product_id": "z", "image": photos[0][0], "verified_category": "dress"}])
+    store = LabelStore.of_catalogue(tmp_path)
+    reports = store.harvest_recent(tmp_path, "2026-03-02", days=30)
+    assert [r.source for r in reports] == ["dt=2026-03-01", "dt=2026-03-02"]
+    assert reports[0].rejected == {"duplicate product_id": 1}
+    assert labels_of(store) == {"x": 3, "y": 2}
+    assert store.table()["source"].to_pylist() == ["dt=2026-03-01", "dt=2026-03-02"]
+
+
+def test_verified_at_from_the_input_decides_which_verification_is_latest(tmp_path, photos):
+    for day, label, when in (("2026-03-01", "coat", "2026-03-05T10:00:00+00:00"),
+                             ("2026-03-02", "shirt", "2026-03-04T10:00:00+00:00")):
+        folder = tmp_path / "incoming" / f"dt={day}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.table({"product_id": ["q"], "image": [photos[3][0]],
+                                 "verified_category": [label], "verified_at": [when]}),
+                       folder / "part-0.parquet")
+    store = LabelStore.of_catalogue(tmp_path)
+    store.harvest_recent(tmp_path, "2026-03-02")
+    table = store.table()
+    assert labels_of(store) == {"q": 4}  # verified on the 5th, the later verification
+    assert table["verified_at"][0].as_py() == datetime(2026, 3, 5, 10, tzinfo=UTC)
+
+
+def test_holdout_is_a_fixed_fifth_and_never_moves_as_the_store_grows():
+    ids = [f"sku-{i}" for i in range(5000)]
+    side = is_holdout(ids)
+    assert 0.18 < side.mean() < 0.22
+    grown = is_holdout([f"new-{i}" for i in range(300)] + ids[::-1])
+    np.testing.assert_array_equal(grown[300:][::-1], side)
+    np.testing.assert_array_equal(is_holdout(ids[:10]), side[:10])
+
+
+def test_holdout_side_of_stored_products_is_stable_as_days_are_added(tmp_path, photos):
+    store = LabelStore.of_catalogue(tmp_path)
+    sides: dict[str, bool] = {}
+    for d, (image, label) in enumerate(photos):
+        write_partition(tmp_path, f"2026-03-0{d + 1}", [
+            {"product_id": f"p{d}", "image": image, "verified_category": str(label)}])
+        store.harvest_recent(tmp_path, f"2026-03-0{d + 1}", days=3)
+        table = store.table()
+        now = dict(zip(table["product_id"].to_pylist(), table["holdout"].to_pylist(),
+                       strict=True))
+        assert {k: now[k] for k in sides} == sides
+        sides = now
+    assert len(sides) == len(photos)
+
+
+def test_a_photo_folder_joins_the_store(tmp_path, photo_set):
+    store = LabelStore(tmp_path / "labels")
+    report = store.add_photo_folder(photo_set)
+    assert report.accepted == 40 and report.rejected == {"undecodable photo": 1}
+    assert not store.add_photo_folder(photo_set).harvested
+    table = store.table()
+    assert set(table["origin"].to_pylist()) == {"shop", "studio"}
+    assert table["source"].unique().to_pylist() == [photo_folder_source(photo_set)]
+    assert all(p.startswith(f"{photo_set.name}/") for p in table["product_id"].to_pylist())
