@@ -40,8 +40,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tagging.data import fingerprint
 from tagging.imaging import ImageError, load_image_uri, preprocess
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES, SLUG_TO_ID
+from tagging.real_photos import LabelledPhotos
 
 log = logging.getLogger(__name__)
 
@@ -344,11 +346,15 @@ class LabelStore:
             raise LabelStoreError(f"{self.state_path}: unreadable ({e}); fix or remove it"
                                   ) from None
 
-    def table(self) -> pa.Table:
-        """Every label, deduplicated, sorted by product_id, with a boolean `holdout` column."""
+    def rows(self) -> pa.Table:
+        """Every source's rows, before deduplication."""
         files = sorted(self.data_dir.glob("*.parquet")) if self.data_dir.is_dir() else []
         tables = [pq.read_table(f, schema=SCHEMA) for f in files]
-        return deduplicate(pa.concat_tables(tables) if tables else SCHEMA.empty_table())
+        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+    def table(self) -> pa.Table:
+        """Every label, deduplicated, sorted by product_id, with a boolean `holdout` column."""
+        return deduplicate(self.rows())
 
     def status(self) -> dict:
         """Counts per side, class and source, and every rejection, for `tagging labels status`."""
@@ -501,12 +507,64 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def to_photos(table: pa.Table, description: str):
+def to_photos(table: pa.Table, description: str) -> LabelledPhotos:
     """Store rows as tagging.real_photos.LabelledPhotos (pixels, labels, origins, ids)."""
-    from tagging.real_photos import LabelledPhotos
-
     pixels = np.frombuffer(b"".join(table["pixels"].to_pylist()), np.uint8)
     return LabelledPhotos(pixels.reshape(-1, 28, 28).copy(), table["label"].to_numpy().astype(
         np.int64), np.array(table["origin"].to_pylist(), dtype=str),
         table["product_id"].to_pylist(), description)
 
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Deduplicated labels split by product: the train side and the fixed holdout."""
+
+    table: pa.Table  # deduplicate()'s output
+    train: LabelledPhotos
+    holdout: LabelledPhotos
+
+    @classmethod
+    def of(cls, table: pa.Table, description: str) -> Labelled:
+        side = table["holdout"]
+        train, holdout = table.filter(pc.invert(side)), table.filter(side)
+        return cls(table, to_photos(train, f"{train.num_rows} train-side labels of {description}"),
+                   to_photos(holdout, f"{holdout.num_rows} held-out labels of {description}"))
+
+    def harvested_through(self) -> str | None:
+        """When the newest train-side label was harvested (None: no train side)."""
+        train = self.table.filter(pc.invert(self.table["holdout"]))
+        newest = pc.max(train["harvested_at"]).as_py() if train.num_rows else None
+        return newest.isoformat() if newest else None
+
+    def new_train_labels(self, since: str | None) -> int:
+        """Train-side labels harvested after `since` (all of them when None)."""
+        train = self.table.filter(pc.invert(self.table["holdout"]))
+        if since is None:
+            return train.num_rows
+        moment = pa.scalar(datetime.fromisoformat(since), TIMESTAMP)
+        return pc.sum(pc.greater(train["harvested_at"], moment)).as_py() or 0
+
+    def summary(self) -> dict:
+        """Stored with a model version: what it learnt from and was calibrated on."""
+        return {
+            "train": len(self.train.labels), "holdout": len(self.holdout.labels),
+            "train_fingerprint": fingerprint(self.train.pixels, self.train.labels),
+            "holdout_fingerprint": fingerprint(self.holdout.pixels, self.holdout.labels),
+            "harvested_through": self.harvested_through(),
+        }
+
+
+def load_labelled(label_store: Path | str | None = None, real_photos: Path | str | None = None,
+                  *, workers: int | None = None) -> Labelled | None:
+    """The labels of a store and/or a photo folder (read in place), deduplicated and split."""
+    tables, names = [], []
+    if label_store is not None:
+        tables.append(LabelStore(label_store).rows())
+        names.append(str(label_store))
+    if real_photos is not None:
+        tables.append(photo_folder_rows(real_photos, workers=workers).table)
+        names.append(str(real_photos))
+    if not tables:
+        return None
+    return Labelled.of(deduplicate(pa.concat_tables(tables)), " + ".join(names))

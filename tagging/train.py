@@ -13,17 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from model_registry import GateDecision, GatePolicy, Registry
+from tagging.calibration import apply_temperature, fit_temperature
 from tagging.data import FashionMNIST, fingerprint, load_fashion_mnist
 from tagging.errors import ConfigError
 from tagging.inference import WEIGHTS_FILE, Classifier
 from tagging.labels import NUM_CLASSES
+from tagging.labelstore import Labelled, load_labelled
 from tagging.photo_eval import PhotoCheck, check_on_photos
-from tagging.real_photos import LabelledPhotos, load_labelled_photos, stratified_folds
+from tagging.real_photos import LabelledPhotos, stratified_folds
 from tagging.registry import open_registry
 from tagging.report import evaluate, write_report
-from tagging.review import fit_calibration
+from tagging.review import choose_review_policy, fit_calibration
 
 log = logging.getLogger(__name__)
+
+MIN_CALIBRATION_PHOTOS = 30  # fewer held-out photos: the temperature comes from validation
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,9 @@ class TrainConfig:
     # Toward real photos (tagging.augment / calibration / review):
     photo_variants: float = 0.5  # photo-like variants added, as a fraction of the fit set
     real_photos: str | None = None  # labelled real photos (dir with manifest.csv + images/)
-    real_photo_repeats: int = 60  # copies of each real photo in the fit set; 0: calibrate only
-    cross_fit_folds: int = 5  # real photos trained on: calibrate on out-of-fold predictions
-    review_target_precision: float = 0.9  # precision of the tags published without review
+    label_store: str | None = None  # the shop's verified labels (tagging.labelstore root)
+    real_photo_repeats: int = 60  # copies of each train-side photo in the fit set; 0: none
+    review_target_precision: float = 0.95  # precision of the tags published without review
     mirror_average: bool = True  # predict from each image and its mirror image (inference)
 
     @classmethod
@@ -69,13 +73,14 @@ class TrainResult:
     history: dict[str, list[float]]
     metrics: dict
     train_fingerprint: str
-    photo_check: PhotoCheck | None = None  # held-out figures on the labelled real photos
+    photo_check: PhotoCheck | None = None  # held-out figures on the real-photo holdout
 
 
 @dataclass
 class Candidate:
     version: str
     reused: bool  # True: the champion itself (same data and config), so nothing to gate
+    reason: str = ""  # why the champion was reused although the data changed
 
 
 def build_model(config: TrainConfig, steps_per_epoch: int):
@@ -107,45 +112,63 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     return x[train], y[train], x[val], y[val]
 
 
-def train_model(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos | None = None,
+def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | None = None,
                 progress: bool = False) -> TrainResult:
     """Seeded training, calibration and review policy; evaluation on the test split.
 
-    photos: the labelled real photos of `config.real_photos`, if any. Trained on (unless
-    real_photo_repeats is 0), they are predicted out of fold for the calibration.
+    labelled: the real photos of `config.label_store` / `config.real_photos`, split by
+    product. The train side is trained on (unless real_photo_repeats is 0); the holdout,
+    never trained on, calibrates the temperature and chooses the review threshold, so one
+    fit is enough (no cross-fitting).
     """
-    learn_from = photos if photos is not None and config.real_photo_repeats else None
-    model, history, wall, (x_val, y_val) = fit(config, data, learn_from,
+    train_side = labelled.train if labelled is not None and config.real_photo_repeats else None
+    model, history, wall, (x_val, y_val) = fit(config, data, train_side,
                                                 "training" if progress else None)
     classifier = Classifier.from_keras(model)
     check_same_predictions(model, classifier, data.x_test[:2000])
     classifier.mirror_average = config.mirror_average
-    photo_check = None
-    if photos is None:
-        calibrate(classifier, classifier.predict_proba(x_val), y_val,
-                  config.review_target_precision, "the validation split")
-    else:
-        if not 2 <= config.cross_fit_folds <= len(photos.labels):
-            raise ConfigError(f"cross_fit_folds must be between 2 and the number of photos "
-                             f"({len(photos.labels)}), got {config.cross_fit_folds}")
-        folds = stratified_folds(photos.labels, photos.sources, config.cross_fit_folds,
-                                 config.seed)
-        if learn_from is None:
-            probs, how = classifier.predict_proba(photos.pixels), photos.description
-        else:
-            probs = cross_fit(config, data, photos, folds, progress)
-            how = f"out-of-fold predictions ({config.cross_fit_folds}-fold) on {photos.description}"
-        calibrate(classifier, probs, photos.labels, config.review_target_precision, how)
-        photo_check = check_on_photos(photos, probs, folds, config.review_target_precision)
+    holdout = labelled.holdout if labelled is not None else None
+    photo_check = calibrate_on(classifier, holdout, x_val, y_val, config.review_target_precision)
     metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
     metrics["epochs_run"] = len(history["loss"])
     metrics["train_wall_time_s"] = round(wall, 2)
+    if labelled is not None:
+        metrics["labels"] = labelled.summary()
     if photo_check is not None:
         metrics["real_photos"] = photo_check.summary()
+        metrics["real_photos"]["expected_review_rate"] = round(
+            1 - metrics["real_photos"]["published_coverage"], 4)
     log.info("trained %d epochs in %.1f s: test accuracy %.4f",
              metrics["epochs_run"], wall, metrics["accuracy"])
     return TrainResult(model, classifier, history, metrics,
-                       training_fingerprint(config, data, photos), photo_check)
+                       training_fingerprint(config, data, labelled), photo_check)
+
+
+def calibrate_on(classifier: Classifier, holdout: LabelledPhotos | None, x_val: np.ndarray,
+                 y_val: np.ndarray, target_precision: float) -> PhotoCheck | None:
+    """Temperature and review policy from the real-photo holdout, else the validation split.
+
+    The holdout is never trained on, so its predictions are honest: no refits are needed.
+    A temperature fitted on a handful of photos is noise, so below MIN_CALIBRATION_PHOTOS
+    it comes from the validation split; the threshold still comes from the holdout, which
+    (Wilson bound, at least 10 published tags) reviews everything until there is evidence.
+    The held-out figures cross-validate this calibration within the holdout.
+    """
+    if holdout is None or not len(holdout.labels):
+        calibrate(classifier, classifier.predict_proba(x_val), y_val, target_precision,
+                  "the validation split")
+        return None
+    classifier.temperature = 1.0
+    probs = classifier.predict_proba(holdout.pixels)
+    if len(holdout.labels) >= MIN_CALIBRATION_PHOTOS:
+        calibrate(classifier, probs, holdout.labels, target_precision, holdout.description)
+    else:
+        classifier.temperature = fit_temperature(classifier.predict_proba(x_val), y_val)
+        classifier.review_policy = choose_review_policy(
+            apply_temperature(probs, classifier.temperature), holdout.labels,
+            target_precision=target_precision, source=holdout.description)
+    folds = stratified_folds(holdout.labels, holdout.sources, min(5, len(holdout.labels)), 0)
+    return check_on_photos(holdout, probs, folds, target_precision)
 
 
 def fit(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos | None,
@@ -187,21 +210,6 @@ def fit(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos | None,
     return model, history.history, time.perf_counter() - start, (x_val, y_val)
 
 
-def cross_fit(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos,
-              folds: np.ndarray, progress: bool = False) -> np.ndarray:
-    """Probabilities (temperature 1) of each photo from a model fitted without its fold."""
-    probs = np.zeros((len(photos.labels), NUM_CLASSES), np.float32)
-    for k in range(config.cross_fit_folds):
-        held = folds == k
-        log.info("cross-fit %d/%d: fitting without %d of the real photos",
-                 k + 1, config.cross_fit_folds, int(held.sum()))
-        label = f"cross-fit {k + 1}/{config.cross_fit_folds}" if progress else None
-        model, *_ = fit(config, data, photos.subset(~held), label)
-        classifier = Classifier.from_keras(model, {"mirror_average": config.mirror_average})
-        probs[held] = classifier.predict_proba(photos.pixels[held])
-    return probs
-
-
 def fashion_mnist_training_set(config: TrainConfig, data: FashionMNIST
                                ) -> tuple[np.ndarray, np.ndarray]:
     if config.train_subset:
@@ -210,12 +218,16 @@ def fashion_mnist_training_set(config: TrainConfig, data: FashionMNIST
 
 
 def training_fingerprint(config: TrainConfig, data: FashionMNIST,
-                         photos: LabelledPhotos | None) -> str:
-    """Content hash of everything trained or calibrated on (Fashion-MNIST, real photos)."""
+                         labelled: Labelled | None) -> str:
+    """Content hash of what is trained on: Fashion-MNIST and the train side of the labels.
+
+    The holdout is left out on purpose: held-out labels arriving alone are no reason to
+    retrain (they sharpen the gate's comparison, not the model).
+    """
     x, y = fashion_mnist_training_set(config, data)
-    if photos is not None:
-        x = np.concatenate([x, photos.pixels])
-        y = np.concatenate([y, photos.labels.astype(y.dtype)])
+    if labelled is not None:
+        x = np.concatenate([x, labelled.train.pixels])
+        y = np.concatenate([y, labelled.train.labels.astype(y.dtype)])
     return fingerprint(x, y)
 
 
@@ -273,11 +285,11 @@ def artifact_metadata(config: TrainConfig, result: TrainResult, data: FashionMNI
 
 
 def trained_before(registry: Registry, config: TrainConfig, data: FashionMNIST,
-                   photos: LabelledPhotos | None) -> str | None:
+                   labelled: Labelled | None) -> str | None:
     """A version trained on the same data with the same config: the champion if it is one,
     else the newest such version."""
     wanted = {"hyperparameters": config.to_dict(),
-              "training_data_fingerprint": training_fingerprint(config, data, photos)}
+              "training_data_fingerprint": training_fingerprint(config, data, labelled)}
     champion = registry.champion()
     for info in sorted(registry.list_versions(), key=lambda i: (i.version == champion, i.version),
                        reverse=True):
@@ -286,19 +298,51 @@ def trained_before(registry: Registry, config: TrainConfig, data: FashionMNIST,
     return None
 
 
+def too_few_new_labels(registry: Registry, config: TrainConfig, labelled: Labelled | None,
+                       min_new_labels: int) -> str | None:
+    """Why the champion is kept although the data changed (None: retrain).
+
+    Only when the champion has the same recipe: fewer than `min_new_labels` train-side
+    labels were harvested since the newest one it was trained on.
+    """
+    champion = registry.champion()
+    if not min_new_labels or labelled is None or champion is None:
+        return None
+    meta = registry.get(champion).metadata
+    if meta["hyperparameters"] != config.to_dict():
+        return None
+    since = meta["metrics"].get("labels", {}).get("harvested_through")
+    new = labelled.new_train_labels(since)
+    if new >= min_new_labels:
+        log.info("%d new train-side labels since champion %s was trained (>= %d): retraining",
+                 new, champion, min_new_labels)
+        return None
+    return (f"only {new} new train-side labels since champion {champion} was trained "
+            f"(< min_new_labels {min_new_labels}): reusing it")
+
+
 def train_candidate(config: TrainConfig, *, registry_root: Path | str,
                     data_dir: Path | str | None = None, created_by: str,
-                    reuse_if_unchanged: bool = True, progress: bool = False) -> Candidate:
-    """Train, evaluate, write the report and register a candidate (not promoted)."""
+                    reuse_if_unchanged: bool = True, min_new_labels: int = 0,
+                    progress: bool = False) -> Candidate:
+    """Train, evaluate, write the report and register a candidate (not promoted).
+
+    min_new_labels: with reuse_if_unchanged, keep the champion (same recipe) until at
+    least this many new train-side labels arrived since it was trained.
+    """
     registry = open_registry(registry_root)
     data = load_fashion_mnist(data_dir)
-    photos = load_labelled_photos(config.real_photos) if config.real_photos else None
-    if reuse_if_unchanged and (version := trained_before(registry, config, data, photos)):
+    labelled = load_labelled(config.label_store, config.real_photos)
+    if reuse_if_unchanged and (version := trained_before(registry, config, data, labelled)):
         reused = version == registry.champion()
         log.info("%s was trained on the same data with the same config: %s", version,
                  "reusing the champion" if reused else "not training it again; gating it")
         return Candidate(version, reused=reused)
-    result = train_model(config, data, photos, progress=progress)
+    if reuse_if_unchanged and (why := too_few_new_labels(registry, config, labelled,
+                                                         min_new_labels)):
+        log.info("%s", why)
+        return Candidate(str(registry.champion()), reused=True, reason=why)
+    result = train_model(config, data, labelled, progress=progress)
     with tempfile.TemporaryDirectory(prefix="candidate-") as tmp:
         artifact = Path(tmp)
         result.model.save(artifact / "model.keras")

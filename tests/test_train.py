@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import LOW_GATE, QUICK
 
 from model_registry import GatePolicy, Registry
 from tagging.inference import Classifier
-from tagging.real_photos import load_labelled_photos
+from tagging.labelstore import Labelled, LabelStore, is_holdout, load_labelled
 from tagging.train import (
     TrainConfig,
+    too_few_new_labels,
     train_and_promote,
     train_candidate,
     train_model,
@@ -117,36 +119,70 @@ def test_unchanged_config_is_not_trained_twice_even_if_refused(champion_registry
     assert registry.version_ids()[-1] == first.version
 
 
-@pytest.mark.slow
-def test_training_on_real_photos_calibrates_out_of_fold(tmp_path, fmnist_dir, fmnist,
-                                                        photo_set, caplog):
-    """Trained on the photos, calibrated on out-of-fold predictions, with held-out figures."""
-    config = TrainConfig(train_subset=6000, epochs=2, real_photos=str(photo_set),
-                         real_photo_repeats=5, cross_fit_folds=2)
+def test_training_on_real_photos_calibrates_on_the_holdout(tmp_path, fmnist_dir, fmnist,
+                                                          photo_set, caplog):
+    """One fit: trained on the train side, calibrated and measured on the fixed holdout."""
+    config = TrainConfig(train_subset=3000, epochs=2, hidden_units=(64,),
+                         real_photos=str(photo_set), real_photo_repeats=5)
     with caplog.at_level("INFO", logger="tagging.train"):
         candidate = train_candidate(config, registry_root=tmp_path, data_dir=fmnist_dir,
                                     created_by="tests")
-    held_out = [r.getMessage() for r in caplog.records if "cross-fit" in r.getMessage()]
-    assert len(held_out) == 2 and sum(int(m.split()[4]) for m in held_out) == 40
+    assert sum("trained" in r.getMessage() for r in caplog.records) == 1  # no refits
+    labelled = load_labelled(real_photos=photo_set)
+    held = is_holdout(labelled.table["product_id"].to_pylist())
+    assert 0 < held.sum() < 20 and len(labelled.holdout.labels) == held.sum()
     registry = Registry(tmp_path)
     info = registry.get(candidate.version)
-    review = info.metadata["review"]
-    assert review["selection_source"].startswith("out-of-fold predictions (2-fold) on 40 ")
-    check = info.metadata["metrics"]["real_photos"]
-    assert 0.3 < check["accuracy"] <= 1 and set(check["accuracy_per_source"]) == {"shop",
-                                                                                  "studio"}
+    meta = info.metadata
+    assert meta["metrics"]["labels"]["train"] == 40 - held.sum()
+    assert meta["metrics"]["labels"]["holdout"] == held.sum()
+    assert meta["review"]["selection_source"].startswith(f"{held.sum()} held-out labels of ")
+    assert meta["review"]["selection_samples"] == held.sum()
+    assert meta["hyperparameters"]["review_target_precision"] == 0.95
+    check = meta["metrics"]["real_photos"]
+    assert check["expected_review_rate"] == pytest.approx(1 - check["published_coverage"],
+                                                          abs=1e-4)
     report = json.loads((info.path / "report" / "real-photos" / "report.json").read_text())
-    assert report["n"] == 40 and report["accuracy"] == check["accuracy"]
-    assert (info.path / "report" / "real-photos" / "contact_sheet.png").exists()
+    assert report["n"] == held.sum()
 
-    photos = load_labelled_photos(photo_set)
-    assert trained_before(registry, config, fmnist, photos) == candidate.version
-    relabelled = photos.subset(np.ones(40, bool))
-    relabelled.labels[0] = (relabelled.labels[0] + 1) % 10
-    assert trained_before(registry, config, fmnist, relabelled) is None
+    assert trained_before(registry, config, fmnist, labelled) == candidate.version
+    table = labelled.table.to_pylist()
+    for side in (True, False):  # relabel one product on each side
+        changed = [dict(r) for r in table]
+        row = next(r for r in changed if r["holdout"] == side)
+        row["label"] = (row["label"] + 1) % 10
+        relabelled = Labelled.of(pa.Table.from_pylist(changed, labelled.table.schema), "x")
+        same = trained_before(registry, config, fmnist, relabelled) == candidate.version
+        assert same == side  # the fingerprint covers the train side only
 
-    calibrate_only = train_model(TrainConfig(train_subset=6000, epochs=2, real_photos="x",
-                                             real_photo_repeats=0), fmnist, photos)
-    assert calibrate_only.classifier.review_policy["selection_source"] == photos.description
-    assert calibrate_only.train_fingerprint != train_model(
-        TrainConfig(train_subset=6000, epochs=2), fmnist).train_fingerprint
+
+def test_champion_is_kept_until_enough_new_labels(tmp_path, photo_set):
+    """min_new_labels counts train-side labels harvested after the champion's newest."""
+    store = LabelStore(tmp_path / "labels")
+    store.add_photo_folder(photo_set)
+    labelled = load_labelled(store.root)
+    registry = Registry(tmp_path / "registry")
+    config = TrainConfig(label_store=str(store.root))
+    assert too_few_new_labels(registry, config, labelled, 50) is None  # no champion yet
+
+    def champion_trained_through(moment: str | None) -> None:
+        """Register and promote a version (no real model needed) trained up to `moment`."""
+        artifact = tmp_path / f"artifact-{len(registry.version_ids())}"
+        artifact.mkdir()
+        (artifact / "model.keras").write_text("weights")
+        metrics = {"accuracy": 0.9, "loss": 0.3, "per_class_recall": [0.9] * 10,
+                   "labels": {"harvested_through": moment}}
+        version = registry.register(artifact, {
+            "metrics": metrics, "eval_data_fingerprint": "e", "training_data_fingerprint": "t",
+            "hyperparameters": config.to_dict(), "library_versions": {}}, created_by="tests")
+        registry.promote(version, policy=GatePolicy(), actor="tests", force=True)
+
+    champion_trained_through(labelled.harvested_through())
+    why = too_few_new_labels(registry, config, labelled, 50)
+    assert why.startswith("only 0 new train-side labels since champion v0001")
+    champion_trained_through("2000-01-01T00:00:00+00:00")
+    assert labelled.new_train_labels("2000-01-01T00:00:00+00:00") == len(labelled.train.labels)
+    assert too_few_new_labels(registry, config, labelled, 20) is None
+    assert "(< min_new_labels 50)" in too_few_new_labels(registry, config, labelled, 50)
+    other_recipe = TrainConfig(label_store=str(store.root), epochs=3)
+    assert too_few_new_labels(registry, other_recipe, labelled, 50) is None
