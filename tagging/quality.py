@@ -1,0 +1,157 @@
+"""Live quality: rows with `verified_category` are the ground truth of that day's tags.
+
+Recorded per published partition (in its manifest): the accuracy of the published tags on
+verified rows, the precision of the tags not flagged needs_review, their coverage (share of
+verified rows published without review), the review rate of all tagged rows, and the
+distribution of predicted categories. `check_live_quality` compares a day with what the
+version that tagged it expects from its held-out real photos.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tagging.labels import CATEGORY_SLUGS
+from tagging.labelstore import parse_label
+from tagging.review import wilson_lower_bound
+
+MIN_VERIFIED = 20  # fewer verified rows in a day: accuracy is too noisy to check
+ACCURACY_MARGIN = 0.10  # live accuracy may be this far below the holdout's before failing
+REVIEW_MARGIN = 0.15  # live review rate may be this far above the expected one
+Z = 1.0  # one-sided ~84 % bound on live accuracy (a day is a sample too)
+COLUMNS = ["category", "needs_review", "verified_category"]
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def live_quality(table: pa.Table) -> dict:
+    """Quality figures of published rows (category, needs_review[, verified_category])."""
+    tagged = table.filter(pc.is_valid(table["category"]))
+    review = tagged["needs_review"].to_numpy(zero_copy_only=False).astype(bool)
+    predicted = tagged["category"].to_pylist()
+    if "verified_category" in table.column_names:
+        truth = [parse_label(v) for v in tagged["verified_category"].to_pylist()]
+    else:
+        truth = [None] * tagged.num_rows
+    verified = np.array([t is not None for t in truth], bool)
+    correct = np.array([t is not None and CATEGORY_SLUGS[t] == p
+                        for t, p in zip(truth, predicted, strict=True)], bool)
+    unflagged = verified & ~review
+    counts = dict.fromkeys(CATEGORY_SLUGS, 0)
+    for slug in predicted:
+        counts[slug] += 1
+    return {
+        "rows": table.num_rows,
+        "tagged": tagged.num_rows,
+        "verified": int(verified.sum()),
+        "accuracy": _share(int(correct.sum()), int(verified.sum())),
+        "unflagged_precision": _share(int((correct & unflagged).sum()), int(unflagged.sum())),
+        "coverage": _share(int(unflagged.sum()), int(verified.sum())),
+        "review_rate": _share(int(review.sum()), tagged.num_rows),
+        "predicted": counts,
+    }
+
+
+def partition_quality(parts: list[Path]) -> dict:
+    """live_quality of published Parquet files."""
+    names = pq.read_schema(parts[0]).names if parts else []
+    columns = [c for c in COLUMNS if c in names]
+    if not parts or len(columns) < 2:
+        return live_quality(pa.table({"category": pa.array([], pa.string()),
+                                      "needs_review": pa.array([], pa.bool_())}))
+    return live_quality(pq.read_table(parts, columns=columns))
+
+
+def expectations(version_metadata: dict) -> dict:
+    """What a version expects on real photos: its held-out accuracy and review rate."""
+    real = version_metadata.get("metrics", {}).get("real_photos") or {}
+    return {"holdout_accuracy": real.get("accuracy"),
+            "expected_review_rate": real.get("expected_review_rate")}
+
+
+def check_live_quality(quality: dict, expected: dict, *, version: str,
+                       accuracy_margin: float = ACCURACY_MARGIN,
+                       review_margin: float = REVIEW_MARGIN,
+                       min_verified: int = MIN_VERIFIED) -> list[str]:
+    """Problems (empty: fine) of one day's quality against the tagging version's figures.
+
+    Accuracy fails only when even its upper confidence bound is more than the margin
+    below the holdout accuracy (a day with 30 verified rows is a small sample); the review
+    rate fails above the version's expected rate plus the margin.
+    """
+    problems = []
+    n, accuracy = quality.get("verified", 0), quality.get("accuracy")
+    holdout = expected.get("holdout_accuracy")
+    if holdout is not None and accuracy is not None and n >= min_verified:
+        upper = 1 - float(wilson_lower_bound(np.array(round(n * (1 - accuracy))), np.array(n),
+                                             Z))
+        if upper < holdout - accuracy_margin:
+            problems.append(
+                f"live accuracy {accuracy:.3f} on {n} verified rows (upper bound {upper:.3f}) "
+                f"is more than {accuracy_margin:g} below {version}'s holdout accuracy "
+                f"{holdout:.3f}")
+    rate, wanted = quality.get("review_rate"), expected.get("expected_review_rate")
+    if rate is not None and wanted is not None and rate > min(1.0, wanted + review_margin):
+        problems.append(f"needs-review rate {rate:.3f} > {version}'s expected {wanted:.3f} "
+                        f"(from its held-out real photos) + {review_margin:g}")
+    return problems
+
+
+# ---------------------------------------------------------------- over days
+
+
+def quality_history(catalogue_root: Path | str) -> list[dict]:
+    """Per published partition, oldest first: its manifest's quality and model version."""
+    history = []
+    for link in sorted((Path(catalogue_root) / "tagged").glob("dt=*")):
+        manifest_path = link / "_MANIFEST.json"
+        if not manifest_path.exists():
+            continue
+        manifest = json.loads(manifest_path.read_text())
+        quality = manifest.get("quality") or partition_quality(sorted(link.glob("part-*.parquet")))
+        history.append({"partition": manifest["partition"],
+                        "model_version": manifest["model_version"], **quality})
+    return history
+
+
+def plot_quality(history: list[dict], path: Path) -> Path:
+    """Accuracy, precision, coverage and review rate by day; a line where the model changed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    days = [h["partition"] for h in history]
+    x = np.arange(len(days))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(days) + 3), 4.5))
+    for key, label, style in (("accuracy", "accuracy (verified rows)", "o-"),
+                              ("unflagged_precision", "precision, not flagged", "s--"),
+                              ("coverage", "coverage (verified, not flagged)", "^-"),
+                              ("review_rate", "review rate (all tagged)", "x:")):
+        values = [np.nan if h.get(key) is None else h[key] for h in history]
+        ax.plot(x, values, style, label=label)
+    previous = None
+    for i, h in enumerate(history):
+        if h["model_version"] != previous:
+            ax.axvline(i - 0.5 if i else i, color="grey", alpha=0.4)
+            ax.text(i, 1.02, h["model_version"], fontsize=8, ha="center", va="bottom")
+            previous = h["model_version"]
+    ax.set_xticks(x, days, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("share")
+    ax.set_title("live quality by day (model versions marked)", pad=16)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
