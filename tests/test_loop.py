@@ -1,0 +1,93 @@
+"""The loop's steps on a small catalogue of photos: harvest, holdout scores, re-tagging."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import LOW_GATE
+
+from model_registry import GatePolicy, Registry
+from tagging.batch import read_manifest, tag_partition
+from tagging.holdout import holdout_comparison
+from tagging.loop import days_to_retag, harvest_labels, real_photo_days, retag, store_holdout
+from tagging.train import TrainConfig, train_candidate
+
+DAYS = ["2026-04-01", "2026-04-02", "2026-04-03"]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory, photo_set):
+    """The 41 labelled photos (one broken) spread over DAYS, 70 % of rows verified."""
+    root = tmp_path_factory.mktemp("catalogue")
+    real_photo_days(photo_set, root, DAYS, reveal=0.7, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory, fmnist_dir):
+    """A registry with two tiny versions; v0001 is champion."""
+    root = tmp_path_factory.mktemp("registry")
+    for seed in (0, 1):
+        train_candidate(TrainConfig(train_subset=1500, epochs=1, hidden_units=(16,), seed=seed),
+                        registry_root=root, data_dir=fmnist_dir, created_by="tests")
+    Registry(root).promote("v0001", policy=GatePolicy(**LOW_GATE), actor="tests", force=True)
+    return root
+
+
+def test_demo_days_reveal_part_of_each_day(catalogue):
+    tables = [pq.read_table(catalogue / "incoming" / f"dt={d}") for d in DAYS]
+    assert sum(t.num_rows for t in tables) == 41
+    verified = sum(t["verified_category"].null_count for t in tables)
+    assert 0 < verified < 41
+    for table in tables:
+        assert table["true_category"].null_count == 0
+        assert len(set(table["product_id"].to_pylist())) == table.num_rows
+
+
+def test_harvest_labels_counts_and_is_idempotent(catalogue):
+    first = harvest_labels(catalogue, DAYS[-1], harvest_days=30, workers=2)
+    verified = sum(pq.read_table(catalogue / "incoming" / f"dt={d}")["verified_category"]
+                   .drop_null().__len__() for d in DAYS)
+    assert len(first["harvested"]) == 3
+    accepted = sum(h["accepted"] for h in first["harvested"])
+    rejected = sum(first["rejected"].values())
+    assert accepted + rejected == verified and first["labels"] == accepted
+    assert first["train"] + first["holdout"] == accepted
+    again = harvest_labels(catalogue, DAYS[-1], harvest_days=30, workers=2)
+    assert again["harvested"] == [] and again["unchanged"] == [f"dt={d}" for d in DAYS]
+    assert {k: again[k] for k in ("labels", "train", "holdout")} == {
+        k: first[k] for k in ("labels", "train", "holdout")}
+    # a window of one day only looks at that day
+    assert harvest_labels(catalogue, DAYS[0], harvest_days=1)["unchanged"] == [f"dt={DAYS[0]}"]
+
+
+def test_holdout_comparison_scores_both_versions_on_the_same_photos(catalogue, two_versions):
+    harvest_labels(catalogue, DAYS[-1], workers=2)
+    holdout = store_holdout(catalogue).holdout
+    scores = holdout_comparison(two_versions, "v0002", "v0001", holdout)
+    assert scores["photos"] == len(holdout.labels) > 0
+    n = scores["photos"]
+    difference = scores["candidate_only_correct"] - scores["champion_only_correct"]
+    assert scores["candidate_accuracy"] - scores["champion_accuracy"] == pytest.approx(
+        difference / n, abs=1e-3)
+    assert holdout_comparison(two_versions, "v0002", None, holdout) is None
+
+
+def test_retag_republishes_the_previous_days_with_the_new_champion(catalogue, two_versions):
+    for day in DAYS[:2]:
+        tag_partition(catalogue, day, registry_root=two_versions, model="v0001", workers=2)
+    old_target = os.readlink(catalogue / "tagged" / f"dt={DAYS[0]}")
+    assert days_to_retag(catalogue, DAYS[2], 7, "v0002") == DAYS[:2]
+    assert days_to_retag(catalogue, DAYS[2], 1, "v0002") == DAYS[1:2]
+    assert days_to_retag(catalogue, DAYS[2], 7, "v0001") == []
+    done = retag(catalogue, DAYS[:2], registry_root=two_versions, version="v0002", workers=2)
+    assert [d["partition"] for d in done] == DAYS[:2]
+    for day in DAYS[:2]:
+        manifest = read_manifest(catalogue, day)
+        assert manifest["model_version"] == "v0002"
+        table = pq.read_table(catalogue / "tagged" / f"dt={day}")
+        assert set(table["model_version"].to_pylist()) == {"v0002"}
+    assert os.readlink(catalogue / "tagged" / f"dt={DAYS[0]}") != old_target
+    assert days_to_retag(catalogue, DAYS[2], 7, "v0002") == []
