@@ -114,3 +114,55 @@ def real_photo_days(folder: Path | str, catalogue_root: Path | str, dates: list[
         written.append(out)
         log.info("wrote %s: %d photos, %d verified", out, table.num_rows, int(shown.sum()))
     return written
+
+
+def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
+                  reveal: float = 0.8, params: dict | None = None, train: dict | None = None,
+                  gate: dict | None = None, data_dir: Path | str | None = None) -> dict:
+    """The loop end to end on the real DAG: a photo folder spread over `dates`, one run a day.
+
+    Returns, per day: whether the run succeeded, what the gate did (from the registry's
+    event log), the champion with its holdout figures, the live quality of the day's
+    published tags, and which earlier days were re-tagged.
+    """
+    from model_registry import Registry
+    from tagging import config
+    from tagging.airflow_local import LocalAirflow, last_error
+    from tagging.batch import read_manifest
+
+    extra_env = {config.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
+    local = LocalAirflow.in_workdir(Path(workdir), extra_env=extra_env)
+    real_photo_days(photos, local.catalogue, dates, reveal=reveal)
+    local.setup()
+    conf = {**(params or {}), "train": train or {}, "gate": gate or {}}
+    registry = Registry(local.registry)
+    days = []
+    for day in dates:
+        seen = len(registry.events())
+        before = {d: (read_manifest(local.catalogue, d) or {}).get("model_version")
+                  for d in dates}
+        ok = local.dag_test(day, conf)
+        events = registry.events()[seen:]
+        champion = registry.champion()
+        real = (registry.get(champion).metadata["metrics"].get("real_photos") or {}
+                if champion else {})
+        manifest = read_manifest(local.catalogue, day) or {}
+        gated = [e for e in events if e["event"] in ("promoted", "refused")]
+        days.append({
+            "partition": day, "state": "success" if ok else "failed",
+            "trained": [e["version"] for e in events if e["event"] == "register"],
+            "gate": [{"version": e["version"], "event": e["event"], "reasons": e["reasons"]}
+                     for e in gated],
+            "champion": champion,
+            "holdout_photos": real.get("photos"),
+            "holdout_accuracy": real.get("accuracy"),
+            "holdout_coverage": real.get("published_coverage"),
+            "quality": manifest.get("quality", {}),
+            "retagged": [d for d in dates if d != day and before[d] is not None
+                         and (read_manifest(local.catalogue, d) or {}).get("model_version")
+                         != before[d]],
+            **({} if ok else {"error": last_error(local.log_dir / f"dags-test-{day}.log")}),
+        })
+    return {"airflow_home": str(local.home), "catalogue": str(local.catalogue),
+            "registry": str(local.registry), "champion": registry.champion(), "days": days,
+            "failed": [d["partition"] for d in days if d["state"] != "success"]}
