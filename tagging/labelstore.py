@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -126,6 +127,26 @@ def decode_photos(images: list[bytes | None], uris: list[str | None], image_root
                              ) as pool:
         results = pool.map(_decode_rows, chunks, [str(image_root)] * len(chunks))
         return [r for part in results for r in part]
+
+
+@functools.cache
+def preprocess_signature() -> str:
+    """A hash of what tagging.imaging.preprocess makes of two fixed synthetic photos.
+
+    Part of every source's harvest key: when preprocessing changes, the stored pixels no
+    longer match what the tagger feeds the model, so the sources are harvested again.
+    """
+    from PIL import Image, ImageDraw
+
+    digest = hashlib.sha256()
+    for shape, size in (("rectangle", (120, 160)), ("ellipse", (200, 150))):
+        image = Image.new("RGB", size, (246, 244, 240))
+        getattr(ImageDraw.Draw(image), shape)((20, 30, size[0] - 25, size[1] - 20),
+                                              fill=(40, 60, 110))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        digest.update(preprocess(buffer.getvalue()).tobytes())
+    return digest.hexdigest()
 
 
 def _reject_reason(error: str) -> str:
@@ -453,10 +474,12 @@ def _counts(entry: dict) -> dict:
 
 
 def _files_key(files: list[Path], previous: list[dict] | None) -> list[dict]:
-    """Name, size, mtime and SHA-256 of each input file; the hash is reused when the file's
-    size and mtime are unchanged (hashing 30 days of photos every run would be slow)."""
-    known = {(p["file"], p["size"], p["mtime_ns"]): p["sha256"] for p in previous or []}
-    key = []
+    """Name, size, mtime and SHA-256 of each input file (the hash is reused when the file's
+    size and mtime are unchanged: hashing 30 days of photos every run would be slow), and
+    the preprocessing signature."""
+    known = {(p["file"], p["size"], p["mtime_ns"]): p["sha256"]
+             for p in previous or [] if "file" in p}
+    key: list[dict] = [{"preprocess": preprocess_signature()}]
     for path in files:
         stat = path.stat()
         sha = known.get((path.name, stat.st_size, stat.st_mtime_ns)) or _sha256_file(path)
@@ -471,7 +494,8 @@ def _folder_key(folder: Path) -> dict:
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for p in images.iterdir()) if images.is_dir() else []
     return {"manifest_sha256": _sha256_file(folder / "manifest.csv"),
-            "images_sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
+            "images_sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
+            "preprocess": preprocess_signature()}
 
 
 def _sha256_file(path: Path) -> str:

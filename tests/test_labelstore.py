@@ -172,3 +172,17 @@ def test_a_photo_folder_joins_the_store(tmp_path, photo_set):
     assert set(table["origin"].to_pylist()) == {"shop", "studio"}
     assert table["source"].unique().to_pylist() == [photo_folder_source(photo_set)]
     assert all(p.startswith(f"{photo_set.name}/") for p in table["product_id"].to_pylist())
+
+
+def test_a_change_of_preprocessing_harvests_again(tmp_path, photos, monkeypatch):
+    """Stored pixels must be what the tagger feeds the model, so a new preprocessing
+    (another signature) makes the unchanged partition be harvested again."""
+    import tagging.labelstore as labelstore
+
+    write_partition(tmp_path, "2026-03-01", [
+        {"product_id": "a", "image": photos[0][0], "verified_category": "dress"}])
+    store = LabelStore.of_catalogue(tmp_path)
+    assert store.harvest_partition(tmp_path, "2026-03-01").harvested
+    assert not store.harvest_partition(tmp_path, "2026-03-01").harvested
+    monkeypatch.setattr(labelstore, "preprocess_signature", lambda: "a new preprocessing")
+    assert store.harvest_partition(tmp_path, "2026-03-01").harvested
