@@ -42,6 +42,35 @@ def harvest_labels(catalogue_root: Path | str, day: str, *, harvest_days: int = 
     }
 
 
+def train_config(overrides: dict, *, catalogue_root: Path | str, target_precision: float):
+    """The scheduled retrain's TrainConfig: learn from the catalogue's label store.
+
+    A `TAGGING_REAL_PHOTOS` folder is not passed here: harvest_labels put it in the store.
+    """
+    from tagging.train import TrainConfig
+
+    defaults = {"label_store": str(LabelStore.of_catalogue(catalogue_root).root),
+                "review_target_precision": target_precision}
+    return TrainConfig.from_dict(defaults | overrides)
+
+
+def gate(registry_root: Path | str, candidate: str, *, catalogue_root: Path | str | None,
+         policy, actor: str, labelled: Labelled | None = None):
+    """Promote through the gate, the champion re-scored with the candidate on today's holdout.
+
+    labelled: the labels to take the holdout from (default: the catalogue's store).
+    """
+    from model_registry import Registry
+    from tagging.holdout import holdout_comparison
+
+    registry = Registry(registry_root)
+    if labelled is None and catalogue_root is not None:
+        labelled = store_holdout(catalogue_root)
+    scores = holdout_comparison(registry_root, candidate, registry.champion(),
+                                labelled.holdout if labelled is not None else None)
+    return registry.promote(candidate, policy=policy, actor=actor, holdout=scores)
+
+
 def store_holdout(catalogue_root: Path | str) -> Labelled | None:
     """The catalogue's current labels (None when nothing was harvested yet)."""
     store = LabelStore.of_catalogue(catalogue_root)

@@ -77,6 +77,13 @@ def expectations(version_metadata: dict) -> dict:
             "expected_review_rate": real.get("expected_review_rate")}
 
 
+def expected_of(registry_root: Path | str, version: str) -> dict:
+    """expectations() of a registered version."""
+    from model_registry import Registry
+
+    return expectations(Registry(registry_root).get(version).metadata)
+
+
 def check_live_quality(quality: dict, expected: dict, *, version: str,
                        accuracy_margin: float = ACCURACY_MARGIN,
                        review_margin: float = REVIEW_MARGIN,
