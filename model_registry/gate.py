@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,10 @@ class GatePolicy:
     tolerance: float = 0.005
     # held-out accuracy on labelled real photos: a few hundred photos, so a wider margin
     real_photo_tolerance: float = 0.02
+    # candidate vs champion re-scored on the current holdout (paired): refused only when
+    # even the upper one-sided bound (z) of the accuracy difference is below -tolerance
+    holdout_tolerance: float = 0.01
+    holdout_z: float = 1.645
 
 
 @dataclass
@@ -43,10 +48,15 @@ def evaluate_gate(
     policy: GatePolicy,
     *,
     class_names: Sequence[str] = (),
+    holdout: dict[str, Any] | None = None,
 ) -> GateDecision:
     """Apply `policy` to validated metadata of the candidate and (if any) the champion.
 
-    class_names name the classes of the per-class recall list in the reasons."""
+    class_names name the classes of the per-class recall list in the reasons.
+    holdout: both versions scored by the caller on the same held-out photos ("photos",
+    "champion", "candidate_accuracy", "champion_accuracy", "candidate_only_correct",
+    "champion_only_correct"). With it, the candidate is compared to the champion there;
+    the evaluation set's accuracy then only has to meet the floors."""
     metrics = candidate_meta["metrics"]
     accuracy = float(metrics["accuracy"])
     champion_accuracy = None
@@ -79,6 +89,8 @@ def evaluate_gate(
                 f"evaluated on different data: candidate eval_data_fingerprint {ours!r} "
                 f"!= champion {champion} eval_data_fingerprint {theirs!r}"
             )
+        elif holdout is not None:
+            _check_holdout(holdout, champion, policy, passes, failures)
         else:
             _check(
                 accuracy >= champion_accuracy - policy.tolerance,
@@ -87,8 +99,10 @@ def evaluate_gate(
                 passes,
                 failures,
             )
-        _check_real_photos(metrics.get("real_photos"), champion,
-                           champion_meta["metrics"].get("real_photos"), policy, passes, failures)
+        if holdout is None:
+            _check_real_photos(metrics.get("real_photos"), champion,
+                               champion_meta["metrics"].get("real_photos"), policy, passes,
+                               failures)
     decision.passed = not failures
     decision.reasons = failures or passes
     return decision
@@ -113,6 +127,30 @@ def _check_real_photos(ours: dict | None, champion: str | None, theirs: dict | N
         _check(ours["accuracy"] >= theirs["accuracy"] - policy.real_photo_tolerance,
                f"real-photo accuracy {ours['accuracy']:.4f} {{}} champion "
                f"{theirs['accuracy']:.4f} - {policy.real_photo_tolerance:g}", passes, failures)
+
+
+def _check_holdout(holdout: dict, champion: str | None, policy: GatePolicy,
+                   passes: list[str], failures: list[str]) -> None:
+    """Candidate vs champion on the same held-out photos (both scored by the caller).
+
+    Paired: the standard error comes from the photos only one of the two gets right.
+    The candidate fails when even the upper one-sided bound of its accuracy difference is
+    below -holdout_tolerance, i.e. when it is worse beyond noise and tolerance.
+    """
+    if holdout.get("champion") != champion:
+        failures.append(f"holdout scores are for champion {holdout.get('champion')}, "
+                        f"the champion is {champion}")
+        return
+    n = int(holdout["photos"])
+    ours, theirs = holdout["candidate_only_correct"], holdout["champion_only_correct"]
+    difference = (ours - theirs) / n
+    se = math.sqrt(max(ours + theirs - (ours - theirs) ** 2 / n, 0.0)) / n
+    upper = difference + policy.holdout_z * se
+    _check(upper >= -policy.holdout_tolerance,
+           f"holdout ({n} real photos, champion re-scored): accuracy "
+           f"{holdout['candidate_accuracy']:.4f} vs champion {champion} "
+           f"{holdout['champion_accuracy']:.4f}, difference {difference:+.4f}, upper bound "
+           f"{upper:+.4f} {{}} -{policy.holdout_tolerance:g}", passes, failures)
 
 
 def _check(ok: bool, template: str, passes: list[str], failures: list[str]) -> None:

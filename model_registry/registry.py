@@ -148,8 +148,12 @@ class Registry:
             events.append(event)
         return events
 
-    def check_gate(self, candidate: str, policy: GatePolicy) -> GateDecision:
-        """Would `candidate` pass the gate against the current champion? No side effects."""
+    def check_gate(self, candidate: str, policy: GatePolicy,
+                   holdout: dict[str, Any] | None = None) -> GateDecision:
+        """Would `candidate` pass the gate against the current champion? No side effects.
+
+        holdout: paired scores of both on held-out data the caller measured (see
+        evaluate_gate)."""
         info = self.get(candidate)
         if METADATA_FILE not in info.metadata["sha256"]:
             raise CorruptMetadataError(
@@ -159,7 +163,7 @@ class Registry:
         champion = self.champion()
         champion_meta = None if champion is None else self.get(champion).metadata
         return evaluate_gate(info.version, info.metadata, champion, champion_meta, policy,
-                             class_names=self.class_names)
+                             class_names=self.class_names, holdout=holdout)
 
     def load_keras_model(self, ref: str) -> Any:
         """Load the version's model with Keras safe mode (no arbitrary code from the file)."""
@@ -199,10 +203,10 @@ class Registry:
         return version
 
     def promote(self, candidate: str, *, policy: GatePolicy, actor: str,
-                force: bool = False) -> GateDecision:
+                force: bool = False, holdout: dict[str, Any] | None = None) -> GateDecision:
         """Run the gate; on a pass (or with force) make `candidate` the champion."""
         with self._locked():
-            decision = self.check_gate(candidate, policy)
+            decision = self.check_gate(candidate, policy, holdout)
             moves = decision.candidate != decision.champion and (decision.passed or force)
             decision.forced = moves and not decision.passed
             if moves:
@@ -218,6 +222,7 @@ class Registry:
                 "reasons": decision.reasons,
                 "candidate_accuracy": decision.candidate_accuracy,
                 "champion_accuracy": decision.champion_accuracy,
+                **({"holdout": holdout} if holdout is not None else {}),
             })
         if moves:
             logger.info("champion %s -> %s by %s%s: %s", decision.champion, decision.candidate,

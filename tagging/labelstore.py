@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -41,10 +40,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from model_registry.files import atomic_write_bytes, sha256_file
+from tagging.catalogue.layout import input_dir, input_files
 from tagging.data import fingerprint
+from tagging.errors import TaggingError
 from tagging.imaging import ImageError, load_image_uri, preprocess
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES, SLUG_TO_ID
 from tagging.real_photos import LabelledPhotos
+from tagging.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ SCHEMA = pa.schema([
 _FOLDER_SOURCE = re.compile(r"^\d+_([A-Za-z]+)_")  # 3_cd_017.jpg -> cd (tagging.real_photos)
 
 
-class LabelStoreError(ValueError):
+class LabelStoreError(TaggingError):
     """The store or one of its sources cannot be read or written."""
 
 
@@ -275,8 +278,6 @@ class LabelStore:
                           image_root: Path | None = None, workers: int | None = None
                           ) -> HarvestReport:
         """Harvest one catalogue partition's verified rows (skipped if its files are unchanged)."""
-        from tagging.batch import input_files
-
         catalogue_root = Path(catalogue_root)
         source = f"dt={date.fromisoformat(day).isoformat()}"
         files = input_files(catalogue_root, day)
@@ -313,8 +314,6 @@ class LabelStore:
                        image_root: Path | None = None, workers: int | None = None
                        ) -> list[HarvestReport]:
         """Harvest the partitions of the `days` days ending with `day` that exist."""
-        from tagging.batch import input_dir
-
         end = date.fromisoformat(day)
         reports = []
         for back in reversed(range(days)):
@@ -343,14 +342,14 @@ class LabelStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         pq.write_table(rows.table, buffer, compression="zstd")
-        _atomic_write(self._source_path(source), buffer.getvalue())
+        atomic_write_bytes(self._source_path(source), buffer.getvalue())
         state["sources"][source] = {
             "key": key, "file": self._source_path(source).name,
             "harvested_at": _now().isoformat(), "verified_rows": rows.verified_rows,
             "accepted": rows.table.num_rows, "rejected": dict(sorted(rows.rejected.items())),
             "rejected_examples": rows.examples,
         }
-        _atomic_write(self.state_path, json.dumps(state, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(self.state_path, json.dumps(state, indent=2, sort_keys=True).encode())
         report = HarvestReport(source, True, **_counts(state["sources"][source]))
         log.info("harvested %s: %d labels accepted of %d verified rows, rejected %s", source,
                  report.accepted, report.verified_rows, report.rejected or "none")
@@ -482,7 +481,7 @@ def _files_key(files: list[Path], previous: list[dict] | None) -> list[dict]:
     key: list[dict] = [{"preprocess": preprocess_signature()}]
     for path in files:
         stat = path.stat()
-        sha = known.get((path.name, stat.st_size, stat.st_mtime_ns)) or _sha256_file(path)
+        sha = known.get((path.name, stat.st_size, stat.st_mtime_ns)) or sha256_file(path)
         key.append({"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                     "sha256": sha})
     return key
@@ -493,38 +492,13 @@ def _folder_key(folder: Path) -> dict:
     images = folder / "images"
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for p in images.iterdir()) if images.is_dir() else []
-    return {"manifest_sha256": _sha256_file(folder / "manifest.csv"),
+    return {"manifest_sha256": sha256_file(folder / "manifest.csv"),
             "images_sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
             "preprocess": preprocess_signature()}
 
 
-def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename over, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _default_image_root(catalogue_root: Path) -> Path:
-    from tagging import config
-
-    return config.image_root(catalogue_root)
+    return Settings.from_env().image_root_for(catalogue_root)
 
 
 def _now() -> datetime:

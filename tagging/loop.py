@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tagging.catalogue.layout import read_published_manifest
 from tagging.labels import CATEGORY_SLUGS
 from tagging.labelstore import Labelled, LabelStore, load_labelled
 
@@ -60,10 +61,10 @@ def gate(registry_root: Path | str, candidate: str, *, catalogue_root: Path | st
 
     labelled: the labels to take the holdout from (default: the catalogue's store).
     """
-    from model_registry import Registry
     from tagging.holdout import holdout_comparison
+    from tagging.registry import open_registry
 
-    registry = Registry(registry_root)
+    registry = open_registry(registry_root)
     if labelled is None and catalogue_root is not None:
         labelled = store_holdout(catalogue_root)
     scores = holdout_comparison(registry_root, candidate, registry.champion(),
@@ -80,13 +81,11 @@ def store_holdout(catalogue_root: Path | str) -> Labelled | None:
 def days_to_retag(catalogue_root: Path | str, day: str, retag_days: int,
                   version: str) -> list[str]:
     """The published days among the `retag_days` before `day` not tagged by `version`."""
-    from tagging.batch import read_manifest
-
     end = date.fromisoformat(day)
     days = []
     for back in range(retag_days, 0, -1):
         current = (end - timedelta(days=back)).isoformat()
-        manifest = read_manifest(catalogue_root, current)
+        manifest = read_published_manifest(catalogue_root, current)
         if manifest is not None and manifest["model_version"] != version:
             days.append(current)
     return days
@@ -95,7 +94,7 @@ def days_to_retag(catalogue_root: Path | str, day: str, retag_days: int,
 def retag(catalogue_root: Path | str, days: list[str], *, registry_root: Path | str,
           version: str, workers: int | None = None) -> list[dict]:
     """Re-tag and republish each day with `version` (each publish is atomic, as always)."""
-    from tagging.batch import tag_partition
+    from tagging.catalogue.job import tag_partition
 
     done = []
     for day in days:
@@ -154,28 +153,26 @@ def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
     event log), the champion with its holdout figures, the live quality of the day's
     published tags, and which earlier days were re-tagged.
     """
-    from model_registry import Registry
-    from tagging import config
     from tagging.airflow_local import LocalAirflow, last_error
-    from tagging.batch import read_manifest
+    from tagging.registry import open_registry
+    from tagging.settings import DATA_ENV
 
-    extra_env = {config.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
+    extra_env = {DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
     local = LocalAirflow.in_workdir(Path(workdir), extra_env=extra_env)
     real_photo_days(photos, local.catalogue, dates, reveal=reveal)
     local.setup()
     conf = {**(params or {}), "train": train or {}, "gate": gate or {}}
-    registry = Registry(local.registry)
+    registry = open_registry(local.registry)
     days = []
     for day in dates:
         seen = len(registry.events())
-        before = {d: (read_manifest(local.catalogue, d) or {}).get("model_version")
-                  for d in dates}
+        before = {d: _tagged_by(local.catalogue, d) for d in dates}
         ok = local.dag_test(day, conf)
         events = registry.events()[seen:]
         champion = registry.champion()
         real = (registry.get(champion).metadata["metrics"].get("real_photos") or {}
                 if champion else {})
-        manifest = read_manifest(local.catalogue, day) or {}
+        manifest = read_published_manifest(local.catalogue, day) or {}
         gated = [e for e in events if e["event"] in ("promoted", "refused")]
         days.append({
             "partition": day, "state": "success" if ok else "failed",
@@ -188,10 +185,14 @@ def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
             "holdout_coverage": real.get("published_coverage"),
             "quality": manifest.get("quality", {}),
             "retagged": [d for d in dates if d != day and before[d] is not None
-                         and (read_manifest(local.catalogue, d) or {}).get("model_version")
-                         != before[d]],
+                         and _tagged_by(local.catalogue, d) != before[d]],
             **({} if ok else {"error": last_error(local.log_dir / f"dags-test-{day}.log")}),
         })
     return {"airflow_home": str(local.home), "catalogue": str(local.catalogue),
             "registry": str(local.registry), "champion": registry.champion(), "days": days,
             "failed": [d["partition"] for d in days if d["state"] != "success"]}
+
+
+def _tagged_by(catalogue_root: Path, day: str) -> str | None:
+    """The model version of the day's published partition (None: not published)."""
+    return (read_published_manifest(catalogue_root, day) or {}).get("model_version")

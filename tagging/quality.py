@@ -79,9 +79,9 @@ def expectations(version_metadata: dict) -> dict:
 
 def expected_of(registry_root: Path | str, version: str) -> dict:
     """expectations() of a registered version."""
-    from model_registry import Registry
+    from tagging.registry import open_registry
 
-    return expectations(Registry(registry_root).get(version).metadata)
+    return expectations(open_registry(registry_root).get(version).metadata)
 
 
 def check_live_quality(quality: dict, expected: dict, *, version: str,

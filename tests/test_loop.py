@@ -9,7 +9,8 @@ import pytest
 from conftest import LOW_GATE
 
 from model_registry import GatePolicy, Registry
-from tagging.batch import read_manifest, tag_partition
+from tagging.catalogue.job import tag_partition
+from tagging.catalogue.layout import read_published_manifest
 from tagging.holdout import holdout_comparison
 from tagging.loop import days_to_retag, harvest_labels, real_photo_days, retag, store_holdout
 from tagging.train import TrainConfig, train_candidate
@@ -85,7 +86,7 @@ def test_retag_republishes_the_previous_days_with_the_new_champion(catalogue, tw
     done = retag(catalogue, DAYS[:2], registry_root=two_versions, version="v0002", workers=2)
     assert [d["partition"] for d in done] == DAYS[:2]
     for day in DAYS[:2]:
-        manifest = read_manifest(catalogue, day)
+        manifest = read_published_manifest(catalogue, day)
         assert manifest["model_version"] == "v0002"
         table = pq.read_table(catalogue / "tagged" / f"dt={day}")
         assert set(table["model_version"].to_pylist()) == {"v0002"}
