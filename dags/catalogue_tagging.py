@@ -1,23 +1,29 @@
-"""Catalogue tagging: retrain, gate, tag one day's partition in shards, publish, validate.
+"""Catalogue tagging: learn from verified labels, gate, tag a day in shards, publish, validate.
 
 ```
-retrain -> gate_and_promote -> resolve_run -> plan_shards -> tag_shard[*] -> publish -> validate
+harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards -> tag_shard[*]
+                                                     |-> retag     -> publish -> validate
 ```
 
-* **retrain** trains a candidate (or reuses the champion when the training data
-  fingerprint and configuration are unchanged); runs in the `tagging_training` pool
-  (1 slot) so two trainings never run at once. With labelled real photos
-  (`TAGGING_REAL_PHOTOS`, or `{"train": {"real_photos": ...}}`) it trains on them too and
-  calibrates the review policy on out-of-fold predictions (about 5 minutes).
-* **gate_and_promote** promotes the candidate only if it passes the gate; a refused
-  candidate is logged and recorded in the registry's event log, the champion stays.
-  No champion at all fails the run.
+* **harvest_labels** collects the rows with `verified_category` of the last `harvest_days`
+  partitions (and the `TAGGING_REAL_PHOTOS` folder) into the label store
+  (`<catalogue>/labels/`); unchanged partitions are skipped.
+* **retrain** trains a candidate on Fashion-MNIST plus the store's train side, calibrated
+  on its holdout (one fit), or reuses the champion when nothing changed or fewer than
+  `min_new_labels` new labels arrived; runs in the `tagging_training` pool (1 slot) so
+  two trainings never run at once.
+* **gate_and_promote** scores the candidate and the champion on the current holdout and
+  promotes the candidate only if it passes the gate; a refused candidate is logged and
+  recorded in the registry's event log, the champion stays. No champion at all fails
+  the run.
+* **retag**: after a promotion, re-tags and republishes the `retag_days` previous days.
 * **resolve_run** pins the model version (champion, or the `model_version` param) and
   the partition (the `partition` param, else the run's logical date) for every task.
 * **plan_shards** / **tag_shard** (dynamic task mapping, retries with exponential
   backoff) stage one Parquet file per shard; only paths travel through XCom.
 * **publish** swaps the partition in atomically, only when every shard succeeded;
-  **validate** checks it; **announce** emits the `catalogue_tagged` asset event, only
+  **validate** checks it (live accuracy on verified rows and review rate against the
+  version's held-out figures too); **announce** emits the `catalogue_tagged` asset event, only
   when the run published something new (it is skipped otherwise).
 
 Queues (CeleryExecutor): retrain and gate_and_promote on the training queue, tag_shard
@@ -80,7 +86,25 @@ PARAMS = {
                                "$TAGGING_REAL_PHOTOS)."),
     "gate": Param({}, type="object",
                   description="GatePolicy overrides: min_accuracy, min_class_recall, tolerance, "
-                              "real_photo_tolerance."),
+                              "real_photo_tolerance, holdout_tolerance, holdout_z."),
+    "harvest_days": Param(30, type="integer", minimum=1,
+                          description="Harvest verified labels from this many days, up to the "
+                                      "run's partition."),
+    "min_new_labels": Param(50, type="integer", minimum=0,
+                            description="Retrain only when this many new train-side labels "
+                                        "arrived since the champion was trained."),
+    "target_precision": Param(0.95, type="number", minimum=0, maximum=1,
+                              description="Precision the tags published without review must "
+                                          "reach on the held-out real photos."),
+    "retag_days": Param(7, type="integer", minimum=0,
+                        description="After a promotion, re-tag this many days before the "
+                                    "run's partition."),
+    "live_accuracy_margin": Param(0.10, type="number", minimum=0, maximum=1,
+                                  description="validate fails when live accuracy on verified "
+                                              "rows is this far below the holdout's."),
+    "review_rate_margin": Param(0.15, type="number", minimum=0, maximum=1,
+                                description="validate fails when the review rate is this far "
+                                            "above the version's expected rate."),
 }
 
 
@@ -110,14 +134,25 @@ def _no_retry(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     doc_md=__doc__,
 )
 def catalogue_tagging() -> None:
+    @task(queue=SETTINGS.training_queue)  # decodes photos in a process pool: a solo worker
+    def harvest_labels(params: dict | None = None, logical_date: datetime | None = None,
+                       data_interval_start: datetime | None = None) -> dict:
+        """Verified rows of the last harvest_days partitions -> the label store."""
+        from tagging.pipeline import choose_partition, harvest
+
+        partition, _ = _no_retry(choose_partition, params["partition"], logical_date,
+                                 data_interval_start)
+        return _no_retry(harvest, partition, params["harvest_days"])
+
     @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue, max_active_tis_per_dag=1,
           execution_timeout=timedelta(hours=3))
     def retrain(params: dict | None = None, dag_run: Any = None) -> dict:
-        """Train a candidate, or reuse the champion when data and config are unchanged."""
+        """Train a candidate, or reuse the champion (nothing changed, or too few labels)."""
         from tagging.pipeline import retrain
 
         return _no_retry(retrain, params["train"], force=params["force_retrain"],
-                         actor=_actor(dag_run))
+                         actor=_actor(dag_run), min_new_labels=params["min_new_labels"],
+                         target_precision=params["target_precision"])
 
     @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue)
     def gate_and_promote(candidate: dict, params: dict | None = None,
@@ -138,6 +173,13 @@ def catalogue_tagging() -> None:
                                       data_interval_start)
         log.info("partition %s (from %s)", partition, source)
         return _no_retry(plan_run, partition, params["model_version"])
+
+    @task(queue=SETTINGS.tagging_queue)  # tags with every core, like tag_shard
+    def retag(gate: dict, run: dict, params: dict | None = None) -> list[dict]:
+        """After a promotion, re-tag and republish the previous retag_days days."""
+        from tagging.pipeline import retag_after_promotion
+
+        return _no_retry(retag_after_promotion, gate, run["partition"], params["retag_days"])
 
     @task
     def plan_shards(run: dict, params: dict | None = None) -> list[dict]:
@@ -177,11 +219,12 @@ def catalogue_tagging() -> None:
     @task
     def validate(run: dict, published: dict, params: dict | None = None) -> dict:
         """Row count, schema and quality limits; a breach fails the run."""
-        from tagging.catalogue.validate import validate_partition
+        from tagging.pipeline import validate_run
 
-        report = dict(_no_retry(validate_partition, Settings.from_env().catalogue_root,
-                                run["partition"], max_error_rate=params["max_error_rate"],
-                                max_review_rate=params["max_review_rate"]))
+        report = _no_retry(validate_run, run, max_error_rate=params["max_error_rate"],
+                           max_review_rate=params["max_review_rate"],
+                           live_accuracy_margin=params["live_accuracy_margin"],
+                           review_rate_margin=params["review_rate_margin"])
         report["path"] = published["path"]
         report["newly_published"] = published["newly_published"]
         return report
@@ -196,7 +239,11 @@ def catalogue_tagging() -> None:
         event.extra = {k: v for k, v in report.items() if k != "problems"}
         event.add_partitions(run["partition"])
 
-    run = resolve_run(gate_and_promote(retrain()))
+    candidate = retrain()
+    harvest_labels() >> candidate
+    gate = gate_and_promote(candidate)
+    run = resolve_run(gate)
+    retag(gate, run)
     staged = tag_shard.partial(run=run).expand(shard=plan_shards(run))
     announce(run, validate(run, publish(run, staged)))
 

@@ -45,7 +45,7 @@ from tagging.catalogue.layout import input_dir, input_files
 from tagging.data import fingerprint
 from tagging.errors import TaggingError
 from tagging.imaging import ImageError, load_image_uri, preprocess
-from tagging.labels import CATEGORY_NAMES, NUM_CLASSES, SLUG_TO_ID
+from tagging.labels import CATEGORY_NAMES, CATEGORY_SLUGS, NUM_CLASSES
 from tagging.real_photos import LabelledPhotos
 from tagging.settings import Settings
 
@@ -88,7 +88,7 @@ def parse_label(value: Any) -> int | None:
     if text.isdigit():
         return int(text) if int(text) < NUM_CLASSES else None
     slug = text.lower().replace("/", "-").replace(" ", "-")
-    return SLUG_TO_ID.get(slug)
+    return CATEGORY_SLUGS.index(slug) if slug in CATEGORY_SLUGS else None
 
 
 def is_holdout(product_ids: list[str] | np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """What each DAG task does, as plain functions: testable without Airflow.
 
-retrain -> gate_and_promote -> resolve_run -> plan_shards -> tag_shard[*] -> publish -> validate
+harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards -> tag_shard[*]
+  -> publish -> validate; after a promotion, also retag (the previous retag_days days)
 
 Each function takes plain values and returns JSON-able dicts (they travel through XCom);
 every failure is a TaggingError or RegistryError whose message says what to do, which the
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 class CandidateRef(TypedDict):
     version: str
     reused: bool  # the champion was reused: nothing new to gate
+    reason: str  # why the champion was reused although the labels changed ("" otherwise)
 
 
 class GateOutcome(TypedDict):
@@ -65,21 +67,43 @@ def choose_partition(requested: str | None, logical_date: datetime | None,
         raise TaggingError(f"partition {value!r} is not a YYYY-MM-DD date") from None
 
 
-def retrain(train_overrides: dict[str, Any], *, force: bool, actor: str) -> CandidateRef:
-    """Train a candidate, or reuse the champion when data and config are unchanged."""
-    from tagging.train import TrainConfig, train_candidate
+def harvest(day: str, harvest_days: int) -> dict[str, Any]:
+    """Harvest verified labels of the `harvest_days` days up to `day` into the label store
+    (and the `TAGGING_REAL_PHOTOS` folder, which joins the same store)."""
+    from tagging.loop import harvest_labels
 
     settings = Settings.from_env()
-    defaults = {"real_photos": settings.real_photos} if settings.real_photos else {}
+    catalogue = settings.catalogue_root
+    summary = harvest_labels(catalogue, day, harvest_days=harvest_days,
+                             real_photos=settings.real_photos,
+                             image_root=settings.image_root_for(catalogue))
+    log.info("label store: %d labels (%d train side, %d held out); harvested %s; rejected %s",
+             summary["labels"], summary["train"], summary["holdout"],
+             [h["source"] for h in summary["harvested"]] or "nothing new",
+             summary["rejected"] or "none")
+    return summary
+
+
+def retrain(train_overrides: dict[str, Any], *, force: bool, actor: str,
+            min_new_labels: int = 0, target_precision: float = 0.95) -> CandidateRef:
+    """Train a candidate on Fashion-MNIST and the label store's train side, or reuse the
+    champion when data and config are unchanged or too few new labels arrived."""
+    from tagging.loop import train_config
+    from tagging.train import train_candidate
+
+    settings = Settings.from_env()
     try:
-        config = TrainConfig.from_dict(defaults | train_overrides)
+        config = train_config(train_overrides, catalogue_root=settings.catalogue_root,
+                              target_precision=target_precision)
     except (TypeError, ValueError) as e:
         raise TaggingError(f"bad 'train' param: {e}") from e
     candidate = train_candidate(config, registry_root=settings.registry_root,
-                                created_by=actor, reuse_if_unchanged=not force)
+                                created_by=actor, reuse_if_unchanged=not force,
+                                min_new_labels=min_new_labels)
     log.info("candidate %s (%s)", candidate.version,
-             "champion reused" if candidate.reused else "newly trained")
-    return CandidateRef(version=candidate.version, reused=candidate.reused)
+             candidate.reason or ("champion reused" if candidate.reused else "newly trained"))
+    return CandidateRef(version=candidate.version, reused=candidate.reused,
+                        reason=candidate.reason)
 
 
 def promote_unless_reused(candidate: CandidateRef, gate_overrides: dict[str, Any], *,
@@ -90,6 +114,7 @@ def promote_unless_reused(candidate: CandidateRef, gate_overrides: dict[str, Any
     is an error: there is nothing to tag with.
     """
     from model_registry import GatePolicy
+    from tagging.loop import gate
     from tagging.registry import open_registry
 
     try:
@@ -99,7 +124,9 @@ def promote_unless_reused(candidate: CandidateRef, gate_overrides: dict[str, Any
     registry = open_registry()
     promoted, reasons = False, []
     if not candidate["reused"]:
-        decision = registry.promote(candidate["version"], policy=policy, actor=actor)
+        decision = gate(registry.root, candidate["version"],
+                        catalogue_root=Settings.from_env().catalogue_root, policy=policy,
+                        actor=actor)
         promoted, reasons = decision.passed, decision.reasons
         if not decision.passed:
             log.warning("gate refused %s, champion stays %s: %s", candidate["version"],
@@ -142,3 +169,34 @@ def publish_run(run: RunPlan, staged: list[str]) -> Publication:
                                    model_version=run["model_version"],
                                    tagged_at=run["tagged_at"])
     return Publication(path=str(path), newly_published=True)
+
+
+def retag_after_promotion(outcome: GateOutcome, partition: str,
+                          retag_days: int) -> list[dict[str, Any]]:
+    """After a promotion, re-tag and republish the `retag_days` days before `partition`
+    (those published by another version) with the new champion."""
+    from tagging.loop import days_to_retag, retag
+
+    if not outcome["promoted"] or not retag_days:
+        return []
+    settings = Settings.from_env()
+    days = days_to_retag(settings.catalogue_root, partition, retag_days, outcome["champion"])
+    log.info("re-tagging %s with the new champion %s", days or "no earlier day",
+             outcome["champion"])
+    return retag(settings.catalogue_root, days, registry_root=settings.registry_root,
+                 version=outcome["champion"])
+
+
+def validate_run(run: RunPlan, *, max_error_rate: float, max_review_rate: float,
+                 live_accuracy_margin: float, review_rate_margin: float) -> dict[str, Any]:
+    """validate_partition, with the live quality held against the tagging version's
+    held-out real-photo figures."""
+    from tagging.catalogue.validate import validate_partition
+    from tagging.quality import expected_of
+
+    settings = Settings.from_env()
+    return dict(validate_partition(
+        settings.catalogue_root, run["partition"], max_error_rate=max_error_rate,
+        max_review_rate=max_review_rate,
+        expected=expected_of(settings.registry_root, run["model_version"]),
+        live_accuracy_margin=live_accuracy_margin, review_rate_margin=review_rate_margin))

@@ -16,6 +16,7 @@ from model_registry import GateDecision, GatePolicy, Registry
 from tagging.calibration import apply_temperature, fit_temperature
 from tagging.data import FashionMNIST, fingerprint, load_fashion_mnist
 from tagging.errors import ConfigError
+from tagging.holdout import holdout_comparison
 from tagging.inference import WEIGHTS_FILE, Classifier
 from tagging.labels import NUM_CLASSES
 from tagging.labelstore import Labelled, load_labelled
@@ -361,14 +362,19 @@ def train_and_promote(config: TrainConfig, *, registry_root: Path | str,
                       data_dir: Path | str | None = None, created_by: str,
                       policy: GatePolicy, reuse_if_unchanged: bool = False,
                       progress: bool = False) -> tuple[Candidate, GateDecision | None]:
-    """Train a candidate, then promote it through the gate (unless the champion was reused)."""
+    """Train a candidate, then promote it through the gate (unless the champion was reused);
+    with real photos, the gate compares it with the champion on their current holdout."""
     candidate = train_candidate(config, registry_root=registry_root, data_dir=data_dir,
                                 created_by=created_by, reuse_if_unchanged=reuse_if_unchanged,
                                 progress=progress)
     if candidate.reused:
         return candidate, None
-    decision = open_registry(registry_root).promote(candidate.version, policy=policy,
-                                                    actor=created_by)
+    registry = open_registry(registry_root)
+    labelled = load_labelled(config.label_store, config.real_photos)
+    scores = holdout_comparison(registry_root, candidate.version, registry.champion(),
+                                labelled.holdout if labelled is not None else None)
+    decision = registry.promote(candidate.version, policy=policy, actor=created_by,
+                                holdout=scores)
     return candidate, decision
 
 

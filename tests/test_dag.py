@@ -65,18 +65,21 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
     assert info["errors"] == {}
     assert info["heavy"] == []
     print(f"DagBag parse: {info['parse_seconds']:.2f} s")  # measured, not asserted
-    assert info["tasks"] == ["announce", "gate_and_promote", "plan_shards", "publish",
-                             "resolve_run", "retrain", "tag_shard", "validate"]
+    assert info["tasks"] == ["announce", "gate_and_promote", "harvest_labels", "plan_shards",
+                             "publish", "resolve_run", "retag", "retrain", "tag_shard",
+                             "validate"]
     assert info["mapped"] == ["tag_shard"]
     assert info["shard_retries"] >= 1 and info["shard_backoff"] > 1
     assert info["training_pool"] == "tagging_training"
     assert info["max_active_runs"] >= 1
     assert {"partition", "force_retrain", "model_version", "review_threshold", "train",
-            "gate"} <= set(info["params"])
+            "gate", "harvest_days", "min_new_labels", "target_precision", "retag_days",
+            "live_accuracy_margin", "review_rate_margin"} <= set(info["params"])
     # Fixed logical URIs: the same wherever the catalogue lives (env-independent identity).
     assert info["outlets"] == {"announce": ["catalogue://tagged/"]}
     assert info["inlets"] == ["catalogue://incoming/", "model-registry://champion/"]
-    assert info["queues"] == {"retrain": "training", "gate_and_promote": "training",
+    assert info["queues"] == {"harvest_labels": "training", "retrain": "training",
+                              "gate_and_promote": "training", "retag": "tagging",
                               "tag_shard": "tagging", "resolve_run": "default",
                               "plan_shards": "default", "publish": "default",
                               "validate": "default", "announce": "default"}
@@ -241,7 +244,7 @@ def test_run_demo_summarises_each_day(first_run, monkeypatch):
 
 @pytest.mark.slow
 def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_set):
-    """TAGGING_REAL_PHOTOS reaches the scheduled retrain: out-of-fold calibration on them."""
+    """TAGGING_REAL_PHOTOS joins the label store: trained on, calibrated on its holdout."""
     from tagging.demo_catalogue import generate_demo_catalogue
 
     day = "2026-03-04"
@@ -250,11 +253,12 @@ def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_
                            extra_env={**local.extra_env, settings.REAL_PHOTOS_ENV: str(photo_set)})
     generate_demo_catalogue(airflow.catalogue, [day], rows_per_day=20, data_dir=FMNIST_DIR,
                             workers=2)
-    train = {**DAG_CONF["train"], "real_photo_repeats": 5, "cross_fit_folds": 2}
+    train = {**DAG_CONF["train"], "real_photo_repeats": 5}
     assert airflow.dag_test(day, {**DAG_CONF, "train": train})
 
     meta = Registry(airflow.registry).get("champion").metadata
-    assert meta["hyperparameters"]["real_photos"] == str(photo_set)
-    assert meta["metrics"]["real_photos"]["photos"].startswith("40 labelled photos")
-    assert meta["review"]["selection_source"].startswith("out-of-fold predictions (2-fold)")
+    labels = meta["metrics"]["labels"]
+    assert labels["train"] + labels["holdout"] == 40 and labels["holdout"] > 0
+    assert meta["hyperparameters"]["label_store"] == str(airflow.catalogue / "labels")
+    assert meta["review"]["selection_source"].startswith(f"{labels['holdout']} held-out")
     assert read_published_manifest(airflow.catalogue, day)["model_version"] == "v0001"

@@ -36,6 +36,7 @@ from tagging.catalogue.layout import (
 )
 from tagging.catalogue.tagger import INPUT_KEY, parse_time
 from tagging.errors import PartitionInvalid
+from tagging.quality import partition_quality
 from tagging.settings import TaggingLimits
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def publish_partition(catalogue_root: Path | str, date: str, *, staged: list[str
             "tagged_at": parse_time(tagged_at).isoformat(),
             "published_at": datetime.now(UTC).isoformat(),
             "inputs": inputs, "outputs": outputs, "counts": counts,
+            "quality": partition_quality(sorted(tmp_dir.glob("part-*.parquet"))),
         }
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         for path in [*tmp_dir.iterdir(), tmp_dir]:

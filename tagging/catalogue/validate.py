@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from tagging.catalogue.layout import input_files, published_dir, read_published_manifest
 from tagging.catalogue.tagger import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
+from tagging.quality import ACCURACY_MARGIN, REVIEW_MARGIN, check_live_quality, partition_quality
 from tagging.settings import TaggingLimits
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,16 @@ class ValidationReport(TypedDict):
 
 def validate_partition(catalogue_root: Path | str, date: str, *,
                        max_error_rate: float = TaggingLimits.max_error_rate,
-                       max_review_rate: float = TaggingLimits.max_review_rate
-                       ) -> ValidationReport:
-    """Check a published partition against its input and the quality limits."""
+                       max_review_rate: float = TaggingLimits.max_review_rate,
+                       expected: dict | None = None,
+                       live_accuracy_margin: float = ACCURACY_MARGIN,
+                       review_rate_margin: float = REVIEW_MARGIN) -> ValidationReport:
+    """Check a published partition against its input and the quality limits.
+
+    expected: the tagging version's held-out real-photo figures (tagging.quality
+    .expectations); the live quality of the verified rows is checked against them, and an
+    expected review rate replaces the fixed max_review_rate.
+    """
     manifest = read_published_manifest(catalogue_root, date)
     if manifest is None:
         raise PartitionInvalid(f"{published_dir(catalogue_root, date)}: not published")
@@ -55,8 +63,13 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
     review_rate = counts["needs_review"] / max(counts["rows"], 1)
     if error_rate > max_error_rate:
         problems.append(f"error rate {error_rate:.3f} > limit {max_error_rate}")
-    if review_rate > max_review_rate:
+    expected = expected or {}
+    if expected.get("expected_review_rate") is None and review_rate > max_review_rate:
         problems.append(f"needs-review rate {review_rate:.3f} > limit {max_review_rate}")
+    quality = manifest.get("quality") or partition_quality(parts)
+    problems += check_live_quality(quality, expected, version=manifest["model_version"],
+                                   accuracy_margin=live_accuracy_margin,
+                                   review_margin=review_rate_margin)
     if table is not None:
         confidences = pc.list_flatten(table["category_top3"]).flatten()[1]
         for name, values in [("category_confidence", table["category_confidence"]),
