@@ -92,3 +92,38 @@ def test_retag_republishes_the_previous_days_with_the_new_champion(catalogue, tw
         assert set(table["model_version"].to_pylist()) == {"v0002"}
     assert os.readlink(catalogue / "tagged" / f"dt={DAYS[0]}") != old_target
     assert days_to_retag(catalogue, DAYS[2], 7, "v0002") == []
+
+
+def holdout_scores(n: int, candidate_only: int, champion_only: int, base: int) -> dict:
+    """Paired holdout figures: `base` photos both get right, plus the discordant ones."""
+    return {"photos": n, "champion": "v0001", "candidate": "v0002",
+            "candidate_accuracy": (base + candidate_only) / n,
+            "champion_accuracy": (base + champion_only) / n,
+            "candidate_only_correct": candidate_only, "champion_only_correct": champion_only}
+
+
+def test_gate_refuses_a_candidate_clearly_worse_on_the_holdout():
+    from model_registry.gate import evaluate_gate
+
+    meta = {"metrics": {"accuracy": 0.88, "per_class_recall": [0.8] * 10},
+            "eval_data_fingerprint": "same"}
+    worse_fmnist = {**meta, "metrics": {**meta["metrics"], "accuracy": 0.86}}
+    policy = GatePolicy()
+
+    # 400 photos, the candidate loses 40 more than it wins: worse beyond noise -> refused
+    refused = evaluate_gate("v0002", meta, "v0001", meta, policy,
+                            holdout=holdout_scores(400, 10, 50, 250))
+    assert not refused.passed
+    assert refused.reasons[0].startswith("holdout (400 real photos, champion re-scored)")
+    # the same share worse on 20 photos is within the noise: the benefit of the doubt
+    small = evaluate_gate("v0002", meta, "v0001", meta, policy,
+                          holdout=holdout_scores(20, 0, 2, 12))
+    assert small.passed, small.reasons
+    # with holdout scores, Fashion-MNIST only has to meet the floors (0.86 >= 0.85)
+    better = evaluate_gate("v0002", worse_fmnist, "v0001", meta, policy,
+                           holdout=holdout_scores(400, 30, 5, 250))
+    assert better.passed, better.reasons
+    # scores measured against another champion are not a comparison
+    stale = evaluate_gate("v0002", meta, "v0003", meta, policy,
+                          holdout=holdout_scores(400, 30, 5, 250))
+    assert not stale.passed and "for champion v0001" in stale.reasons[0]
