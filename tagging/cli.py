@@ -71,12 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--real-photos", default=Settings.from_env().real_photos,
                    help="labelled real photos "
-                   "(folder with manifest.csv and images/): trained on, and predicted out of "
-                   "fold to calibrate and choose the needs_review threshold (default: "
+                   "(folder with manifest.csv and images/), split by a fixed hash of the file: "
+                   "the train side is trained on, the holdout (~20 %%) calibrates and chooses "
+                   "the needs_review threshold (default: "
                    f"${settings.REAL_PHOTOS_ENV}; without them, calibration uses the validation "
                    "split, which suits Fashion-MNIST-like photos only)")
-    p.add_argument("--real-photo-repeats", type=int, help="copies of each real photo in the "
-                   "training set (default 60); 0: do not train on them, only calibrate")
+    p.add_argument("--label-store", type=Path, help="a catalogue's label store "
+                   "(<catalogue>/labels, see `tagging labels`): learn from its verified labels "
+                   "the same way")
+    p.add_argument("--real-photo-repeats", type=int, help="copies of each train-side photo in "
+                   "the training set (default 60); 0: do not train on them, only calibrate")
     add_gate_args(p)
     p.add_argument("--no-promote", action="store_true", help="register only; do not promote")
     p.set_defaults(func=cmd_train)
@@ -110,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"(default {limits.max_error_rate})")
     p.add_argument("--max-review-rate", type=float, default=limits.max_review_rate,
                    help="validation fails above this share of needs_review rows "
-                   f"(default {limits.max_review_rate})")
+                   f"(default {limits.max_review_rate}), unless the version has an expected "
+                   "review rate from held-out real photos")
+    add_live_quality_args(p)
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("demo-catalogue", help="render a demo catalogue of product photos",
@@ -146,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arg(p)
     p.add_argument("--days", type=int, default=3, help="number of daily partitions")
     p.add_argument("--rows-per-day", type=int, default=500, help="photos per partition")
+    p.add_argument("--real-photos", type=Path, help="run the learning loop instead: spread "
+                   "this labelled photo folder (manifest.csv + images/) over the days, with "
+                   "verified_category revealed for part of each day")
+    p.add_argument("--reveal", type=float, default=0.8,
+                   help="with --real-photos: share of each day's rows verified (default 0.8)")
+    p.add_argument("--min-new-labels", type=int, default=40,
+                   help="with --real-photos: the DAG's min_new_labels (default 40)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("stack", help="the distributed engine on this machine (no Docker)",
@@ -161,6 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduled", action="store_true",
                    help="let the scheduler create runs by the clock (default: backfill/trigger)")
     p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("labels", help="the label store: harvest verified rows, show its state",
+                       description="The catalogue's labelled-photo store (<catalogue>/labels): "
+                       "rows with verified_category, preprocessed as the tagger sees them, split "
+                       "into a train side and a fixed holdout by a hash of product_id.")
+    lab = p.add_subparsers(required=True, metavar="ACTION")
+    q = lab.add_parser("harvest", help="harvest a day's verified rows (and the days before)")
+    add_catalogue_arg(q)
+    q.add_argument("--date", required=True, type=iso_date, help="last partition, YYYY-MM-DD")
+    q.add_argument("--days", type=int, default=1,
+                   help="harvest this many days up to --date (default 1; the DAG uses 30)")
+    q.add_argument("--real-photos", type=Path, help="also add a labelled photo folder")
+    q.set_defaults(func=cmd_labels_harvest)
+    q = lab.add_parser("status", help="labels per side and class; rejected rows and why")
+    add_catalogue_arg(q)
+    q.set_defaults(func=cmd_labels_status)
+
+    p = sub.add_parser("quality", help="live quality of the published tags, by day",
+                       description="Per published partition: verified rows, accuracy of the "
+                       "published tags on them, precision of unflagged tags, coverage, review "
+                       "rate and the model version; draws a PNG of them by day.")
+    add_catalogue_arg(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="the PNG (default: <catalogue>/quality.png)")
+    p.set_defaults(func=cmd_quality)
 
     add_registry_commands(sub)
     return parser
@@ -226,6 +264,20 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-photo-tolerance", type=float, default=d.real_photo_tolerance,
                    help="how far below the champion's held-out accuracy on the same real "
                    f"photos a candidate may be (default {d.real_photo_tolerance})")
+    p.add_argument("--holdout-tolerance", type=float, default=d.holdout_tolerance,
+                   help="how far below the champion a candidate may be on the current holdout, "
+                   f"beyond the confidence bound (default {d.holdout_tolerance})")
+
+
+def add_live_quality_args(p: argparse.ArgumentParser) -> None:
+    from tagging.quality import ACCURACY_MARGIN, REVIEW_MARGIN
+
+    p.add_argument("--live-accuracy-margin", type=float, default=ACCURACY_MARGIN,
+                   help="validation fails when accuracy on verified rows is this far below the "
+                   f"version's holdout accuracy (default {ACCURACY_MARGIN})")
+    p.add_argument("--review-rate-margin", type=float, default=REVIEW_MARGIN,
+                   help="validation fails when the review rate is this far above the "
+                   f"version's expected rate (default {REVIEW_MARGIN})")
 
 
 def registry_of(args):
@@ -238,7 +290,7 @@ def policy_of(args):
     from model_registry import GatePolicy
 
     return GatePolicy(args.min_accuracy, args.min_class_recall, args.tolerance,
-                      args.real_photo_tolerance)
+                      args.real_photo_tolerance, args.holdout_tolerance)
 
 
 def print_decision(decision) -> None:
@@ -283,6 +335,7 @@ def cmd_train(args) -> int:
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.train_subset,
                                    "seed": args.seed, "real_photos": args.real_photos,
+                                   "label_store": args.label_store and str(args.label_store),
                                    "real_photo_repeats": args.real_photo_repeats,
                                    }.items() if v is not None}
     if args.hidden_units:
@@ -336,6 +389,7 @@ def cmd_evaluate(args) -> int:
 def cmd_tag(args) -> int:
     from tagging.catalogue.job import tag_partition
     from tagging.catalogue.validate import truth_agreement, validate_partition
+    from tagging.quality import expected_of
 
     catalogue = args.catalogue or Settings.from_env().catalogue_root
     summary = tag_partition(catalogue, args.date, registry_root=registry_of(args).root,
@@ -348,7 +402,11 @@ def cmd_tag(args) -> int:
         table.add_row(key.replace("_", " "), str(value))
     console.print(table)
     report = validate_partition(catalogue, args.date, max_error_rate=args.max_error_rate,
-                                max_review_rate=args.max_review_rate)
+                                max_review_rate=args.max_review_rate,
+                                expected=expected_of(registry_of(args).root,
+                                                     summary["model_version"]),
+                                live_accuracy_margin=args.live_accuracy_margin,
+                                review_rate_margin=args.review_rate_margin)
     console.print(f"[green]valid[/]: {report['rows']} rows, error rate {report['error_rate']}, "
                   f"needs-review rate {report['review_rate']}")
     return 0
@@ -395,12 +453,116 @@ def cmd_demo(args) -> int:
 
     today = Date.today()
     dates = [(today - timedelta(days=d)).isoformat() for d in reversed(range(1, args.days + 1))]
+    if args.real_photos:
+        return demo_loop(args, dates)
     catalogue = args.workdir / "catalogue"
     generate_demo_catalogue(catalogue, dates, rows_per_day=args.rows_per_day,
                             data_dir=args.data_dir)
     summary = run_demo(args.workdir, dates, data_dir=args.data_dir)
     print_demo_summary(summary)
     return 1 if summary["failed"] else 0
+
+
+def demo_loop(args, dates: list[str]) -> int:
+    """`tagging demo --real-photos DIR`: the learning loop on the real DAG, day by day."""
+    from tagging.loop import run_loop_demo
+
+    summary = run_loop_demo(args.workdir, args.real_photos, dates, reveal=args.reveal,
+                            params={"min_new_labels": args.min_new_labels},
+                            data_dir=args.data_dir)
+    table = Table(title="the learning loop, day by day")
+    for header in ("day", "state", "trained", "gate", "champion", "holdout", "holdout acc",
+                   "holdout cov", "live acc", "live cov", "review", "re-tagged"):
+        table.add_column(header, no_wrap=header not in ("gate", "re-tagged"))
+    for day in summary["days"]:
+        quality = day["quality"]
+        gate = "; ".join(f"{g['version']} {g['event']}" for g in day["gate"]) or "-"
+        table.add_row(day["partition"], day["state"], ", ".join(day["trained"]) or "reused",
+                      gate, str(day["champion"]), str(day["holdout_photos"] or "-"),
+                      _fmt(day["holdout_accuracy"]), _fmt(day["holdout_coverage"]),
+                      _fmt(quality.get("accuracy")), _fmt(quality.get("coverage")),
+                      _fmt(quality.get("review_rate")), ", ".join(day["retagged"]) or "-")
+    console.print(table)
+    for day in summary["days"]:
+        for g in day["gate"]:
+            console.print(f"{day['partition']} gate {g['version']} {g['event']}: "
+                          + "; ".join(g["reasons"]), soft_wrap=True)
+        if day["state"] != "success":
+            console.print(f"{day['partition']} failed: {day.get('error')}", soft_wrap=True)
+    console.print(f"champion {summary['champion']} in {summary['registry']}; live quality: "
+                  f"tagging quality --catalogue {summary['catalogue']}", soft_wrap=True)
+    return 1 if summary["failed"] else 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def cmd_labels_harvest(args) -> int:
+    from tagging.loop import harvest_labels
+
+    catalogue = args.catalogue or Settings.from_env().catalogue_root
+    summary = harvest_labels(catalogue, args.date, harvest_days=args.days,
+                             real_photos=args.real_photos,
+                             image_root=Settings.from_env().image_root_for(catalogue))
+    for h in summary["harvested"]:
+        console.print(f"harvested {h['source']}: {h['accepted']} of {h['verified_rows']} "
+                      f"verified rows accepted; rejected {h['rejected'] or 'none'}")
+    for source in summary["unchanged"]:
+        console.print(f"{source}: unchanged since its last harvest")
+    console.print(f"label store {summary['store']}: {summary['labels']} labels "
+                  f"({summary['train']} train side, {summary['holdout']} held out)")
+    return 0
+
+
+def cmd_labels_status(args) -> int:
+    from tagging.labelstore import LabelStore
+
+    status = LabelStore.of_catalogue(args.catalogue or Settings.from_env().catalogue_root
+                                     ).status()
+    table = Table(title=f"label store {status['store']}: {status['labels']} labels")
+    for header in ("class", "train", "holdout"):
+        table.add_column(header, justify="left" if header == "class" else "right")
+    for name, counts in status["per_class"].items():
+        table.add_row(name, str(counts["train"]), str(counts["holdout"]))
+    table.add_section()
+    table.add_row("all", str(status["train"]), str(status["holdout"]))
+    console.print(table)
+    sources = Table(title="sources")
+    for header in ("source", "verified rows", "accepted", "rejected", "harvested at"):
+        sources.add_column(header)
+    for name, s in status["sources"].items():
+        rejected = ", ".join(f"{k} {v}" for k, v in s["rejected"].items()) or "-"
+        sources.add_row(name, str(s["verified_rows"]), str(s["accepted"]), rejected,
+                        s["harvested_at"])
+    console.print(sources)
+    for name, s in status["sources"].items():
+        for e in s["rejected_examples"]:
+            console.print(f"rejected in {name}: {e['product_id']!r}: {e['reason']}"
+                          + (f" ({e['detail']})" if e.get("detail") else ""), soft_wrap=True)
+    return 0
+
+
+def cmd_quality(args) -> int:
+    from tagging.quality import plot_quality, quality_history
+
+    catalogue = args.catalogue or Settings.from_env().catalogue_root
+    history = quality_history(catalogue)
+    if not history:
+        console.print(f"no published partitions in {catalogue}")
+        return 0
+    table = Table(title=f"live quality of {catalogue}")
+    for header in ("partition", "model", "rows", "verified", "accuracy", "precision",
+                   "coverage", "review rate"):
+        table.add_column(header, justify="left" if header in ("partition", "model") else "right")
+    for h in history:
+        table.add_row(h["partition"], h["model_version"], str(h["rows"]), str(h["verified"]),
+                      _fmt(h["accuracy"]), _fmt(h["unflagged_precision"]), _fmt(h["coverage"]),
+                      _fmt(h["review_rate"]))
+    console.print(table)
+    path = plot_quality(history, args.out or Path(catalogue) / "quality.png")
+    console.print(f"plot: {path}")
+    return 0
 
 
 def print_demo_summary(summary: dict) -> None:

@@ -127,3 +127,20 @@ def test_gate_refuses_a_candidate_clearly_worse_on_the_holdout():
     stale = evaluate_gate("v0002", meta, "v0003", meta, policy,
                           holdout=holdout_scores(400, 30, 5, 250))
     assert not stale.passed and "for champion v0001" in stale.reasons[0]
+
+
+def test_labels_and_quality_commands(catalogue, two_versions, tmp_path, capsys):
+    """`tagging labels harvest|status` and `tagging quality` on the module's catalogue."""
+    from tagging.cli import main
+
+    assert main(["labels", "harvest", "--catalogue", str(catalogue), "--date", DAYS[-1],
+                 "--days", "3"]) == 0
+    assert "unchanged since its last harvest" in capsys.readouterr().out
+    assert main(["labels", "status", "--catalogue", str(catalogue)]) == 0
+    out = capsys.readouterr().out
+    assert "label store" in out and "Ankle boot" in out and "undecodable photo" in out
+    assert main(["quality", "--catalogue", str(catalogue), "--out",
+                 str(tmp_path / "q.png")]) == 0
+    out = capsys.readouterr().out
+    assert DAYS[0] in out and "v0002" in out
+    assert (tmp_path / "q.png").stat().st_size > 5000
