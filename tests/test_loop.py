@@ -138,7 +138,7 @@ def test_labels_and_quality_commands(catalogue, two_versions, tmp_path, capsys):
     assert "unchanged since its last harvest" in capsys.readouterr().out
     assert main(["labels", "status", "--catalogue", str(catalogue)]) == 0
     out = capsys.readouterr().out
-    assert "label store" in out and "Ankle boot" in out and "undecodable photo" in out
+    assert "label store" in out and "Ankle boot" in out and f"dt={DAYS[0]}" in out
     assert main(["quality", "--catalogue", str(catalogue), "--out",
                  str(tmp_path / "q.png")]) == 0
     out = capsys.readouterr().out
