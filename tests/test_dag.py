@@ -248,9 +248,10 @@ def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_
     from tagging.demo_catalogue import generate_demo_catalogue
 
     day = "2026-03-04"
-    airflow = LocalAirflow(home=local.home, catalogue=tmp_path / "catalogue",
-                           registry=tmp_path / "registry",
-                           extra_env={**local.extra_env, settings.REAL_PHOTOS_ENV: str(photo_set)})
+    # its own Airflow home: the catalogue_tagged asset's URI is this catalogue's
+    airflow = LocalAirflow.in_workdir(
+        tmp_path, extra_env={**local.extra_env, settings.REAL_PHOTOS_ENV: str(photo_set)})
+    airflow.setup()
     generate_demo_catalogue(airflow.catalogue, [day], rows_per_day=20, data_dir=FMNIST_DIR,
                             workers=2)
     train = {**DAG_CONF["train"], "real_photo_repeats": 5}
