@@ -7,10 +7,14 @@ directory, so a reader sees the old content or the new one, never a mix.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +63,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         temp.unlink(missing_ok=True)
     fsync_path(path.parent)
+
+
+@contextlib.contextmanager
+def flocked(path: Path, *, shared: bool = False, timeout: float | None = None,
+            on_timeout: Callable[[], Exception] = TimeoutError) -> Iterator[None]:
+    """Hold an flock on `path` (created if need be); the kernel releases it if we die.
+
+    timeout: seconds to wait for it (None: as long as it takes); then `on_timeout()` is
+    raised, an error whose message says who holds what.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    with open(path, "a") as handle:
+        if timeout is None:
+            fcntl.flock(handle, mode)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise on_timeout() from None
+                    time.sleep(0.02)
+        yield
 
 
 def to_json(value: Any) -> Any:

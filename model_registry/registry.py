@@ -15,7 +15,6 @@ atomically, so a reader sees the state before or after a write, never half of on
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -23,7 +22,6 @@ import math
 import os
 import re
 import shutil
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from model_registry.errors import CorruptMetadataError, RegistryError, VersionNo
 from model_registry.files import (
     TMP_PREFIX,
     atomic_write_json,
+    flocked,
     fsync_path,
     sha256_file,
     to_json,
@@ -258,20 +257,10 @@ class Registry:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the registry's exclusive write lock (released by the kernel if we die)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         lock_path = self.root / ".lock"
-        with open(lock_path, "a") as handle:
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise RegistryError(
-                            f"{lock_path}: another process has held the registry lock for "
-                            f"more than {self.lock_timeout:g} s") from None
-                    time.sleep(0.02)
+        with flocked(lock_path, timeout=self.lock_timeout, on_timeout=lambda: RegistryError(
+                f"{lock_path}: another process has held the registry lock for more than "
+                f"{self.lock_timeout:g} s")):
             yield
 
     def _load(self, version: str, *, verify_checksums: bool) -> VersionInfo:

@@ -18,7 +18,6 @@ fixed hash of product_id: a product never changes side as the store grows.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import io
@@ -40,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from model_registry.files import atomic_write_bytes, sha256_file
+from model_registry.files import atomic_write_bytes, flocked, sha256_file
 from tagging.catalogue.layout import input_dir, input_files
 from tagging.data import fingerprint
 from tagging.errors import TaggingError
@@ -406,9 +405,7 @@ class LabelStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """One writer at a time (two DAG runs may harvest at once); the kernel frees it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with flocked(self.root / ".lock"):
             yield
 
 

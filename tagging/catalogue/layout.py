@@ -16,10 +16,10 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from model_registry.files import flocked
 from tagging.errors import PartitionNotFound
 
 MANIFEST = "_MANIFEST.json"
@@ -84,19 +84,10 @@ def publish_lock_path(catalogue_root: Path | str, date: str) -> Path:
     return Path(catalogue_root) / "tagged" / f".dt={date}.lock"
 
 
-@contextlib.contextmanager
-def flocked(path: Path, mode: int) -> Iterator[None]:
-    """Hold an flock on `path` (created if need be); the kernel releases it if we die."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, mode)
-        yield
-
-
 def staging_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Mark a run's staging folder live while a shard is written into it (shared: the
     shards of one run may be written at once); staging clean-up never removes it then."""
-    return flocked(run_dir / LOCK, fcntl.LOCK_SH)
+    return flocked(run_dir / LOCK, shared=True)
 
 
 def remove_unless_live(run_dir: Path) -> bool:

@@ -8,7 +8,6 @@ counts); readers follow the tagged/dt=D symlink, so they see the old copy or the
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import TypedDict
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from model_registry.files import fsync_path, sha256_file
+from model_registry.files import flocked, fsync_path, sha256_file
 from tagging.catalogue.layout import (
     MANIFEST,
     input_files,
@@ -123,18 +122,8 @@ def publish_lock(catalogue_root: Path | str, date: str, *,
                  timeout: float = TaggingLimits.publish_lock_timeout_s) -> Iterator[None]:
     """Hold the day's exclusive publish lock (released by the kernel if we die)."""
     path = publish_lock_path(catalogue_root, date)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise PartitionInvalid(f"{path}: another run has been publishing {date} "
-                                           f"for more than {timeout:g} s") from None
-                time.sleep(0.05)
+    with flocked(path, timeout=timeout, on_timeout=lambda: PartitionInvalid(
+            f"{path}: another run has been publishing {date} for more than {timeout:g} s")):
         yield
 
 
