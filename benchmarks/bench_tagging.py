@@ -276,7 +276,7 @@ def child_lower_bound(p: dict) -> dict:
     """Decode + preprocess only (or, with decode_only, decode + a plain 28x28 resize): the
     same warm forkserver pool and chunking, no Parquet, no model, photos already in the
     workers' memory."""
-    from tagging.catalogue.tagger import CHUNK_ROWS
+    from tagging.decoding import CHUNK_ROWS
 
     n, workers = p["rows"], p["workers"]
     chunks = [list(range(i, min(i + CHUNK_ROWS, n))) for i in range(0, n, CHUNK_ROWS)]

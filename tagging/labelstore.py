@@ -23,14 +23,11 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +39,7 @@ import pyarrow.parquet as pq
 from model_registry.files import atomic_write_bytes, flocked, sha256_file
 from tagging.catalogue.layout import input_dir, input_files
 from tagging.data import fingerprint
+from tagging.decoding import DecodingPool
 from tagging.errors import TaggingError
 from tagging.imaging import ImageError, load_image_uri, preprocess
 from tagging.labels import CATEGORY_NAMES, CATEGORY_SLUGS, NUM_CLASSES
@@ -100,35 +98,28 @@ def is_holdout(product_ids: list[str] | np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- decoding (worker processes)
 
 
-def _decode_rows(rows: list[tuple[bytes | None, str | None]], image_root: str
-                 ) -> list[tuple[bytes | None, str | None, str | None]]:
-    """(pixels, photo sha256, error) per (image bytes, image_uri): the tagger's decode path."""
-    out = []
-    for data, uri in rows:
-        try:
-            if data is None and uri:
-                data = load_image_uri(uri, Path(image_root))
-            pixels = preprocess(data)
-            out.append((pixels.tobytes(), hashlib.sha256(data).hexdigest(), None))
-        except ImageError as e:
-            out.append((None, None, str(e)))
-        except Exception as e:  # one hostile photo must not stop the harvest
-            out.append((None, None, f"undecodable image: {type(e).__name__}: {e}"))
-    return out
-
-
 def decode_photos(images: list[bytes | None], uris: list[str | None], image_root: Path,
-                  workers: int | None = None, chunk: int = 16
+                  workers: int | None = None
                   ) -> list[tuple[bytes | None, str | None, str | None]]:
-    """Decode and preprocess in worker processes (in order); one result per row."""
-    pairs = list(zip(images, uris, strict=True))
-    chunks = [pairs[i:i + chunk] for i in range(0, len(pairs), chunk)]
-    if len(chunks) <= 1:
-        return _decode_rows(pairs, str(image_root))
-    with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=get_context("forkserver")
-                             ) as pool:
-        results = pool.map(_decode_rows, chunks, [str(image_root)] * len(chunks))
-        return [r for part in results for r in part]
+    """(pixels, photo sha256, error) per row, in order: the tagger's decode path.
+
+    The photo bytes are read here (an image_uri under the image root), to hash them;
+    decoding runs in a DecodingPool, so a photo that kills its decoder is one rejected row.
+    """
+    photos: list[bytes | None] = []
+    read_errors: list[str | None] = []
+    for data, uri in zip(images, uris, strict=True):
+        try:
+            photos.append(load_image_uri(uri, image_root) if data is None and uri else data)
+            read_errors.append(None)
+        except ImageError as e:
+            photos.append(None)
+            read_errors.append(str(e))
+    with DecodingPool(image_root, workers) as pool:
+        pixels, errors = pool.decode(photos, [None] * len(photos))
+    return [(None, None, read_error or error) if read_error or error
+            else (pixels[i].tobytes(), hashlib.sha256(photos[i]).hexdigest(), None)
+            for i, (read_error, error) in enumerate(zip(read_errors, errors, strict=True))]
 
 
 @functools.cache

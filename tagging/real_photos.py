@@ -10,16 +10,14 @@ policy can no longer be fitted on the same photos (it knows them); they are fitt
 from __future__ import annotations
 
 import csv
-import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tagging.errors import DataError, ImageError
-from tagging.imaging import preprocess
+from tagging.decoding import DecodingPool
+from tagging.errors import DataError
 from tagging.labels import NUM_CLASSES
 
 SOURCE_PATTERN = re.compile(r"^\d+_([A-Za-z]+)_")  # e.g. 3_cd_017.jpg -> cd
@@ -58,22 +56,22 @@ def read_photo_manifest(manifest_csv: Path) -> list[tuple[str, int, str]]:
     return out
 
 
-def _load_and_preprocess(path: str) -> tuple[np.ndarray | None, str | None]:
-    try:
-        return preprocess(Path(path).read_bytes()), None
-    except ImageError as e:
-        return None, str(e)
-    except OSError as e:
-        return None, f"unreadable: {e.strerror or e}"
-
-
 def preprocess_files(paths: list[Path], workers: int | None = None
                      ) -> tuple[np.ndarray, list[str | None]]:
-    """Decode and preprocess in worker processes; failed images are zeros plus their error."""
-    with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
-        results = list(pool.map(_load_and_preprocess, [str(p) for p in paths], chunksize=8))
-    pixels = np.stack([p if p is not None else np.zeros((28, 28), np.uint8) for p, _ in results])
-    return pixels, [error for _, error in results]
+    """Decode and preprocess in worker processes (tagging.decoding); failed images are zeros
+    plus their error."""
+    photos: list[bytes | None] = []
+    read_errors: list[str | None] = []
+    for path in paths:
+        try:
+            photos.append(Path(path).read_bytes())
+            read_errors.append(None)
+        except OSError as e:
+            photos.append(None)
+            read_errors.append(f"unreadable: {e.strerror or e}")
+    with DecodingPool(Path(paths[0]).parent if paths else ".", workers) as pool:
+        pixels, errors = pool.decode(photos, [None] * len(photos))
+    return pixels, [r or e for r, e in zip(read_errors, errors, strict=True)]
 
 
 def load_labelled_photos(root: Path | str, workers: int | None = None) -> LabelledPhotos:

@@ -14,11 +14,8 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import file_identity, shard_path, staging_lock
-from tagging.errors import ImageError, PartitionInvalid, TaggingError
-from tagging.imaging import load_image_uri, preprocess
+from tagging.decoding import CHUNK_ROWS, Chunk, DecodingPool
+from tagging.errors import PartitionInvalid
 from tagging.inference import Classifier
 from tagging.labels import CATEGORY_SLUGS
 from tagging.review import needs_review
@@ -41,7 +38,6 @@ if TYPE_CHECKING:  # planning checks input columns against OUTPUT_NAMES: it impo
 log = logging.getLogger(__name__)
 
 READ_BATCH_ROWS = 1024  # rows per record batch read, predicted and written at once
-CHUNK_ROWS = 32  # rows per task sent to a decoding worker (small: short tail at a shard's end)
 IN_FLIGHT_BATCHES = 2  # record batches queued for the workers while one is predicted + written
 STAGES = ("read", "decode", "wait", "predict", "write")  # ShardStats.seconds keys
 TOP3_TYPE = pa.list_(pa.struct([("category", pa.string()), ("confidence", pa.float32())]))
@@ -57,32 +53,7 @@ OUTPUT_FIELDS = [
 ]
 OUTPUT_NAMES = [f.name for f in OUTPUT_FIELDS]
 INPUT_KEY = b"tagging.input"  # staged file metadata: the input file, its SHA-256 and rows
-DIED = "decoding process died on this photo (killed, e.g. out of memory)"
 SLUGS = pa.array(CATEGORY_SLUGS, pa.string())
-# A chunk of rows sent to a decoding worker: the pool it went to, its future, and its rows
-# (kept to retry them one by one if the worker dies).
-Chunk = tuple[ProcessPoolExecutor, Future, list, list]
-
-
-# ---------------------------------------------------------------- decoding (worker processes)
-
-
-def decode_chunk(images: list[bytes | None], uris: list[str | None],
-                 image_root: str) -> tuple[np.ndarray, list[str | None], float]:
-    """Preprocess a chunk of rows; returns pixels (n, 28, 28), per-row errors, CPU seconds."""
-    start = time.process_time()
-    pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
-    errors: list[str | None] = [None] * len(images)
-    for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
-        try:
-            if data is None and uri:
-                data = load_image_uri(uri, Path(image_root))
-            pixels[i] = preprocess(data)
-        except ImageError as e:
-            errors[i] = str(e)
-        except Exception as e:  # a row must never take the batch down
-            errors[i] = f"preprocessing failed: {type(e).__name__}: {e}"
-    return pixels, errors, time.process_time() - start
 
 
 def column_or_nulls(batch: pa.RecordBatch, name: str) -> list:
@@ -110,62 +81,17 @@ class Tagger:
 
     def __init__(self, classifier: Classifier, *, review_threshold: float | None = None,
                  image_root: Path, workers: int | None = None):
-        if current_process().daemon:  # multiprocessing would refuse at the first submit
-            raise TaggingError(
-                "cannot start the decoding processes from a daemonic process (a Celery "
-                "prefork pool process?): serve the tagging queue with concurrency 1 in "
-                "Celery's solo pool (AIRFLOW__CELERY__POOL=solo), as tagging.stack and "
-                "docker-compose.yml do")
+        self.decoder = DecodingPool(image_root, workers)  # first: it refuses a daemonic process
         self.classifier = classifier
         # an explicit threshold replaces the model's policy
         self.review_policy = (dict(classifier.review_policy) if review_threshold is None
                               else {"confidence_threshold": float(review_threshold)})
-        self.workers = workers or os.cpu_count() or 1
-        self.image_root = image_root
-        self.pool = self._new_pool()
 
     def __enter__(self) -> Tagger:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.pool.shutdown(cancel_futures=True)
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
-
-    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
-        """A worker died, so the pool is broken: start a fresh one (once per breakage)."""
-        if broken is self.pool:
-            broken.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
-
-    def _submit(self, images: list, uris: list) -> Chunk:
-        pool = self.pool
-        return pool, pool.submit(decode_chunk, images, uris, str(self.image_root)), images, uris
-
-    def _result(self, chunk: Chunk) -> tuple[np.ndarray, list[str | None], float]:
-        """A chunk's decoding; if its worker died, its rows again one by one in fresh workers,
-        and the row that kills one gets a tag_error instead of failing the shard."""
-        pool, future, images, uris = chunk
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            self._replace_pool(pool)
-        pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
-        errors: list[str | None] = [None] * len(images)
-        cpu = 0.0
-        for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
-            pool, future, _, _ = self._submit([data], [uri])
-            try:
-                one, error, seconds = future.result()
-            except BrokenProcessPool:
-                log.warning("a decoding process died on row %d of a chunk: %s", i, DIED)
-                errors[i] = DIED
-                self._replace_pool(pool)
-                continue
-            pixels[i], errors[i] = one[0], error[0]
-            cpu += seconds
-        return pixels, errors, cpu
+        self.decoder.__exit__(*exc)
 
     def _decoded(self, batches: Iterator[pa.RecordBatch], seconds: dict[str, float]
                  ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[str | None]]]:
@@ -180,7 +106,7 @@ class Tagger:
             # Python bytes, not Arrow slices: pickling a slice sends its whole parent buffer.
             images = column_or_nulls(batch, "image")
             uris = column_or_nulls(batch, "image_uri")
-            chunks = [self._submit(images[i:i + CHUNK_ROWS], uris[i:i + CHUNK_ROWS])
+            chunks = [self.decoder.submit(images[i:i + CHUNK_ROWS], uris[i:i + CHUNK_ROWS])
                       for i in range(0, batch.num_rows, CHUNK_ROWS)]
             in_flight.append((batch, chunks))
             if len(in_flight) > IN_FLIGHT_BATCHES:
@@ -190,7 +116,7 @@ class Tagger:
 
     def _collect(self, batch: pa.RecordBatch, chunks: list[Chunk], seconds: dict[str, float]):
         start = time.perf_counter()
-        results = [self._result(chunk) for chunk in chunks]
+        results = [self.decoder.result(chunk) for chunk in chunks]
         seconds["wait"] += time.perf_counter() - start
         seconds["decode"] += sum(r[2] for r in results)
         pixels = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 28, 28))

@@ -1,0 +1,116 @@
+"""Decode and preprocess photos in worker processes: a worker's death costs only its row.
+
+The tagger, the label store and the labelled-photo loader all decode through a
+DecodingPool, so a photo that kills its decoder (the OOM killer, a native crash) is one
+row's error everywhere, never a failed batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import current_process, get_context
+from pathlib import Path
+
+import numpy as np
+
+from tagging.errors import ImageError, TaggingError
+from tagging.imaging import load_image_uri, preprocess
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 32  # rows per task sent to a decoding worker (small: short tail at a shard's end)
+DIED = "decoding process died on this photo (killed, e.g. out of memory)"
+# A chunk of rows sent to a decoding worker: the pool it went to, its future, and its rows
+# (kept to retry them one by one if the worker dies).
+Chunk = tuple[ProcessPoolExecutor, Future, list, list]
+Decoded = tuple[np.ndarray, list[str | None], float]  # pixels (n, 28, 28), errors, CPU s
+
+
+def decode_chunk(images: list[bytes | None], uris: list[str | None],
+                 image_root: str) -> Decoded:
+    """Preprocess a chunk of rows (in a worker): pixels, per-row errors, CPU seconds."""
+    start = time.process_time()
+    pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
+    errors: list[str | None] = [None] * len(images)
+    for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
+        try:
+            if data is None and uri:
+                data = load_image_uri(uri, Path(image_root))
+            pixels[i] = preprocess(data)
+        except ImageError as e:
+            errors[i] = str(e)
+        except Exception as e:  # a row must never take the batch down
+            errors[i] = f"preprocessing failed: {type(e).__name__}: {e}"
+    return pixels, errors, time.process_time() - start
+
+
+class DecodingPool:
+    """Warm forkserver workers that decode chunks of rows; replaced when one dies."""
+
+    def __init__(self, image_root: Path | str, workers: int | None = None):
+        if current_process().daemon:  # multiprocessing would refuse at the first submit
+            raise TaggingError(
+                "cannot start the decoding processes from a daemonic process (a Celery "
+                "prefork pool process?): serve the tagging and training queues with "
+                "concurrency 1 in Celery's solo pool (AIRFLOW__CELERY__POOL=solo), as "
+                "tagging.stack and docker-compose.yml do")
+        self.image_root = str(image_root)
+        self.workers = workers or os.cpu_count() or 1
+        self.pool = self._new_pool()
+
+    def __enter__(self) -> DecodingPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
+
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        """A worker died, so the pool is broken: start a fresh one (once per breakage)."""
+        if broken is self.pool:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+
+    def submit(self, images: list, uris: list) -> Chunk:
+        """Send a chunk of rows (image bytes, or image_uri under the root) to a worker."""
+        pool = self.pool
+        return pool, pool.submit(decode_chunk, images, uris, self.image_root), images, uris
+
+    def result(self, chunk: Chunk) -> Decoded:
+        """A chunk's decoding; if its worker died, its rows again one by one in fresh workers,
+        and the row that kills one gets an error instead of failing the batch."""
+        pool, future, images, uris = chunk
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            self._replace_pool(pool)
+        pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
+        errors: list[str | None] = [None] * len(images)
+        cpu = 0.0
+        for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
+            pool, future, _, _ = self.submit([data], [uri])
+            try:
+                one, error, seconds = future.result()
+            except BrokenProcessPool:
+                log.warning("a decoding process died on row %d of a chunk: %s", i, DIED)
+                errors[i] = DIED
+                self._replace_pool(pool)
+                continue
+            pixels[i], errors[i] = one[0], error[0]
+            cpu += seconds
+        return pixels, errors, cpu
+
+    def decode(self, images: list, uris: list) -> tuple[np.ndarray, list[str | None]]:
+        """All rows, in order: pixels (n, 28, 28) (zeros where failed) and per-row errors."""
+        chunks = [self.submit(images[i:i + CHUNK_ROWS], uris[i:i + CHUNK_ROWS])
+                  for i in range(0, len(images), CHUNK_ROWS)]
+        results = [self.result(chunk) for chunk in chunks]
+        pixels = (np.concatenate([r[0] for r in results]) if results
+                  else np.zeros((0, 28, 28), np.uint8))
+        return pixels, [e for r in results for e in r[1]]
