@@ -620,12 +620,12 @@ def test_sigkill_while_tagging_then_rerun(tmp_path, good, champion_registry):
     command = [sys.executable, "-m", "tagging.cli",
                *tag_args(root, champion_registry, "--rows-per-shard", "10")]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list((root / "_staging").rglob("shard-*.parquet")):
         assert proc.poll() is None and time.monotonic() < deadline, "finished before the kill"
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its decoding processes, as a lost host
     proc.wait()
     assert_nothing_published(root)
     leftover = next((root / "_staging" / f"dt={DATE}").iterdir())
