@@ -52,6 +52,7 @@ class PhotoCheck:
         sources = self.photos.sources
         return {
             "photos": self.photos.description,
+            "n": len(self.photos.labels),
             "fingerprint": fingerprint(self.photos.pixels, self.photos.labels),
             "accuracy": _mean(correct),
             "published_precision": _mean(correct[~self.flagged]),

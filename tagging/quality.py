@@ -73,7 +73,7 @@ def partition_quality(parts: list[Path]) -> dict:
 def expectations(version_metadata: dict) -> dict:
     """What a version expects on real photos: its held-out accuracy and review rate."""
     real = version_metadata.get("metrics", {}).get("real_photos") or {}
-    return {"holdout_accuracy": real.get("accuracy"),
+    return {"holdout_accuracy": real.get("accuracy"), "holdout_photos": real.get("n"),
             "expected_review_rate": real.get("expected_review_rate")}
 
 
@@ -91,8 +91,9 @@ def check_live_quality(quality: dict, expected: dict, *, version: str,
     """Problems (empty: fine) of one day's quality against the tagging version's figures.
 
     Accuracy fails only when even its upper confidence bound is more than the margin
-    below the holdout accuracy (a day with 30 verified rows is a small sample); the review
-    rate fails above the version's expected rate plus the margin.
+    below the lower bound of the holdout accuracy: both are small samples (a day of 30
+    verified rows; a holdout of a few photos while the store is young). The review rate
+    fails above the version's expected rate plus the margin.
     """
     problems = []
     n, accuracy = quality.get("verified", 0), quality.get("accuracy")
@@ -100,11 +101,15 @@ def check_live_quality(quality: dict, expected: dict, *, version: str,
     if holdout is not None and accuracy is not None and n >= min_verified:
         upper = 1 - float(wilson_lower_bound(np.array(round(n * (1 - accuracy))), np.array(n),
                                              Z))
-        if upper < holdout - accuracy_margin:
+        photos = expected.get("holdout_photos")
+        lower = (float(wilson_lower_bound(np.array(round(photos * holdout)), np.array(photos), Z))
+                 if photos else holdout)
+        if upper < lower - accuracy_margin:
             problems.append(
                 f"live accuracy {accuracy:.3f} on {n} verified rows (upper bound {upper:.3f}) "
                 f"is more than {accuracy_margin:g} below {version}'s holdout accuracy "
-                f"{holdout:.3f}")
+                f"{holdout:.3f}" + (f" on {photos} photos (lower bound {lower:.3f})"
+                                    if photos else ""))
     rate, wanted = quality.get("review_rate"), expected.get("expected_review_rate")
     if rate is not None and wanted is not None and rate > min(1.0, wanted + review_margin):
         problems.append(f"needs-review rate {rate:.3f} > {version}'s expected {wanted:.3f} "

@@ -53,10 +53,21 @@ def test_checks_fail_below_the_holdout_and_above_the_expected_review_rate():
     assert check_live_quality(bad, {}, version="v") == []  # a version without real photos
 
 
+def test_a_tiny_holdout_sets_no_firm_expectation():
+    """3 of 4 held-out photos right says little: 0.49 live is within both noises; not 0.2."""
+    expected = {"holdout_accuracy": 0.75, "holdout_photos": 4, "expected_review_rate": 1.0}
+    assert check_live_quality({"verified": 37, "accuracy": 0.486}, expected, version="v") == []
+    [problem] = check_live_quality({"verified": 37, "accuracy": 0.2}, expected, version="v")
+    assert "on 4 photos (lower bound" in problem
+    firm = {**expected, "holdout_photos": 400}
+    assert check_live_quality({"verified": 37, "accuracy": 0.486}, firm, version="v")
+
+
 def test_expectations_come_from_the_versions_held_out_figures():
     meta = {"metrics": {"real_photos": {"accuracy": 0.71, "expected_review_rate": 0.55}}}
-    assert expectations(meta) == {"holdout_accuracy": 0.71, "expected_review_rate": 0.55}
-    assert expectations({"metrics": {}}) == {"holdout_accuracy": None,
+    assert expectations(meta) == {"holdout_accuracy": 0.71, "holdout_photos": None,
+                                  "expected_review_rate": 0.55}
+    assert expectations({"metrics": {}}) == {"holdout_accuracy": None, "holdout_photos": None,
                                              "expected_review_rate": None}
 
 
