@@ -471,9 +471,9 @@ def demo_loop(args, dates: list[str]) -> int:
                             params={"min_new_labels": args.min_new_labels},
                             data_dir=args.data_dir)
     table = Table(title="the learning loop, day by day")
-    for header in ("day", "state", "trained", "gate", "champion", "holdout", "holdout acc",
+    for header in ("day", "state", "trained", "gate", "champion", "held out", "holdout acc",
                    "holdout cov", "live acc", "live cov", "review", "re-tagged"):
-        table.add_column(header, no_wrap=header not in ("gate", "re-tagged"))
+        table.add_column(header, overflow="fold")
     for day in summary["days"]:
         quality = day["quality"]
         gate = "; ".join(f"{g['version']} {g['event']}" for g in day["gate"]) or "-"

@@ -180,7 +180,7 @@ def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
             "gate": [{"version": e["version"], "event": e["event"], "reasons": e["reasons"]}
                      for e in gated],
             "champion": champion,
-            "holdout_photos": real.get("photos"),
+            "holdout_photos": real.get("n"),
             "holdout_accuracy": real.get("accuracy"),
             "holdout_coverage": real.get("published_coverage"),
             "quality": manifest.get("quality", {}),
