@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -53,6 +54,18 @@ def champion_registry(tmp_path_factory, fmnist_dir) -> Path:
         created_by="tests", policy=GatePolicy(**LOW_GATE))
     assert decision is not None and decision.passed, decision
     return root
+
+
+def snapshot(catalogue: Path) -> dict[str, str]:
+    """Every file and symlink under tagged/, with content hashes or link targets."""
+    state = {}
+    for path in sorted((catalogue / "tagged").rglob("*")):
+        key = str(path.relative_to(catalogue))
+        if path.is_symlink():
+            state[key] = "-> " + os.readlink(path)
+        elif path.is_file():
+            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
 
 
 def photo(pixels: np.ndarray, fmt: str) -> bytes:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
 import psutil
 import pytest
-from conftest import DAG_CONF, FMNIST_DIR
+from conftest import DAG_CONF, FMNIST_DIR, snapshot
 
 from model_registry import Registry
 from tagging import settings
@@ -16,18 +12,6 @@ from tagging.airflow_local import LocalAirflow
 from tagging.catalogue.layout import read_published_manifest
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
-
-
-def snapshot(catalogue: Path) -> dict[str, str]:
-    """Every file and symlink under tagged/, with content hashes or link targets."""
-    state = {}
-    for path in sorted((catalogue / "tagged").rglob("*")):
-        key = str(path.relative_to(catalogue))
-        if path.is_symlink():
-            state[key] = "-> " + os.readlink(path)
-        elif path.is_file():
-            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return state
 
 
 def listening_addresses(procs: list) -> set[str]:

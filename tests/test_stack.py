@@ -7,8 +7,6 @@ backfilled with `airflow backfill create`, then a tagging worker SIGKILLed mid-s
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import signal
 import tempfile
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import DAG_CONF, FMNIST_DIR
+from conftest import DAG_CONF, FMNIST_DIR, snapshot
 
 from model_registry import Registry
 from tagging import settings
@@ -43,18 +41,6 @@ def write_days(catalogue: Path, days: list[str], rows: int) -> None:
     for path in generate_demo_catalogue(catalogue, days, rows_per_day=rows,
                                         data_dir=FMNIST_DIR, workers=1):
         pq.write_table(pq.read_table(path), path, row_group_size=ROWS_PER_SHARD)
-
-
-def snapshot(catalogue: Path) -> dict[str, str]:
-    """Every file and symlink under tagged/, with content hashes or link targets."""
-    state = {}
-    for path in sorted((catalogue / "tagged").rglob("*")):
-        key = str(path.relative_to(catalogue))
-        if path.is_symlink():
-            state[key] = "-> " + os.readlink(path)
-        elif path.is_file():
-            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return state
 
 
 def assert_published_once_with_every_row(stack: Stack, day: str) -> None:
