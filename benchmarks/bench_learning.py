@@ -64,9 +64,9 @@ def revealed(table: pa.Table, n: int, seed: int) -> pa.Table:
 
 
 def measure(n: int, table: pa.Table, stream, data, config, seed: int) -> dict:
-    from tagging.labelstore import Labelled
-    from tagging.review import needs_review
-    from tagging.train import train_model
+    from tagging.loop.labelstore import Labelled
+    from tagging.model.policy import needs_review
+    from tagging.model.train import train_model
 
     labelled = Labelled.of(revealed(table, n, seed), "real-photos-dev")
     start = time.process_time()
@@ -137,10 +137,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="12k images, 4 epochs")
     args = parser.parse_args()
 
-    from tagging.data import load_fashion_mnist
-    from tagging.labelstore import deduplicate, photo_folder_rows
-    from tagging.real_photos import load_labelled_photos
-    from tagging.train import TrainConfig
+    from tagging.loop.labelstore import deduplicate, photo_folder_rows
+    from tagging.model.data import load_fashion_mnist
+    from tagging.model.train import TrainConfig
+    from tagging.photos.folder import load_labelled_photos
 
     config = TrainConfig(**({"train_subset": 12_000, "epochs": 4} if args.quick else {}))
     data = load_fashion_mnist()

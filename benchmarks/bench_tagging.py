@@ -46,7 +46,7 @@ TAGGED_AT = "2026-01-01T03:00:00+00:00"
 DATES = {"small": "2030-01-01", "big": "2030-01-02", "thumbs": "2030-01-03",
          "scale": "2030-01-04", "tiny": "2030-01-05", "real": "2030-01-06",
          "held_out": "2030-01-07"}
-ROW_GROUP_ROWS = 256  # as tagging.demo_catalogue writes them
+ROW_GROUP_ROWS = 256  # as tagging.catalogue.demo writes them
 BROKEN_EVERY = 2000  # one set of broken rows (undecodable, truncated, ...) per this many photos
 THUMB_LONG_EDGE = 250  # the small-image variant: listing thumbnails
 FULL = {"rows": 100_000, "small_rows": 10_000, "pool": 2000, "naive_sample": 300,
@@ -145,8 +145,8 @@ def render_pool(path: Path, size: int, data_dir: str | None, workers: int) -> No
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tagging.data import load_fashion_mnist
     from tagging.labels import CATEGORY_SLUGS
+    from tagging.model.data import load_fashion_mnist
 
     data = load_fashion_mnist(data_dir)
     picks = np.random.default_rng(0).choice(len(data.x_test), size=size, replace=False)
@@ -160,7 +160,7 @@ def render_pool(path: Path, size: int, data_dir: str | None, workers: int) -> No
 
 
 def _render(pixels: np.ndarray, seed: int) -> tuple[bytes, str]:
-    from tagging.demo_catalogue import render_photo
+    from tagging.catalogue.demo import render_photo
 
     return render_photo(pixels, seed)
 
@@ -182,7 +182,7 @@ def write_partition(root: Path, date: str, pool_path: Path, rows: int,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tagging.demo_catalogue import broken_rows
+    from tagging.catalogue.demo import broken_rows
 
     pool = pq.read_table(pool_path)
     images, labels = pool["image"].to_pylist(), pool["true_category"].to_pylist()
@@ -214,7 +214,7 @@ def write_partition(root: Path, date: str, pool_path: Path, rows: int,
 
 def child_train(p: dict) -> dict:
     from model_registry import GatePolicy, Registry
-    from tagging.train import TrainConfig, train_and_promote
+    from tagging.model.train import TrainConfig, train_and_promote
 
     candidate, decision = train_and_promote(
         TrainConfig.from_dict(p["train"]), registry_root=p["registry"],
@@ -253,7 +253,7 @@ _POOL_IMAGES: list[bytes] = []
 def _load_pool(path: str) -> None:
     import pyarrow.parquet as pq
 
-    import tagging.imaging  # noqa: F401  (imported before the clock starts, as in a warm pool)
+    import tagging.photos.imaging  # noqa: F401  (imported before the clock starts, as in a warm pool)
 
     _POOL_IMAGES[:] = pq.read_table(path, columns=["image"])["image"].to_pylist()
 
@@ -262,7 +262,7 @@ def _preprocess_indices(indices: list[int], decode_only: bool = False) -> float:
     """Worker: preprocess (or only decode) photos already in memory; returns CPU seconds."""
     from real_photos import decode_only as decode
 
-    from tagging.imaging import ImageError, preprocess
+    from tagging.photos.imaging import ImageError, preprocess
 
     function = decode if decode_only else preprocess
     start = time.process_time()
@@ -276,7 +276,7 @@ def child_lower_bound(p: dict) -> dict:
     """Decode + preprocess only (or, with decode_only, decode + a plain 28x28 resize): the
     same warm forkserver pool and chunking, no Parquet, no model, photos already in the
     workers' memory."""
-    from tagging.decoding import CHUNK_ROWS
+    from tagging.photos.pool import CHUNK_ROWS
 
     n, workers = p["rows"], p["workers"]
     chunks = [list(range(i, min(i + CHUNK_ROWS, n))) for i in range(0, n, CHUNK_ROWS)]
@@ -299,8 +299,8 @@ def child_naive(p: dict) -> dict:
     from PIL import Image, ImageOps
 
     from model_registry import Registry
-    from tagging.imaging import to_fashion_mnist
     from tagging.labels import CATEGORY_SLUGS
+    from tagging.photos.imaging import to_fashion_mnist
 
     model = keras.saving.load_model(Registry(p["registry"]).get("champion").model_path)
     model.predict(np.zeros((1, 28, 28), np.float32), verbose=0)  # first-call tracing, untimed

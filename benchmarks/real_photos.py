@@ -71,7 +71,7 @@ def decode_only(data: bytes) -> np.ndarray:
     28x28 grey, no segmentation."""
     from PIL import Image
 
-    from tagging.imaging import SIZE, decode_photo
+    from tagging.photos.imaging import SIZE, decode_photo
 
     return np.asarray(decode_photo(data).convert("L").resize((SIZE, SIZE),
                                                                Image.Resampling.BOX))
@@ -84,7 +84,7 @@ def child_formats(p: dict) -> dict:
     import cv2
     import pyarrow.parquet as pq
 
-    from tagging.imaging import decode_photo, to_fashion_mnist
+    from tagging.photos.imaging import decode_photo, to_fashion_mnist
 
     def cpu_ms(function, items) -> float:
         times = []

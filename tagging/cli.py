@@ -270,7 +270,7 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_live_quality_args(p: argparse.ArgumentParser) -> None:
-    from tagging.quality import ACCURACY_MARGIN, REVIEW_MARGIN
+    from tagging.loop.quality import ACCURACY_MARGIN, REVIEW_MARGIN
 
     p.add_argument("--live-accuracy-margin", type=float, default=ACCURACY_MARGIN,
                    help="validation fails when accuracy on verified rows is this far below the "
@@ -281,7 +281,7 @@ def add_live_quality_args(p: argparse.ArgumentParser) -> None:
 
 
 def registry_of(args):
-    from tagging.registry import open_registry
+    from tagging.model.registry import open_registry
 
     return open_registry(args.registry)
 
@@ -314,7 +314,7 @@ def metrics_table(title: str, metrics: dict) -> Table:
 
 
 def photo_check_table(check: dict) -> Table:
-    """Held-out figures on the labelled real photos (tagging.photo_eval.PhotoCheck)."""
+    """Held-out figures on the labelled real photos (tagging.photos.evaluate.PhotoCheck)."""
     table = Table(title=f"held out: {check['photos']}", show_header=False)
     table.add_row("accuracy", f"{check['accuracy']:.3f}")
     for source, accuracy in check["accuracy_per_source"].items():
@@ -331,7 +331,7 @@ def photo_check_table(check: dict) -> Table:
 
 
 def cmd_train(args) -> int:
-    from tagging.train import TrainConfig, train_and_promote, train_candidate
+    from tagging.model.train import TrainConfig, train_and_promote, train_candidate
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.train_subset,
                                    "seed": args.seed, "real_photos": args.real_photos,
@@ -366,9 +366,9 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import numpy as np
 
-    from tagging.data import load_fashion_mnist
-    from tagging.inference import Classifier
-    from tagging.report import evaluate, plot_confusion
+    from tagging.model.data import load_fashion_mnist
+    from tagging.model.inference import Classifier
+    from tagging.model.report import evaluate, plot_confusion
 
     registry = registry_of(args)
     info = registry.get(args.version)
@@ -389,7 +389,7 @@ def cmd_evaluate(args) -> int:
 def cmd_tag(args) -> int:
     from tagging.catalogue.job import tag_partition
     from tagging.catalogue.validate import truth_agreement, validate_partition
-    from tagging.quality import expected_of
+    from tagging.loop.quality import expected_of
 
     catalogue = args.catalogue or Settings.from_env().catalogue_root
     summary = tag_partition(catalogue, args.date, registry_root=registry_of(args).root,
@@ -413,7 +413,7 @@ def cmd_tag(args) -> int:
 
 
 def cmd_demo_catalogue(args) -> int:
-    from tagging.demo_catalogue import generate_demo_catalogue
+    from tagging.catalogue.demo import generate_demo_catalogue
 
     end = Date.fromisoformat(args.end)
     dates = [(end - timedelta(days=d)).isoformat() for d in reversed(range(args.days))]
@@ -426,8 +426,8 @@ def cmd_demo_catalogue(args) -> int:
 
 
 def cmd_evaluate_photos(args) -> int:
-    from tagging.inference import Classifier
-    from tagging.photo_eval import evaluate_photos
+    from tagging.model.inference import Classifier
+    from tagging.photos.evaluate import evaluate_photos
 
     classifier = Classifier.from_registry(registry_of(args).root, args.model)
     report = evaluate_photos(args.images, args.manifest, classifier, args.out)
@@ -448,8 +448,8 @@ def cmd_evaluate_photos(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from tagging.airflow_local import run_demo
-    from tagging.demo_catalogue import generate_demo_catalogue
+    from tagging.catalogue.demo import generate_demo_catalogue
+    from tagging.ops.airflow_local import run_demo
 
     today = Date.today()
     dates = [(today - timedelta(days=d)).isoformat() for d in reversed(range(1, args.days + 1))]
@@ -465,7 +465,7 @@ def cmd_demo(args) -> int:
 
 def demo_loop(args, dates: list[str]) -> int:
     """`tagging demo --real-photos DIR`: the learning loop on the real DAG, day by day."""
-    from tagging.loop import run_loop_demo
+    from tagging.loop.steps import run_loop_demo
 
     summary = run_loop_demo(args.workdir, args.real_photos, dates, reveal=args.reveal,
                             params={"min_new_labels": args.min_new_labels},
@@ -499,7 +499,7 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_labels_harvest(args) -> int:
-    from tagging.loop import harvest_labels
+    from tagging.loop.steps import harvest_labels
 
     catalogue = args.catalogue or Settings.from_env().catalogue_root
     summary = harvest_labels(catalogue, args.date, harvest_days=args.days,
@@ -516,7 +516,7 @@ def cmd_labels_harvest(args) -> int:
 
 
 def cmd_labels_status(args) -> int:
-    from tagging.labelstore import LabelStore
+    from tagging.loop.labelstore import LabelStore
 
     status = LabelStore.of_catalogue(args.catalogue or Settings.from_env().catalogue_root
                                      ).status()
@@ -544,7 +544,7 @@ def cmd_labels_status(args) -> int:
 
 
 def cmd_quality(args) -> int:
-    from tagging.quality import plot_quality, quality_history
+    from tagging.loop.quality import plot_quality, quality_history
 
     catalogue = args.catalogue or Settings.from_env().catalogue_root
     history = quality_history(catalogue)
@@ -583,7 +583,7 @@ def print_demo_summary(summary: dict) -> None:
 
 
 def cmd_stack(args) -> int:
-    from tagging.stack import Stack
+    from tagging.ops.stack import Stack
 
     stack = Stack(args.workdir, tagging_workers=args.tagging_workers, scheduled=args.scheduled)
     if args.action == "down":

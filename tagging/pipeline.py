@@ -70,7 +70,7 @@ def choose_partition(requested: str | None, logical_date: datetime | None,
 def harvest(day: str, harvest_days: int) -> dict[str, Any]:
     """Harvest verified labels of the `harvest_days` days up to `day` into the label store
     (and the `TAGGING_REAL_PHOTOS` folder, which joins the same store)."""
-    from tagging.loop import harvest_labels
+    from tagging.loop.steps import harvest_labels
 
     settings = Settings.from_env()
     catalogue = settings.catalogue_root
@@ -88,8 +88,8 @@ def retrain(train_overrides: dict[str, Any], *, force: bool, actor: str,
             min_new_labels: int = 0, target_precision: float = 0.95) -> CandidateRef:
     """Train a candidate on Fashion-MNIST and the label store's train side, or reuse the
     champion when data and config are unchanged or too few new labels arrived."""
-    from tagging.loop import train_config
-    from tagging.train import train_candidate
+    from tagging.loop.steps import train_config
+    from tagging.model.train import train_candidate
 
     settings = Settings.from_env()
     try:
@@ -114,8 +114,8 @@ def promote_unless_reused(candidate: CandidateRef, gate_overrides: dict[str, Any
     is an error: there is nothing to tag with.
     """
     from model_registry import GatePolicy
-    from tagging.loop import gate
-    from tagging.registry import open_registry
+    from tagging.loop.steps import gate
+    from tagging.model.registry import open_registry
 
     try:
         policy = GatePolicy(**gate_overrides)
@@ -143,7 +143,7 @@ def promote_unless_reused(candidate: CandidateRef, gate_overrides: dict[str, Any
 def plan_run(partition: str, model_ref: str | None) -> RunPlan:
     """Pin the model version (champion unless `model_ref`) and the timestamp for a run."""
     from tagging.catalogue.publish import is_published
-    from tagging.registry import open_registry
+    from tagging.model.registry import open_registry
 
     version = open_registry().get(model_ref or "champion").version
     log.info("model version %s (%s)", version,
@@ -175,7 +175,7 @@ def retag_after_promotion(outcome: GateOutcome, partition: str,
                           retag_days: int) -> list[dict[str, Any]]:
     """After a promotion, re-tag and republish the `retag_days` days before `partition`
     (those published by another version) with the new champion."""
-    from tagging.loop import days_to_retag, retag
+    from tagging.loop.steps import days_to_retag, retag
 
     if not outcome["promoted"] or not retag_days:
         return []
@@ -192,7 +192,7 @@ def validate_run(run: RunPlan, *, max_error_rate: float, max_review_rate: float,
     """validate_partition, with the live quality held against the tagging version's
     held-out real-photo figures."""
     from tagging.catalogue.validate import validate_partition
-    from tagging.quality import expected_of
+    from tagging.loop.quality import expected_of
 
     settings = Settings.from_env()
     return dict(validate_partition(

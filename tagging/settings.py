@@ -28,7 +28,7 @@ SHARD_RETRIES_ENV = "TAGGING_SHARD_RETRIES"
 SHARD_RETRY_DELAY_ENV = "TAGGING_SHARD_RETRY_DELAY"
 TRAINING_QUEUE_ENV = "TAGGING_TRAINING_QUEUE"
 TAGGING_QUEUE_ENV = "TAGGING_TAGGING_QUEUE"
-# The native stack (tagging.stack): a worker's name (its task instances' hostname), and
+# The native stack (tagging.ops.stack): a worker's name (its task instances' hostname), and
 # where the PostgreSQL server binaries are and which unprivileged user runs them as root.
 WORKER_NAME_ENV = "TAGGING_WORKER_NAME"
 PG_BINDIR_ENV = "TAGGING_PG_BINDIR"

@@ -27,7 +27,7 @@ def fmnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def fmnist(fmnist_dir):
-    from tagging.data import load_fashion_mnist
+    from tagging.model.data import load_fashion_mnist
 
     return load_fashion_mnist(fmnist_dir)
 
@@ -46,7 +46,7 @@ DAG_CONF = {"train": {"train_subset": 3000, "epochs": 2, "hidden_units": [64]},
 def champion_registry(tmp_path_factory, fmnist_dir) -> Path:
     """A registry whose champion is a real model trained for a few seconds on a subset."""
     from model_registry import GatePolicy
-    from tagging.train import TrainConfig, train_and_promote
+    from tagging.model.train import TrainConfig, train_and_promote
 
     root = tmp_path_factory.mktemp("registry")
     _, decision = train_and_promote(

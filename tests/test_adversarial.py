@@ -45,8 +45,8 @@ from tagging.catalogue.tagger import Tagger
 from tagging.catalogue.validate import validate_partition
 from tagging.cli import main
 from tagging.errors import ImageError, ModelError, PartitionInvalid
-from tagging.imaging import preprocess
-from tagging.inference import Classifier
+from tagging.model.inference import Classifier
+from tagging.photos.imaging import preprocess
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]

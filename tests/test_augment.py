@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from tagging.augment import augment_training_set
+from tagging.model.augment import augment_training_set
 
 
 @pytest.fixture(scope="module")

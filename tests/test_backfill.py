@@ -8,8 +8,8 @@ from conftest import DAG_CONF, FMNIST_DIR, snapshot
 
 from model_registry import Registry
 from tagging import settings
-from tagging.airflow_local import LocalAirflow
 from tagging.catalogue.layout import read_published_manifest
+from tagging.ops.airflow_local import LocalAirflow
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
 
@@ -27,7 +27,7 @@ def listening_addresses(procs: list) -> set[str]:
 
 @pytest.mark.slow
 def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
-    from tagging.demo_catalogue import generate_demo_catalogue
+    from tagging.catalogue.demo import generate_demo_catalogue
 
     local = LocalAirflow.in_workdir(tmp_path, extra_env={settings.DATA_ENV: FMNIST_DIR})
     generate_demo_catalogue(local.catalogue, DAYS, rows_per_day=50, data_dir=FMNIST_DIR,

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from tagging.calibration import (
+from tagging.model.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
 )
-from tagging.review import choose_review_policy, needs_review, wilson_lower_bound
+from tagging.model.policy import choose_review_policy, needs_review, wilson_lower_bound
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

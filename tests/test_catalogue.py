@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from tagging.catalogue.demo import generate_demo_catalogue
 from tagging.catalogue.job import tag_partition
 from tagging.catalogue.layout import (
     input_dir,
@@ -29,7 +30,6 @@ from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_partition
 from tagging.catalogue.tagger import OUTPUT_FIELDS, tag_shard_to_staging
 from tagging.catalogue.validate import validate_partition
-from tagging.demo_catalogue import generate_demo_catalogue
 from tagging.errors import PartitionInvalid, PartitionNotFound
 
 DATE = "2026-11-20"

@@ -22,8 +22,8 @@ from conftest import DAG_CONF, FMNIST_DIR
 
 from model_registry import Registry
 from tagging import settings
-from tagging.airflow_local import DAGS_DIR, LocalAirflow, run_demo
 from tagging.catalogue.layout import read_published_manifest
+from tagging.ops.airflow_local import DAGS_DIR, LocalAirflow, run_demo
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 FAST_RETRIES = {"TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"}
@@ -41,7 +41,8 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
             "errors": bag.import_errors,
             "parse_seconds": max(s.duration.total_seconds() for s in bag.dagbag_stats),
             "heavy": [m for m in ("tensorflow", "keras", "pandas", "pyarrow", "numpy",
-                                  "tagging.train", "tagging.catalogue.tagger") if m in sys.modules],
+                                  "tagging.model.train", "tagging.catalogue.tagger")
+                      if m in sys.modules],
             "tasks": sorted(tasks),
             "mapped": [t for t, op in tasks.items() if getattr(op, "is_mapped", False)],
             "shard_retries": tasks["tag_shard"].partial_kwargs["retries"],
@@ -89,7 +90,7 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
 @pytest.fixture(scope="module")
 def local(tmp_path_factory) -> LocalAirflow:
     """An Airflow home with an empty registry and a small demo catalogue for DAYS."""
-    from tagging.demo_catalogue import generate_demo_catalogue
+    from tagging.catalogue.demo import generate_demo_catalogue
 
     workdir = tmp_path_factory.mktemp("dag")
     airflow = LocalAirflow.in_workdir(workdir, extra_env={settings.DATA_ENV: FMNIST_DIR,
@@ -245,7 +246,7 @@ def test_run_demo_summarises_each_day(first_run, monkeypatch):
 @pytest.mark.slow
 def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_set):
     """TAGGING_REAL_PHOTOS joins the label store: trained on, calibrated on its holdout."""
-    from tagging.demo_catalogue import generate_demo_catalogue
+    from tagging.catalogue.demo import generate_demo_catalogue
 
     day = "2026-03-04"
     # its own Airflow home: the catalogue_tagged asset's URI is this catalogue's

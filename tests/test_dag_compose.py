@@ -51,8 +51,8 @@ def worker_layout(service: str) -> tuple[str, int, str]:
 
 
 def test_workers_serve_the_queues_like_the_native_stack(tmp_path):
+    from tagging.ops.stack import Stack
     from tagging.settings import Settings
-    from tagging.stack import Stack
 
     compose = {worker_layout(w) for w in WORKERS}
     stack = Stack(tmp_path, state={"ports": {"api": 1, "postgres": 2, "redis": 3},

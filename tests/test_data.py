@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagging.data import OFFICIAL_MD5, DataError, download, fingerprint, load_fashion_mnist
+from tagging.model.data import OFFICIAL_MD5, DataError, download, fingerprint, load_fashion_mnist
 
 NAMES = list(OFFICIAL_MD5)
 

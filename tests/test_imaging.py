@@ -12,9 +12,9 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from tagging import imaging
 from tagging.errors import ImageError
-from tagging.imaging import (
+from tagging.photos import imaging
+from tagging.photos.imaging import (
     MAX_PIXELS,
     decode_photo,
     load_image_uri,

@@ -11,9 +11,9 @@ from conftest import LOW_GATE
 from model_registry import GatePolicy, Registry
 from tagging.catalogue.job import tag_partition
 from tagging.catalogue.layout import read_published_manifest
-from tagging.holdout import holdout_comparison
-from tagging.loop import days_to_retag, harvest_labels, real_photo_days, retag, store_holdout
-from tagging.train import TrainConfig, train_candidate
+from tagging.loop.holdout import holdout_comparison
+from tagging.loop.steps import days_to_retag, harvest_labels, real_photo_days, retag, store_holdout
+from tagging.model.train import TrainConfig, train_candidate
 
 DAYS = ["2026-04-01", "2026-04-02", "2026-04-03"]
 

@@ -16,10 +16,10 @@ import pytest
 from conftest import DAG_CONF, FMNIST_DIR
 
 from model_registry import Registry
-from tagging.airflow_local import LocalAirflow
 from tagging.catalogue.layout import read_published_manifest
-from tagging.labelstore import LabelStore
-from tagging.loop import real_photo_days
+from tagging.loop.labelstore import LabelStore
+from tagging.loop.steps import real_photo_days
+from tagging.ops.airflow_local import LocalAirflow
 from tagging.settings import DATA_ENV
 
 DAYS = ["2026-05-01", "2026-05-02", "2026-05-03"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagging.photo_eval import check_on_photos, evaluate_photos
-from tagging.real_photos import load_labelled_photos, read_photo_manifest, stratified_folds
+from tagging.photos.evaluate import check_on_photos, evaluate_photos
+from tagging.photos.folder import load_labelled_photos, read_photo_manifest, stratified_folds
 
 
 class CentroidClassifier:

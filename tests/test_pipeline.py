@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tagging.errors import TaggingError
+from tagging.model.registry import open_registry
 from tagging.pipeline import CandidateRef, choose_partition, plan_run, promote_unless_reused
-from tagging.registry import open_registry
 
 
 def test_partition_comes_from_the_param_then_the_logical_date():

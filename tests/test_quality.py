@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagging.quality import (
+from tagging.loop.quality import (
     check_live_quality,
     expectations,
     live_quality,

@@ -1,4 +1,4 @@
-"""The stack test: the DAG on the real distributed engine, started by `tagging.stack`.
+"""The stack test: the DAG on the real distributed engine, started by `tagging.ops.stack`.
 
 PostgreSQL, Redis, api-server, scheduler, dag-processor, triggerer and Celery workers
 (general, training, tagging-1, tagging-2) as local processes on 127.0.0.1; two days
@@ -23,7 +23,7 @@ from conftest import DAG_CONF, FMNIST_DIR, snapshot
 from model_registry import Registry
 from tagging import settings
 from tagging.catalogue.layout import read_published_manifest, versions_dir
-from tagging.stack import Stack
+from tagging.ops.stack import Stack
 
 pytestmark = pytest.mark.stack
 
@@ -36,7 +36,7 @@ TAGGING_WORKERS = {"tagging-1", "tagging-2"}
 
 def write_days(catalogue: Path, days: list[str], rows: int) -> None:
     """Demo partitions rewritten in row groups of ROWS_PER_SHARD rows (several shards)."""
-    from tagging.demo_catalogue import generate_demo_catalogue
+    from tagging.catalogue.demo import generate_demo_catalogue
 
     for path in generate_demo_catalogue(catalogue, days, rows_per_day=rows,
                                         data_dir=FMNIST_DIR, workers=1):

@@ -10,9 +10,9 @@ import pytest
 from conftest import LOW_GATE, QUICK
 
 from model_registry import GatePolicy, Registry
-from tagging.inference import Classifier
-from tagging.labelstore import Labelled, LabelStore, is_holdout, load_labelled
-from tagging.train import (
+from tagging.loop.labelstore import Labelled, LabelStore, is_holdout, load_labelled
+from tagging.model.inference import Classifier
+from tagging.model.train import (
     TrainConfig,
     too_few_new_labels,
     train_and_promote,
@@ -124,7 +124,7 @@ def test_training_on_real_photos_calibrates_on_the_holdout(tmp_path, fmnist_dir,
     """One fit: trained on the train side, calibrated and measured on the fixed holdout."""
     config = TrainConfig(train_subset=3000, epochs=2, hidden_units=(64,),
                          real_photos=str(photo_set), real_photo_repeats=5)
-    with caplog.at_level("INFO", logger="tagging.train"):
+    with caplog.at_level("INFO", logger="tagging.model.train"):
         candidate = train_candidate(config, registry_root=tmp_path, data_dir=fmnist_dir,
                                     created_by="tests")
     assert sum("trained" in r.getMessage() for r in caplog.records) == 1  # no refits

@@ -14,7 +14,7 @@ from tagging.catalogue.layout import read_published_manifest, shard_path, stagin
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import publish_partition
 from tagging.catalogue.tagger import STAGES, Tagger, rounded
-from tagging.inference import Classifier
+from tagging.model.inference import Classifier
 from tagging.settings import Settings, TaggingLimits
 
 

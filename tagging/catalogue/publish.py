@@ -35,7 +35,7 @@ from tagging.catalogue.layout import (
 )
 from tagging.catalogue.tagger import INPUT_KEY, parse_time
 from tagging.errors import PartitionInvalid
-from tagging.quality import partition_quality
+from tagging.loop.quality import partition_quality
 from tagging.settings import TaggingLimits
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Tag one shard: stream record batches -> decode in worker processes -> predict -> write.
 
 Output columns follow the catalogue contract (DESIGN.md): every input column, then
-OUTPUT_FIELDS. No TensorFlow on this path: predictions come from tagging.inference (NumPy).
+OUTPUT_FIELDS. No TensorFlow on this path: predictions come from tagging.model.inference (NumPy).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import file_identity, shard_path, staging_lock
-from tagging.decoding import CHUNK_ROWS, Chunk, DecodingPool
 from tagging.errors import PartitionInvalid
-from tagging.inference import Classifier
 from tagging.labels import CATEGORY_SLUGS
-from tagging.review import needs_review
+from tagging.model.inference import Classifier
+from tagging.model.policy import needs_review
+from tagging.photos.pool import CHUNK_ROWS, Chunk, DecodingPool
 from tagging.settings import Settings
 
 if TYPE_CHECKING:  # planning checks input columns against OUTPUT_NAMES: it imports us

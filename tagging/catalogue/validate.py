@@ -12,7 +12,12 @@ import pyarrow.parquet as pq
 from tagging.catalogue.layout import input_files, published_dir, read_published_manifest
 from tagging.catalogue.tagger import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
-from tagging.quality import ACCURACY_MARGIN, REVIEW_MARGIN, check_live_quality, partition_quality
+from tagging.loop.quality import (
+    ACCURACY_MARGIN,
+    REVIEW_MARGIN,
+    check_live_quality,
+    partition_quality,
+)
 from tagging.settings import TaggingLimits
 
 log = logging.getLogger(__name__)
@@ -36,7 +41,7 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
                        review_rate_margin: float = REVIEW_MARGIN) -> ValidationReport:
     """Check a published partition against its input and the quality limits.
 
-    expected: the tagging version's held-out real-photo figures (tagging.quality
+    expected: the tagging version's held-out real-photo figures (tagging.loop.quality
     .expectations); the live quality of the verified rows is checked against them, and an
     expected review rate replaces the fixed max_review_rate.
     """

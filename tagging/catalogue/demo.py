@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from tagging.catalogue.layout import input_dir
-from tagging.data import load_fashion_mnist
 from tagging.labels import CATEGORY_SLUGS
+from tagging.model.data import load_fashion_mnist
 
 log = logging.getLogger(__name__)
 

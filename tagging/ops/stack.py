@@ -40,8 +40,8 @@ import psutil
 import psycopg2
 
 from tagging import settings
-from tagging.airflow_local import DAG_ID, DAGS_DIR, TRAINING_POOL, _free_port, _tail, _wait_http
 from tagging.errors import AirflowRunError
+from tagging.ops.airflow_local import DAG_ID, DAGS_DIR, TRAINING_POOL, _free_port, _tail, _wait_http
 
 log = logging.getLogger(__name__)
 

@@ -91,7 +91,7 @@ class Classifier:
     @classmethod
     def from_registry(cls, registry_root: Path | str, ref: str = "champion") -> Classifier:
         """Load a registered version's weights, calibration and review policy."""
-        from tagging.registry import open_registry
+        from tagging.model.registry import open_registry
 
         info = open_registry(registry_root).get(ref)
         with np.load(info.path / WEIGHTS_FILE) as npz:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tagging.calibration import apply_temperature, fit_temperature
+from tagging.model.calibration import apply_temperature, fit_temperature
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TARGET_PRECISION = 0.9

@@ -38,12 +38,12 @@ import pyarrow.parquet as pq
 
 from model_registry.files import atomic_write_bytes, flocked, sha256_file
 from tagging.catalogue.layout import input_dir, input_files
-from tagging.data import fingerprint
-from tagging.decoding import DecodingPool
 from tagging.errors import TaggingError
-from tagging.imaging import ImageError, load_image_uri, preprocess
 from tagging.labels import CATEGORY_NAMES, CATEGORY_SLUGS, NUM_CLASSES
-from tagging.real_photos import LabelledPhotos
+from tagging.model.data import fingerprint
+from tagging.photos.folder import LabelledPhotos
+from tagging.photos.imaging import ImageError, load_image_uri, preprocess
+from tagging.photos.pool import DecodingPool
 from tagging.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ SCHEMA = pa.schema([
     pa.field("verified_at", TIMESTAMP, nullable=False),
     pa.field("harvested_at", TIMESTAMP, nullable=False),  # first harvest of this label
 ])
-_FOLDER_SOURCE = re.compile(r"^\d+_([A-Za-z]+)_")  # 3_cd_017.jpg -> cd (tagging.real_photos)
+_FOLDER_SOURCE = re.compile(r"^\d+_([A-Za-z]+)_")  # 3_cd_017.jpg -> cd (tagging.photos.folder)
 
 
 class LabelStoreError(TaggingError):
@@ -124,7 +124,7 @@ def decode_photos(images: list[bytes | None], uris: list[str | None], image_root
 
 @functools.cache
 def preprocess_signature() -> str:
-    """A hash of what tagging.imaging.preprocess makes of two fixed synthetic photos.
+    """A hash of what tagging.photos.imaging.preprocess makes of two fixed synthetic photos.
 
     Part of every source's harvest key: when preprocessing changes, the stored pixels no
     longer match what the tagger feeds the model, so the sources are harvested again.
@@ -494,7 +494,7 @@ def _now() -> datetime:
 
 
 def to_photos(table: pa.Table, description: str) -> LabelledPhotos:
-    """Store rows as tagging.real_photos.LabelledPhotos (pixels, labels, origins, ids)."""
+    """Store rows as tagging.photos.folder.LabelledPhotos (pixels, labels, origins, ids)."""
     pixels = np.frombuffer(b"".join(table["pixels"].to_pylist()), np.uint8)
     return LabelledPhotos(pixels.reshape(-1, 28, 28).copy(), table["label"].to_numpy().astype(
         np.int64), np.array(table["origin"].to_pylist(), dtype=str),

@@ -35,7 +35,7 @@ from tagging.errors import AirflowRunError
 log = logging.getLogger(__name__)
 
 DAG_ID = "catalogue_tagging"
-DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 TRAINING_POOL = settings.Settings().training_pool
 
 
@@ -241,7 +241,7 @@ def last_error(log_path: Path) -> str | None:
 
 
 def _champion(registry: Path) -> str | None:
-    from tagging.registry import open_registry
+    from tagging.model.registry import open_registry
 
     return open_registry(registry).champion()
 

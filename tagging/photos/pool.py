@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tagging.errors import ImageError, TaggingError
-from tagging.imaging import load_image_uri, preprocess
+from tagging.photos.imaging import load_image_uri, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class DecodingPool:
                 "cannot start the decoding processes from a daemonic process (a Celery "
                 "prefork pool process?): serve the tagging and training queues with "
                 "concurrency 1 in Celery's solo pool (AIRFLOW__CELERY__POOL=solo), as "
-                "tagging.stack and docker-compose.yml do")
+                "tagging.ops.stack and docker-compose.yml do")
         self.image_root = str(image_root)
         self.workers = workers or os.cpu_count() or 1
         self.pool = self._new_pool()

@@ -1,6 +1,6 @@
 """Evaluate the tagger on labelled real photos: figures per source, and pictures to look at.
 
-`evaluate_photos` sends new photos through exactly the tagging path (tagging.imaging in
+`evaluate_photos` sends new photos through exactly the tagging path (tagging.photos.imaging in
 worker processes, then the classifier's calibrated probabilities and its review policy).
 `check_on_photos` gives the honest figures on the photos a model was trained and calibrated
 on: each photo is scored by a model, temperature and review policy fitted without it.
@@ -14,12 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from model_registry.files import atomic_write_json
-from tagging.calibration import apply_temperature, expected_calibration_error, reliability_bins
-from tagging.data import fingerprint
 from tagging.labels import CATEGORY_NAMES, CATEGORY_SHORT, CATEGORY_SLUGS, NUM_CLASSES
-from tagging.real_photos import LabelledPhotos, preprocess_files, read_photo_manifest
-from tagging.report import confusion_matrix, plot_confusion
-from tagging.review import fit_calibration, needs_review
+from tagging.model.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    reliability_bins,
+)
+from tagging.model.data import fingerprint
+from tagging.model.policy import fit_calibration, needs_review
+from tagging.model.report import confusion_matrix, plot_confusion
+from tagging.photos.folder import LabelledPhotos, preprocess_files, read_photo_manifest
 
 
 def evaluate_photos(images_dir: Path, manifest_csv: Path, classifier, out_dir: Path,

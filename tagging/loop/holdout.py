@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tagging.data import fingerprint
-from tagging.inference import Classifier
-from tagging.real_photos import LabelledPhotos
+from tagging.model.data import fingerprint
+from tagging.model.inference import Classifier
+from tagging.photos.folder import LabelledPhotos
 
 
 def correct_on(registry_root: Path | str, version: str, photos: LabelledPhotos) -> np.ndarray:

@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from model_registry import GateDecision, GatePolicy, Registry
-from tagging.calibration import apply_temperature, fit_temperature
-from tagging.data import FashionMNIST, fingerprint, load_fashion_mnist
 from tagging.errors import ConfigError
-from tagging.holdout import holdout_comparison
-from tagging.inference import WEIGHTS_FILE, Classifier
 from tagging.labels import NUM_CLASSES
-from tagging.labelstore import Labelled, load_labelled
-from tagging.photo_eval import PhotoCheck, check_on_photos
-from tagging.real_photos import LabelledPhotos, stratified_folds
-from tagging.registry import open_registry
-from tagging.report import evaluate, write_report
-from tagging.review import choose_review_policy, fit_calibration
+from tagging.loop.holdout import holdout_comparison
+from tagging.loop.labelstore import Labelled, load_labelled
+from tagging.model.calibration import apply_temperature, fit_temperature
+from tagging.model.data import FashionMNIST, fingerprint, load_fashion_mnist
+from tagging.model.inference import WEIGHTS_FILE, Classifier
+from tagging.model.policy import choose_review_policy, fit_calibration
+from tagging.model.registry import open_registry
+from tagging.model.report import evaluate, write_report
+from tagging.photos.evaluate import PhotoCheck, check_on_photos
+from tagging.photos.folder import LabelledPhotos, stratified_folds
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,10 @@ class TrainConfig:
     patience: int = 4
     seed: int = 0
     train_subset: int | None = None  # first N training images, for quick runs
-    # Toward real photos (tagging.augment / calibration / review):
+    # Toward real photos (tagging.model.augment / calibration / review):
     photo_variants: float = 0.5  # photo-like variants added, as a fraction of the fit set
     real_photos: str | None = None  # labelled real photos (dir with manifest.csv + images/)
-    label_store: str | None = None  # the shop's verified labels (tagging.labelstore root)
+    label_store: str | None = None  # the shop's verified labels (tagging.loop.labelstore root)
     real_photo_repeats: int = 60  # copies of each train-side photo in the fit set; 0: none
     review_target_precision: float = 0.95  # precision of the tags published without review
     mirror_average: bool = True  # predict from each image and its mirror image (inference)
@@ -237,7 +237,7 @@ def with_photo_variants(x: np.ndarray, y: np.ndarray, count: int, seed: int
     """x and y, plus `count` photo-like variants of randomly chosen images (same labels)."""
     if not count:
         return x, y
-    from tagging.augment import augment_training_set
+    from tagging.model.augment import augment_training_set
 
     pick = np.random.default_rng(seed).choice(len(x), count, replace=count > len(x))
     return (np.concatenate([x, augment_training_set(x[pick], seed)]),

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import read_published_manifest
 from tagging.labels import CATEGORY_SLUGS
-from tagging.labelstore import Labelled, LabelStore, load_labelled
+from tagging.loop.labelstore import Labelled, LabelStore, load_labelled
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def train_config(overrides: dict, *, catalogue_root: Path | str, target_precisio
 
     A `TAGGING_REAL_PHOTOS` folder is not passed here: harvest_labels put it in the store.
     """
-    from tagging.train import TrainConfig
+    from tagging.model.train import TrainConfig
 
     defaults = {"label_store": str(LabelStore.of_catalogue(catalogue_root).root),
                 "review_target_precision": target_precision}
@@ -61,8 +61,8 @@ def gate(registry_root: Path | str, candidate: str, *, catalogue_root: Path | st
 
     labelled: the labels to take the holdout from (default: the catalogue's store).
     """
-    from tagging.holdout import holdout_comparison
-    from tagging.registry import open_registry
+    from tagging.loop.holdout import holdout_comparison
+    from tagging.model.registry import open_registry
 
     registry = open_registry(registry_root)
     if labelled is None and catalogue_root is not None:
@@ -153,8 +153,8 @@ def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
     event log), the champion with its holdout figures, the live quality of the day's
     published tags, and which earlier days were re-tagged.
     """
-    from tagging.airflow_local import LocalAirflow, last_error
-    from tagging.registry import open_registry
+    from tagging.model.registry import open_registry
+    from tagging.ops.airflow_local import LocalAirflow, last_error
     from tagging.settings import DATA_ENV
 
     extra_env = {DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}

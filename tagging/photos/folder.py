@@ -4,7 +4,7 @@ A few hundred labelled real photos teach the classifier more about real photos t
 augmentation of Fashion-MNIST does. When the model trains on them, its temperature and review
 policy can no longer be fitted on the same photos (it knows them); they are fitted on
 *out-of-fold* predictions instead: each photo predicted by a model trained without its fold
-(cross-fitting, see `tagging.train`; the held-out figures are `tagging.photo_eval`'s).
+(cross-fitting, see `tagging.model.train`; the held-out figures are `tagging.photos.evaluate`'s).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tagging.decoding import DecodingPool
 from tagging.errors import DataError
 from tagging.labels import NUM_CLASSES
+from tagging.photos.pool import DecodingPool
 
 SOURCE_PATTERN = re.compile(r"^\d+_([A-Za-z]+)_")  # e.g. 3_cd_017.jpg -> cd
 
@@ -58,7 +58,7 @@ def read_photo_manifest(manifest_csv: Path) -> list[tuple[str, int, str]]:
 
 def preprocess_files(paths: list[Path], workers: int | None = None
                      ) -> tuple[np.ndarray, list[str | None]]:
-    """Decode and preprocess in worker processes (tagging.decoding); failed images are zeros
+    """Decode and preprocess in worker processes (tagging.photos.pool); failed images are zeros
     plus their error."""
     photos: list[bytes | None] = []
     read_errors: list[str | None] = []

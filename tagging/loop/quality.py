@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging.labels import CATEGORY_SLUGS
-from tagging.labelstore import parse_label
-from tagging.review import wilson_lower_bound
+from tagging.loop.labelstore import parse_label
+from tagging.model.policy import wilson_lower_bound
 
 MIN_VERIFIED = 20  # fewer verified rows in a day: accuracy is too noisy to check
 ACCURACY_MARGIN = 0.10  # live accuracy may be this far below the holdout's before failing
@@ -79,7 +79,7 @@ def expectations(version_metadata: dict) -> dict:
 
 def expected_of(registry_root: Path | str, version: str) -> dict:
     """expectations() of a registered version."""
-    from tagging.registry import open_registry
+    from tagging.model.registry import open_registry
 
     return expectations(open_registry(registry_root).get(version).metadata)
 

@@ -1,0 +1,1 @@
+"""The learning loop: label store, holdout, live quality, the loop's steps."""

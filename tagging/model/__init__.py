@@ -1,0 +1,1 @@
+"""The classifier: data, augmentation, training, inference, calibration, review policy, reports."""

@@ -1,0 +1,1 @@
+"""Running the DAG: local Airflow, the native stack, demos."""
