@@ -33,6 +33,10 @@ class PartitionInvalid(TaggingError, ValueError):
     """A partition breaks the input or output contract, or a quality limit."""
 
 
+class StorageError(TaggingError, OSError):
+    """Object storage or a catalogue root could not be used (unreachable, denied, missing)."""
+
+
 class AirflowRunError(TaggingError, RuntimeError):
     """An Airflow command or run failed; the message names its log file."""
 

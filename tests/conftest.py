@@ -97,3 +97,23 @@ def photo_set(tmp_path_factory, fmnist) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on free loopback ports for the whole session."""
+    from tagging.ops.s3server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start(buckets=("tagging",))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """The AWS_* variables of the test server, set in this test's environment."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server.env()
