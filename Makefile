@@ -23,13 +23,16 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip check
 	touch $@
 
-# The native stack (and its test in `make test`) needs PostgreSQL and Redis from Debian's
-# packages: installed when missing (as root, else with sudo).
+# From Debian's packages, installed when missing (as root, else with sudo): PostgreSQL and
+# Redis for the native stack (and its test), Chromium and its driver for the review page's
+# browser tests. Nothing is downloaded at run time; the S3 test server comes from PyPI.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 system-deps:
-	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null; then \
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null \
+	    || ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
 	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql redis-server; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
+	    postgresql redis-server chromium chromium-driver; \
 	fi
 
 stack: setup system-deps  ## the distributed engine on this machine: PostgreSQL, Redis, Celery
