@@ -31,7 +31,7 @@ system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v redis-server >/dev/null \
 	    || ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
 	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
 	    postgresql redis-server chromium chromium-driver; \
 	fi
 
