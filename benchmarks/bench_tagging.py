@@ -253,7 +253,7 @@ _POOL_IMAGES: list[bytes] = []
 def _load_pool(path: str) -> None:
     import pyarrow.parquet as pq
 
-    import tagging.photos.imaging  # noqa: F401  (imported before the clock starts, as in a warm pool)
+    import tagging.photos.segment  # noqa: F401  (imported before the clock starts, as in a warm pool)
 
     _POOL_IMAGES[:] = pq.read_table(path, columns=["image"])["image"].to_pylist()
 
@@ -262,7 +262,8 @@ def _preprocess_indices(indices: list[int], decode_only: bool = False) -> float:
     """Worker: preprocess (or only decode) photos already in memory; returns CPU seconds."""
     from real_photos import decode_only as decode
 
-    from tagging.photos.imaging import ImageError, preprocess
+    from tagging.errors import ImageError
+    from tagging.photos.segment import preprocess
 
     function = decode if decode_only else preprocess
     start = time.process_time()
@@ -300,7 +301,7 @@ def child_naive(p: dict) -> dict:
 
     from model_registry import Registry
     from tagging.labels import CATEGORY_SLUGS
-    from tagging.photos.imaging import to_fashion_mnist
+    from tagging.photos.segment import to_fashion_mnist
 
     model = keras.saving.load_model(Registry(p["registry"]).get("champion").model_path)
     model.predict(np.zeros((1, 28, 28), np.float32), verbose=0)  # first-call tracing, untimed

@@ -46,7 +46,7 @@ from tagging.catalogue.validate import validate_partition
 from tagging.cli import main
 from tagging.errors import ImageError, ModelError, PartitionInvalid
 from tagging.model.inference import Classifier
-from tagging.photos.imaging import preprocess
+from tagging.photos.segment import preprocess
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]

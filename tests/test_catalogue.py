@@ -28,7 +28,8 @@ from tagging.catalogue.layout import (
 )
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_partition
-from tagging.catalogue.tagger import OUTPUT_FIELDS, tag_shard_to_staging
+from tagging.catalogue.schema import OUTPUT_FIELDS
+from tagging.catalogue.tagger import tag_shard_to_staging
 from tagging.catalogue.validate import validate_partition
 from tagging.errors import PartitionInvalid, PartitionNotFound
 

@@ -33,7 +33,7 @@ from tagging.catalogue.layout import (
     staging_day,
     versions_dir,
 )
-from tagging.catalogue.tagger import INPUT_KEY, parse_time
+from tagging.catalogue.schema import INPUT_KEY, parse_time
 from tagging.errors import PartitionInvalid
 from tagging.loop.quality import partition_quality
 from tagging.settings import TaggingLimits

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import input_files, published_dir, read_published_manifest
-from tagging.catalogue.tagger import OUTPUT_FIELDS, OUTPUT_NAMES
+from tagging.catalogue.schema import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
 from tagging.loop.quality import (
     ACCURACY_MARGIN,

@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tagging.labels import CATEGORY_SLUGS
-from tagging.loop.labelstore import parse_label
+from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.model.policy import wilson_lower_bound
 
 MIN_VERIFIED = 20  # fewer verified rows in a day: accuracy is too noisy to check

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import read_published_manifest
 from tagging.labels import CATEGORY_SLUGS
-from tagging.loop.labelstore import Labelled, LabelStore, load_labelled
+from tagging.loop.labelled import Labelled, load_labelled
+from tagging.loop.labelstore import LabelStore
 
 log = logging.getLogger(__name__)
 
