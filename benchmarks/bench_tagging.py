@@ -578,11 +578,10 @@ def photo_steps(args, sizes: dict, work: Path, registry: Path, demo_pool: Path,
 
 def agreement(root: Path, date: str, predictions: dict[str, str]) -> float:
     """Share of the naive baseline's rows where the job published the same category."""
-    import pyarrow.parquet as pq
 
-    from tagging.catalogue.layout import published_dir
+    from tagging.catalogue.published import read_published
 
-    table = pq.read_table(published_dir(root, date), columns=["product_id", "category"])
+    table = read_published(root, date, columns=["product_id", "category"])
     published = dict(zip(table["product_id"].to_pylist(), table["category"].to_pylist(),
                          strict=True))
     same = [published.get(pid) == cat for pid, cat in predictions.items()]

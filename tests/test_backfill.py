@@ -8,7 +8,7 @@ from conftest import DAG_CONF, FMNIST_DIR, snapshot
 
 from model_registry import Registry
 from tagging import settings
-from tagging.catalogue.layout import read_published_manifest
+from tagging.catalogue.published import read_manifest
 from tagging.ops.airflow_local import LocalAirflow
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
@@ -42,7 +42,7 @@ def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
             (day, "backfill", "success") for day in DAYS]
         assert Registry(local.registry).version_ids() == ["v0001"]
         for day in DAYS:
-            manifest = read_published_manifest(local.catalogue, day)
+            manifest = read_manifest(local.catalogue, day)
             assert manifest["model_version"] == "v0001"
             assert manifest["counts"]["rows"] == 55
         before = snapshot(local.catalogue)

@@ -10,7 +10,7 @@ from conftest import LOW_GATE
 
 from model_registry import GatePolicy, Registry
 from tagging.catalogue.job import tag_partition
-from tagging.catalogue.layout import read_published_manifest
+from tagging.catalogue.published import read_manifest, read_published
 from tagging.loop.holdout import holdout_comparison
 from tagging.loop.steps import days_to_retag, harvest_labels, real_photo_days, retag, store_holdout
 from tagging.model.train import TrainConfig, train_candidate
@@ -86,9 +86,9 @@ def test_retag_republishes_the_previous_days_with_the_new_champion(catalogue, tw
     done = retag(catalogue, DAYS[:2], registry_root=two_versions, version="v0002", workers=2)
     assert [d["partition"] for d in done] == DAYS[:2]
     for day in DAYS[:2]:
-        manifest = read_published_manifest(catalogue, day)
+        manifest = read_manifest(catalogue, day)
         assert manifest["model_version"] == "v0002"
-        table = pq.read_table(catalogue / "tagged" / f"dt={day}")
+        table = read_published(catalogue, day)
         assert set(table["model_version"].to_pylist()) == {"v0002"}
     assert os.readlink(catalogue / "tagged" / f"dt={DAYS[0]}") != old_target
     assert days_to_retag(catalogue, DAYS[2], 7, "v0002") == []

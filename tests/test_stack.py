@@ -22,7 +22,8 @@ from conftest import DAG_CONF, FMNIST_DIR, snapshot
 
 from model_registry import Registry
 from tagging import settings
-from tagging.catalogue.layout import read_published_manifest, versions_dir
+from tagging.catalogue.layout import versions_dir
+from tagging.catalogue.published import read_manifest, read_published
 from tagging.ops.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -45,9 +46,9 @@ def write_days(catalogue: Path, days: list[str], rows: int) -> None:
 
 def assert_published_once_with_every_row(stack: Stack, day: str) -> None:
     source = pq.read_table(stack.catalogue / "incoming" / f"dt={day}")
-    table = pq.read_table(stack.catalogue / "tagged" / f"dt={day}")
+    table = read_published(stack.catalogue, day)
     assert table["product_id"].to_pylist() == source["product_id"].to_pylist()
-    assert read_published_manifest(stack.catalogue, day)["counts"]["rows"] == source.num_rows
+    assert read_manifest(stack.catalogue, day)["counts"]["rows"] == source.num_rows
     assert len(list(versions_dir(stack.catalogue, day).iterdir())) == 1
 
 

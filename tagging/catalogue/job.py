@@ -10,9 +10,10 @@ from typing import Any
 
 from rich.progress import Progress
 
-from tagging.catalogue.layout import read_published_manifest, shard_path, staging_dir, staging_lock
+from tagging.catalogue.layout import shard_path, staging_dir, staging_lock
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import publish_partition
+from tagging.catalogue.published import read_manifest
 from tagging.catalogue.tagger import STAGES, Tagger, rounded
 from tagging.model.inference import Classifier
 from tagging.settings import Settings, TaggingLimits
@@ -43,7 +44,7 @@ def tag_partition(catalogue_root: Path | str, date: str, *, registry_root: Path 
     elapsed = time.perf_counter() - start
     path = publish_partition(catalogue_root, date, staged=staged,
                              model_version=classifier.version, tagged_at=tagged_at.isoformat())
-    manifest = read_published_manifest(catalogue_root, date)
+    manifest = read_manifest(catalogue_root, date)
     counts = manifest["counts"]
     return {"partition": date, "model_version": classifier.version, **counts,
             "seconds": round(elapsed, 2), "images_per_s": round(counts["rows"] / elapsed, 1),

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagging.catalogue.layout import read_published_manifest
+from tagging.catalogue.published import read_manifest
 from tagging.labels import CATEGORY_SLUGS
 from tagging.loop.labelled import Labelled, load_labelled
 from tagging.loop.labelstore import LabelStore
@@ -86,7 +86,7 @@ def days_to_retag(catalogue_root: Path | str, day: str, retag_days: int,
     days = []
     for back in range(retag_days, 0, -1):
         current = (end - timedelta(days=back)).isoformat()
-        manifest = read_published_manifest(catalogue_root, current)
+        manifest = read_manifest(catalogue_root, current)
         if manifest is not None and manifest["model_version"] != version:
             days.append(current)
     return days
@@ -173,7 +173,7 @@ def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
         champion = registry.champion()
         real = (registry.get(champion).metadata["metrics"].get("real_photos") or {}
                 if champion else {})
-        manifest = read_published_manifest(local.catalogue, day) or {}
+        manifest = read_manifest(local.catalogue, day) or {}
         gated = [e for e in events if e["event"] in ("promoted", "refused")]
         days.append({
             "partition": day, "state": "success" if ok else "failed",
@@ -196,4 +196,4 @@ def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
 
 def _tagged_by(catalogue_root: Path, day: str) -> str | None:
     """The model version of the day's published partition (None: not published)."""
-    return (read_published_manifest(catalogue_root, day) or {}).get("model_version")
+    return (read_manifest(catalogue_root, day) or {}).get("model_version")

@@ -206,7 +206,8 @@ def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = 
     sets any other DAG param (e.g. max_review_rate); `data_dir` is the Fashion-MNIST
     directory the DAG trains on (default: $TAGGING_FASHION_MNIST_DIR, else the cache).
     """
-    from tagging.catalogue.layout import published_dir, read_published_manifest
+    from tagging.catalogue.layout import published_dir
+    from tagging.catalogue.published import read_manifest
     from tagging.catalogue.validate import truth_agreement
 
     extra_env = {settings.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
@@ -217,7 +218,7 @@ def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = 
     for date in dates:
         start = time.perf_counter()
         ok = local.dag_test(date, conf)
-        manifest = read_published_manifest(local.catalogue, date) if ok else None
+        manifest = read_manifest(local.catalogue, date) if ok else None
         day: dict[str, Any] = {"partition": date, "state": "success" if ok else "failed",
                                "seconds": round(time.perf_counter() - start, 1),
                                "log": str(local.log_dir / f"dags-test-{date}.log")}
