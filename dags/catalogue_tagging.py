@@ -52,11 +52,10 @@ from typing import Any
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from tagging.settings import Settings, TaggingLimits
+from tagging.settings import DAG_ID, Settings, TaggingLimits
 
 log = logging.getLogger(__name__)
 
-DAG_ID = "catalogue_tagging"
 SETTINGS = Settings.from_env()
 LIMITS = TaggingLimits()
 

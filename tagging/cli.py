@@ -449,7 +449,7 @@ def cmd_evaluate_photos(args) -> int:
 
 def cmd_demo(args) -> int:
     from tagging.catalogue.demo import generate_demo_catalogue
-    from tagging.ops.airflow_local import run_demo
+    from tagging.ops.demo import run_demo
 
     today = Date.today()
     dates = [(today - timedelta(days=d)).isoformat() for d in reversed(range(1, args.days + 1))]
@@ -465,7 +465,7 @@ def cmd_demo(args) -> int:
 
 def demo_loop(args, dates: list[str]) -> int:
     """`tagging demo --real-photos DIR`: the learning loop on the real DAG, day by day."""
-    from tagging.loop.steps import run_loop_demo
+    from tagging.ops.demo import run_loop_demo
 
     summary = run_loop_demo(args.workdir, args.real_photos, dates, reveal=args.reveal,
                             params={"min_new_labels": args.min_new_labels},

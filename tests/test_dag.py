@@ -23,7 +23,9 @@ from conftest import DAG_CONF, FMNIST_DIR
 from model_registry import Registry
 from tagging import settings
 from tagging.catalogue.published import read_manifest, read_published
-from tagging.ops.airflow_local import DAGS_DIR, LocalAirflow, run_demo
+from tagging.ops.airflow import DAGS_DIR
+from tagging.ops.demo import run_demo
+from tagging.ops.local import LocalAirflow
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 FAST_RETRIES = {"TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"}
@@ -109,7 +111,7 @@ def published_state(catalogue: Path, day: str) -> dict:
 
 
 def run_of(local: LocalAirflow, day: str) -> str:
-    return next(r["run_id"] for r in local.runs() if r["logical_date"].startswith(day))
+    return next(r["run_id"] for r in local.runs() if r["day"] == day)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ from model_registry import GatePolicy, Registry
 from tagging.catalogue.job import tag_partition
 from tagging.catalogue.published import read_manifest, read_published
 from tagging.loop.holdout import holdout_comparison
-from tagging.loop.steps import days_to_retag, harvest_labels, real_photo_days, retag, store_holdout
+from tagging.loop.steps import days_to_retag, harvest_labels, retag, store_holdout
 from tagging.model.train import TrainConfig, train_candidate
+from tagging.ops.demo import real_photo_days
 
 DAYS = ["2026-04-01", "2026-04-02", "2026-04-03"]
 

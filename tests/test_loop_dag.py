@@ -18,8 +18,8 @@ from conftest import DAG_CONF, FMNIST_DIR
 from model_registry import Registry
 from tagging.catalogue.published import read_manifest
 from tagging.loop.labelstore import LabelStore
-from tagging.loop.steps import real_photo_days
-from tagging.ops.airflow_local import LocalAirflow
+from tagging.ops.demo import real_photo_days
+from tagging.ops.local import LocalAirflow
 from tagging.settings import DATA_ENV
 
 DAYS = ["2026-05-01", "2026-05-02", "2026-05-03"]
