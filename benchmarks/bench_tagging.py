@@ -227,8 +227,8 @@ def child_train(p: dict) -> dict:
 
 def child_tag(p: dict) -> dict:
     """The CLI's path: tag_partition (plan, warm pool, tag every shard, publish)."""
-    from tagging.catalogue.job import tag_partition
     from tagging.catalogue.validate import truth_agreement
+    from tagging.pipeline.tag import tag_partition
 
     summary = tag_partition(p["catalogue"], p["date"], registry_root=p["registry"],
                             model=p["model"], workers=p["workers"],

@@ -19,7 +19,6 @@ import pytest
 from PIL import Image
 
 from tagging.catalogue.demo import generate_demo_catalogue
-from tagging.catalogue.job import tag_partition
 from tagging.catalogue.layout import (
     input_dir,
     published_dir,
@@ -32,6 +31,7 @@ from tagging.catalogue.schema import OUTPUT_FIELDS
 from tagging.catalogue.tagger import tag_shard_to_staging
 from tagging.catalogue.validate import validate_partition
 from tagging.errors import PartitionInvalid, PartitionNotFound
+from tagging.pipeline.tag import tag_partition
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]
