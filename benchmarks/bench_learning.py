@@ -64,7 +64,7 @@ def revealed(table: pa.Table, n: int, seed: int) -> pa.Table:
 
 
 def measure(n: int, table: pa.Table, stream, data, config, seed: int) -> dict:
-    from tagging.loop.labelstore import Labelled
+    from tagging.loop.labelled import Labelled
     from tagging.model.policy import needs_review
     from tagging.model.train import train_model
 
@@ -137,7 +137,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="12k images, 4 epochs")
     args = parser.parse_args()
 
-    from tagging.loop.labelstore import deduplicate, photo_folder_rows
+    from tagging.loop.harvest import photo_folder_rows
+    from tagging.loop.labelstore import deduplicate
     from tagging.model.data import load_fashion_mnist
     from tagging.model.train import TrainConfig
     from tagging.photos.folder import load_labelled_photos

@@ -227,8 +227,8 @@ def child_train(p: dict) -> dict:
 
 def child_tag(p: dict) -> dict:
     """The CLI's path: tag_partition (plan, warm pool, tag every shard, publish)."""
-    from tagging.catalogue.job import tag_partition
     from tagging.catalogue.validate import truth_agreement
+    from tagging.pipeline.tag import tag_partition
 
     summary = tag_partition(p["catalogue"], p["date"], registry_root=p["registry"],
                             model=p["model"], workers=p["workers"],
@@ -253,7 +253,7 @@ _POOL_IMAGES: list[bytes] = []
 def _load_pool(path: str) -> None:
     import pyarrow.parquet as pq
 
-    import tagging.photos.imaging  # noqa: F401  (imported before the clock starts, as in a warm pool)
+    import tagging.photos.segment  # noqa: F401  (imported before the clock starts, as in a warm pool)
 
     _POOL_IMAGES[:] = pq.read_table(path, columns=["image"])["image"].to_pylist()
 
@@ -262,7 +262,8 @@ def _preprocess_indices(indices: list[int], decode_only: bool = False) -> float:
     """Worker: preprocess (or only decode) photos already in memory; returns CPU seconds."""
     from real_photos import decode_only as decode
 
-    from tagging.photos.imaging import ImageError, preprocess
+    from tagging.errors import ImageError
+    from tagging.photos.segment import preprocess
 
     function = decode if decode_only else preprocess
     start = time.process_time()
@@ -300,7 +301,7 @@ def child_naive(p: dict) -> dict:
 
     from model_registry import Registry
     from tagging.labels import CATEGORY_SLUGS
-    from tagging.photos.imaging import to_fashion_mnist
+    from tagging.photos.segment import to_fashion_mnist
 
     model = keras.saving.load_model(Registry(p["registry"]).get("champion").model_path)
     model.predict(np.zeros((1, 28, 28), np.float32), verbose=0)  # first-call tracing, untimed
@@ -577,11 +578,10 @@ def photo_steps(args, sizes: dict, work: Path, registry: Path, demo_pool: Path,
 
 def agreement(root: Path, date: str, predictions: dict[str, str]) -> float:
     """Share of the naive baseline's rows where the job published the same category."""
-    import pyarrow.parquet as pq
 
-    from tagging.catalogue.layout import published_dir
+    from tagging.catalogue.published import read_published
 
-    table = pq.read_table(published_dir(root, date), columns=["product_id", "category"])
+    table = read_published(root, date, columns=["product_id", "category"])
     published = dict(zip(table["product_id"].to_pylist(), table["category"].to_pylist(),
                          strict=True))
     same = [published.get(pid) == cat for pid, cat in predictions.items()]

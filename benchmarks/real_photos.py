@@ -71,7 +71,8 @@ def decode_only(data: bytes) -> np.ndarray:
     28x28 grey, no segmentation."""
     from PIL import Image
 
-    from tagging.photos.imaging import SIZE, decode_photo
+    from tagging.photos.decode import decode_photo
+    from tagging.photos.segment import SIZE
 
     return np.asarray(decode_photo(data).convert("L").resize((SIZE, SIZE),
                                                                Image.Resampling.BOX))
@@ -84,7 +85,8 @@ def child_formats(p: dict) -> dict:
     import cv2
     import pyarrow.parquet as pq
 
-    from tagging.photos.imaging import decode_photo, to_fashion_mnist
+    from tagging.photos.decode import decode_photo
+    from tagging.photos.segment import to_fashion_mnist
 
     def cpu_ms(function, items) -> float:
         times = []

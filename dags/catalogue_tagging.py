@@ -52,11 +52,10 @@ from typing import Any
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from tagging.settings import Settings, TaggingLimits
+from tagging.settings import DAG_ID, Settings, TaggingLimits
 
 log = logging.getLogger(__name__)
 
-DAG_ID = "catalogue_tagging"
 SETTINGS = Settings.from_env()
 LIMITS = TaggingLimits()
 
@@ -138,7 +137,8 @@ def catalogue_tagging() -> None:
     def harvest_labels(params: dict | None = None, logical_date: datetime | None = None,
                        data_interval_start: datetime | None = None) -> dict:
         """Verified rows of the last harvest_days partitions -> the label store."""
-        from tagging.pipeline import choose_partition, harvest
+        from tagging.pipeline.learn import harvest
+        from tagging.pipeline.tag import choose_partition
 
         partition, _ = _no_retry(choose_partition, params["partition"], logical_date,
                                  data_interval_start)
@@ -148,7 +148,7 @@ def catalogue_tagging() -> None:
           execution_timeout=timedelta(hours=3))
     def retrain(params: dict | None = None, dag_run: Any = None) -> dict:
         """Train a candidate, or reuse the champion (nothing changed, or too few labels)."""
-        from tagging.pipeline import retrain
+        from tagging.pipeline.learn import retrain
 
         return _no_retry(retrain, params["train"], force=params["force_retrain"],
                          actor=_actor(dag_run), min_new_labels=params["min_new_labels"],
@@ -158,7 +158,7 @@ def catalogue_tagging() -> None:
     def gate_and_promote(candidate: dict, params: dict | None = None,
                          dag_run: Any = None) -> dict:
         """Promote through the gate; a refusal keeps the champion and the run goes on."""
-        from tagging.pipeline import promote_unless_reused
+        from tagging.pipeline.learn import promote_unless_reused
 
         return _no_retry(promote_unless_reused, candidate, params["gate"], actor=_actor(dag_run))
 
@@ -167,7 +167,7 @@ def catalogue_tagging() -> None:
                     logical_date: datetime | None = None,
                     data_interval_start: datetime | None = None) -> dict:
         """Pin the model version and the partition once for the whole run."""
-        from tagging.pipeline import choose_partition, plan_run
+        from tagging.pipeline.tag import choose_partition, plan_run
 
         partition, source = _no_retry(choose_partition, params["partition"], logical_date,
                                       data_interval_start)
@@ -177,7 +177,7 @@ def catalogue_tagging() -> None:
     @task(queue=SETTINGS.tagging_queue)  # tags with every core, like tag_shard
     def retag(gate: dict, run: dict, params: dict | None = None) -> list[dict]:
         """After a promotion, re-tag and republish the previous retag_days days."""
-        from tagging.pipeline import retag_after_promotion
+        from tagging.pipeline.learn import retag_after_promotion
 
         return _no_retry(retag_after_promotion, gate, run["partition"], params["retag_days"])
 
@@ -212,14 +212,14 @@ def catalogue_tagging() -> None:
     @task(trigger_rule="none_failed")
     def publish(run: dict, staged: list[str]) -> dict:
         """Swap the partition in atomically (runs only when no shard failed)."""
-        from tagging.pipeline import publish_run
+        from tagging.pipeline.tag import publish_run
 
         return _no_retry(publish_run, run, staged[:])
 
     @task
     def validate(run: dict, published: dict, params: dict | None = None) -> dict:
         """Row count, schema and quality limits; a breach fails the run."""
-        from tagging.pipeline import validate_run
+        from tagging.pipeline.tag import validate_run
 
         report = _no_retry(validate_run, run, max_error_rate=params["max_error_rate"],
                            max_review_rate=params["max_review_rate"],

@@ -41,5 +41,9 @@ class AirflowRunError(TaggingError, RuntimeError):
     """An Airflow command or run failed; the message names its log file."""
 
 
+class StackError(AirflowRunError):
+    """The native stack (tagging.ops.stack) cannot start, or one of its services failed."""
+
+
 EXPECTED_ERRORS = (TaggingError, RegistryError, OSError)
 """What the CLI reports as one `error:` line (OSError: paths the user gave)."""

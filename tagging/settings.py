@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tagging.errors import ConfigError
 
+DAG_ID = "catalogue_tagging"  # the DAG (dags/catalogue_tagging.py) and whoever runs it
+
 HOME_ENV = "TAGGING_HOME"
 DATA_ENV = "TAGGING_FASHION_MNIST_DIR"
 REGISTRY_ENV = "TAGGING_REGISTRY"
@@ -73,6 +75,11 @@ class Settings:
     training_queue: str = "training"
     tagging_queue: str = "tagging"
     max_map_length: int = 1024  # Airflow's [core] max_map_length default
+    # The native stack (tagging.ops.stack): a Celery worker's own name, the PostgreSQL
+    # server binaries (default: Debian's newest) and the user they run as when we are root.
+    worker_name: str | None = None
+    pg_bindir: Path | None = None
+    pg_user: str = "postgres"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -101,6 +108,9 @@ class Settings:
                 training_queue=env.get(TRAINING_QUEUE_ENV) or d.training_queue,
                 tagging_queue=env.get(TAGGING_QUEUE_ENV) or d.tagging_queue,
                 max_map_length=int(env.get(MAX_MAP_LENGTH_ENV) or d.max_map_length),
+                worker_name=env.get(WORKER_NAME_ENV) or None,
+                pg_bindir=path(PG_BINDIR_ENV),
+                pg_user=env.get(PG_USER_ENV) or d.pg_user,
             )
         except ValueError as e:
             raise ConfigError(f"bad TAGGING_* environment variable: {e}") from None

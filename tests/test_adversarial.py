@@ -35,18 +35,18 @@ from PIL import Image
 from model_registry import CorruptMetadataError, Registry
 from tagging.catalogue.layout import (
     published_dir,
-    read_published_manifest,
     staging_dir,
     staging_lock,
 )
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_lock, publish_partition
+from tagging.catalogue.published import read_manifest, read_published
 from tagging.catalogue.tagger import Tagger
 from tagging.catalogue.validate import validate_partition
 from tagging.cli import main
 from tagging.errors import ImageError, ModelError, PartitionInvalid
 from tagging.model.inference import Classifier
-from tagging.photos.imaging import preprocess
+from tagging.photos.segment import preprocess
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
 
 
 def published_rows(root: Path, date: str = DATE) -> pa.Table:
-    return pq.read_table(sorted(published_dir(root, date).glob("part-*.parquet")))
+    return read_published(root, date)
 
 
 def cli(capsys, *args: str) -> tuple[int, str]:
@@ -388,7 +388,7 @@ def test_hidden_and_underscore_files_are_ignored(tmp_path, capsys, good,
     code, out = cli(capsys, *tag_args(root, champion_registry))
     assert code == 0, out
     assert published_rows(root).num_rows == 3
-    assert [i["file"] for i in read_published_manifest(root, DATE)["inputs"]] == ["part-0.parquet"]
+    assert [i["file"] for i in read_manifest(root, DATE)["inputs"]] == ["part-0.parquet"]
 
 
 def retyped(table: pa.Table, column: str, values: pa.Array) -> pa.Table:
@@ -475,7 +475,7 @@ def test_manifest_names_the_bytes_actually_read(tmp_path, good, tagger, moment):
         publish(root, staged)
         assert published_rows(root)["product_id"].to_pylist()[0] == "old-0"
         old_sha = hashlib.sha256(pq_bytes(old)).hexdigest()
-        assert read_published_manifest(root, DATE)["inputs"][0]["sha256"] == old_sha
+        assert read_manifest(root, DATE)["inputs"][0]["sha256"] == old_sha
         assert not is_published(root, DATE, "v0001")  # the new content is still to be tagged
     else:
         first = stage(tagger, root, shards[0])

@@ -8,8 +8,8 @@ from conftest import DAG_CONF, FMNIST_DIR, snapshot
 
 from model_registry import Registry
 from tagging import settings
-from tagging.catalogue.layout import read_published_manifest
-from tagging.ops.airflow_local import LocalAirflow
+from tagging.catalogue.published import read_manifest
+from tagging.ops.local import LocalAirflow
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
 
@@ -37,19 +37,20 @@ def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
         assert listening_addresses(local.processes) == {"127.0.0.1"}
 
         # One run at a time: the first trains and promotes, the others reuse the champion.
-        runs = local.backfill(DAYS[0], DAYS[-1], conf=DAG_CONF, max_active_runs=1)
-        assert [(r["logical_date"][:10], r["run_type"], r["state"]) for r in runs] == [
+        runs = local.wait_backfill(local.backfill(DAYS[0], DAYS[-1], conf=DAG_CONF,
+                                                  max_active_runs=1))
+        assert [(r["day"], r["run_type"], r["state"]) for r in runs] == [
             (day, "backfill", "success") for day in DAYS]
         assert Registry(local.registry).version_ids() == ["v0001"]
         for day in DAYS:
-            manifest = read_published_manifest(local.catalogue, day)
+            manifest = read_manifest(local.catalogue, day)
             assert manifest["model_version"] == "v0001"
             assert manifest["counts"]["rows"] == 55
         before = snapshot(local.catalogue)
 
         # Re-running the same days (completed runs reprocessed, in parallel) changes nothing.
-        rerun = local.backfill(DAYS[0], DAYS[-1], conf=DAG_CONF, reprocess="completed",
-                               max_active_runs=3)
+        rerun = local.wait_backfill(local.backfill(DAYS[0], DAYS[-1], conf=DAG_CONF,
+                                                   reprocess="completed", max_active_runs=3))
         assert [r["state"] for r in rerun] == ["success"] * 3
         assert snapshot(local.catalogue) == before
         assert Registry(local.registry).version_ids() == ["v0001"]

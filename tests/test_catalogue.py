@@ -19,18 +19,19 @@ import pytest
 from PIL import Image
 
 from tagging.catalogue.demo import generate_demo_catalogue
-from tagging.catalogue.job import tag_partition
 from tagging.catalogue.layout import (
     input_dir,
     published_dir,
-    read_published_manifest,
     versions_dir,
 )
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_partition
-from tagging.catalogue.tagger import OUTPUT_FIELDS, tag_shard_to_staging
+from tagging.catalogue.published import read_manifest, read_published
+from tagging.catalogue.schema import OUTPUT_FIELDS
+from tagging.catalogue.tagger import tag_shard_to_staging
 from tagging.catalogue.validate import validate_partition
 from tagging.errors import PartitionInvalid, PartitionNotFound
+from tagging.pipeline.tag import tag_partition
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_bad_rows_get_tag_errors_and_no_row_is_lost(bad_catalogue, champion_regi
     assert len(shards) == 2  # 11 rows in row groups of 4: shards of >= 5 rows
     publish_partition(bad_catalogue, DATE, staged=staged, model_version="v0001",
                       tagged_at="2026-11-21T03:00:00")
-    table = pq.read_table(published_dir(bad_catalogue, DATE))
+    table = read_published(bad_catalogue, DATE)
     source = pq.read_table(input_dir(bad_catalogue, DATE))
     assert table["price"].equals(source["price"])  # every row, in input order
     for row in table.to_pylist():
@@ -108,7 +109,7 @@ def test_bad_rows_get_tag_errors_and_no_row_is_lost(bad_catalogue, champion_regi
         else:
             assert row["expected"] in row["tag_error"], (row["expected"], row["tag_error"])
             assert row["category"] is None and row["needs_review"]
-    counts = read_published_manifest(bad_catalogue, DATE)["counts"]
+    counts = read_manifest(bad_catalogue, DATE)["counts"]
     flagged = sum(table["needs_review"].to_pylist())
     assert counts == {"rows": 11, "tagged": 3, "errors": 8, "needs_review": flagged}
     assert flagged >= 8  # every untaggable row needs review
@@ -192,19 +193,19 @@ def test_crash_mid_publish_keeps_previous_partition(bad_catalogue, champion_regi
     _, staged = tag(bad_catalogue, champion_registry, run_id="first")
     publish_partition(bad_catalogue, DATE, staged=staged, model_version="v0001",
                       tagged_at="2026-11-21T03:00:00")
-    before = read_published_manifest(bad_catalogue, DATE)
-    table_before = pq.read_table(published_dir(bad_catalogue, DATE))
+    before = read_manifest(bad_catalogue, DATE)
+    table_before = read_published(bad_catalogue, DATE)
     _, staged = tag(bad_catalogue, champion_registry, run_id="second",
                     tagged_at="2026-11-22T00:00:00")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CRASH), point,
                            str(bad_catalogue), DATE, *staged], cwd=REPO)
     assert proc.returncode == -9
-    assert read_published_manifest(bad_catalogue, DATE) == before
-    assert pq.read_table(published_dir(bad_catalogue, DATE)).equals(table_before)
+    assert read_manifest(bad_catalogue, DATE) == before
+    assert read_published(bad_catalogue, DATE).equals(table_before)
     # the next publish succeeds and clears the debris
     publish_partition(bad_catalogue, DATE, staged=staged, model_version="v0001",
                       tagged_at="2026-11-22T00:00:00")
-    assert read_published_manifest(bad_catalogue, DATE)["tagged_at"].startswith("2026-11-22")
+    assert read_manifest(bad_catalogue, DATE)["tagged_at"].startswith("2026-11-22")
     versions = versions_dir(bad_catalogue, DATE)
     assert not [p for p in versions.iterdir() if p.name.endswith(".tmp")]
     assert os.path.exists(published_dir(bad_catalogue, DATE) / "part-00000.parquet")

@@ -22,8 +22,10 @@ from conftest import DAG_CONF, FMNIST_DIR
 
 from model_registry import Registry
 from tagging import settings
-from tagging.catalogue.layout import read_published_manifest
-from tagging.ops.airflow_local import DAGS_DIR, LocalAirflow, run_demo
+from tagging.catalogue.published import read_manifest, read_published
+from tagging.ops.airflow import DAGS_DIR
+from tagging.ops.demo import run_demo
+from tagging.ops.local import LocalAirflow
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 FAST_RETRIES = {"TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"}
@@ -109,7 +111,7 @@ def published_state(catalogue: Path, day: str) -> dict:
 
 
 def run_of(local: LocalAirflow, day: str) -> str:
-    return next(r["run_id"] for r in local.runs() if r["logical_date"].startswith(day))
+    return next(r["run_id"] for r in local.runs() if r["day"] == day)
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +131,9 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
     promoted = [e for e in registry.events() if e["event"] == "promoted"]
     assert promoted and promoted[0]["actor"].startswith("airflow:catalogue_tagging/")
 
-    manifest = read_published_manifest(local.catalogue, DAYS[0])
+    manifest = read_manifest(local.catalogue, DAYS[0])
     assert manifest["model_version"] == "v0001"
-    table = pq.read_table(local.catalogue / "tagged" / f"dt={DAYS[0]}")
+    table = read_published(local.catalogue, DAYS[0])
     source = pq.read_table(local.catalogue / "incoming" / f"dt={DAYS[0]}")
     assert table.num_rows == source.num_rows == manifest["counts"]["rows"]
     assert table["product_id"].to_pylist() == source["product_id"].to_pylist()
@@ -147,7 +149,7 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
     # Same data, same config: the second day is tagged by the same champion, no new training.
     assert local.dag_test(DAYS[1], DAG_CONF)
     assert Registry(local.registry).version_ids() == ["v0001"]
-    assert read_published_manifest(local.catalogue, DAYS[1])["model_version"] == "v0001"
+    assert read_manifest(local.catalogue, DAYS[1])["model_version"] == "v0001"
 
     # Re-running a published day changes nothing, and announces nothing new.
     before = published_state(local.catalogue, DAYS[0])
@@ -192,7 +194,7 @@ def test_no_champion_at_all_fails_clearly(local, tmp_path):
     empty = LocalAirflow(home=local.home, catalogue=local.catalogue,
                          registry=tmp_path / "registry", extra_env=local.extra_env)
     day = DAYS[1]
-    before = read_published_manifest(local.catalogue, day)
+    before = read_manifest(local.catalogue, day)
     assert not empty.dag_test(day, {**DAG_CONF, "gate": {"min_accuracy": 0.999}})
 
     states = {t["task_id"]: (t["state"], t["try_number"])
@@ -201,7 +203,7 @@ def test_no_champion_at_all_fails_clearly(local, tmp_path):
     assert states["resolve_run"][0] == "upstream_failed"
     assert "no champion model" in (empty.log_dir / f"dags-test-{day}.log").read_text()
     assert Registry(empty.registry).champion() is None
-    assert read_published_manifest(local.catalogue, day) == before
+    assert read_manifest(local.catalogue, day) == before
 
 
 @pytest.mark.slow
@@ -221,7 +223,7 @@ def test_failing_shard_is_retried_and_blocks_publication(first_run):
     states = {t["task_id"]: t["state"] for t in tis}
     assert states["publish"] == states["validate"] == "upstream_failed"
     assert published_state(local.catalogue, day) == before
-    assert pq.read_table(local.catalogue / "tagged" / f"dt={day}").num_rows == 55
+    assert read_published(local.catalogue, day).num_rows == 55
 
 
 @pytest.mark.slow
@@ -263,4 +265,4 @@ def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_
     assert labels["train"] + labels["holdout"] == 40 and labels["holdout"] > 0
     assert meta["hyperparameters"]["label_store"] == str(airflow.catalogue / "labels")
     assert meta["review"]["selection_source"].startswith(f"{labels['holdout']} held-out")
-    assert read_published_manifest(airflow.catalogue, day)["model_version"] == "v0001"
+    assert read_manifest(airflow.catalogue, day)["model_version"] == "v0001"

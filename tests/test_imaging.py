@@ -13,14 +13,9 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from tagging.errors import ImageError
-from tagging.photos import imaging
-from tagging.photos.imaging import (
-    MAX_PIXELS,
-    decode_photo,
-    load_image_uri,
-    preprocess,
-    to_fashion_mnist,
-)
+from tagging.photos import segment
+from tagging.photos.decode import MAX_PIXELS, decode_photo, load_image_uri
+from tagging.photos.segment import preprocess, to_fashion_mnist
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -304,12 +299,12 @@ def blobs() -> list[np.ndarray]:
 def test_morphology_matches_scipy(blobs):
     cross = ndimage.generate_binary_structure(2, 1)
     for mask in blobs:
-        assert np.array_equal(imaging._close(mask, 2),
+        assert np.array_equal(segment._close(mask, 2),
                               ndimage.binary_closing(mask, cross, iterations=2, border_value=0))
-        assert np.array_equal(imaging._open(mask, 2), ndimage.binary_opening(mask, iterations=2))
-        assert np.array_equal(imaging._dilate(mask, 3), ndimage.binary_dilation(mask, iterations=3))
-        assert np.array_equal(imaging._fill_holes(mask), ndimage.binary_fill_holes(mask))
-        count, labels, sizes = imaging._components(mask)
+        assert np.array_equal(segment._open(mask, 2), ndimage.binary_opening(mask, iterations=2))
+        assert np.array_equal(segment._dilate(mask, 3), ndimage.binary_dilation(mask, iterations=3))
+        assert np.array_equal(segment._fill_holes(mask), ndimage.binary_fill_holes(mask))
+        count, labels, sizes = segment._components(mask)
         expected, n = ndimage.label(mask)
         assert count == n > 1 and np.array_equal(labels, expected)
         assert np.array_equal(sizes, np.bincount(expected.ravel())[1:])
@@ -318,7 +313,7 @@ def test_morphology_matches_scipy(blobs):
 def test_blur_matches_scipy():
     values = np.random.default_rng(2).random((60, 50)).astype(np.float32) * 255
     for sigma in (1.0, 2.4):
-        assert np.allclose(imaging._blur(values, sigma), ndimage.gaussian_filter(values, sigma),
+        assert np.allclose(segment._blur(values, sigma), ndimage.gaussian_filter(values, sigma),
                            atol=1e-3)
 
 
@@ -326,8 +321,8 @@ def test_kmeans_centres_are_the_means_of_their_pixels():
     rng = np.random.default_rng(3)
     pixels = np.concatenate([rng.normal(c, 12, (300, 3)) for c in (40, 128, 220)])
     pixels = np.clip(pixels, 0, 255).round().astype(np.float32)
-    centres = imaging._kmeans(pixels, 3)
-    nearest = imaging._squared_distances(pixels, centres).argmin(axis=1)
+    centres = segment._kmeans(pixels, 3)
+    nearest = segment._squared_distances(pixels, centres).argmin(axis=1)
     assert sorted(np.bincount(nearest)) == [300, 300, 300]
     for k, centre in enumerate(centres):  # converged: each centre is its cluster's exact mean
         assert np.array_equal(centre, pixels[nearest == k].astype(np.float64).mean(axis=0)

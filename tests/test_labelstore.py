@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import photo
 
-from tagging.loop.labelstore import LabelStore, is_holdout, parse_label, photo_folder_source
-from tagging.photos.imaging import preprocess
+from tagging.labels import parse_label
+from tagging.loop.harvest import photo_folder_source
+from tagging.loop.labelstore import LabelStore, is_holdout
+from tagging.photos.segment import preprocess
 
 
 def write_partition(root: Path, day: str, rows: list[dict], name: str = "part-0.parquet") -> Path:
@@ -177,12 +179,12 @@ def test_a_photo_folder_joins_the_store(tmp_path, photo_set):
 def test_a_change_of_preprocessing_harvests_again(tmp_path, photos, monkeypatch):
     """Stored pixels must be what the tagger feeds the model, so a new preprocessing
     (another signature) makes the unchanged partition be harvested again."""
-    import tagging.loop.labelstore as labelstore
+    import tagging.loop.harvest as harvest
 
     write_partition(tmp_path, "2026-03-01", [
         {"product_id": "a", "image": photos[0][0], "verified_category": "dress"}])
     store = LabelStore.of_catalogue(tmp_path)
     assert store.harvest_partition(tmp_path, "2026-03-01").harvested
     assert not store.harvest_partition(tmp_path, "2026-03-01").harvested
-    monkeypatch.setattr(labelstore, "preprocess_signature", lambda: "a new preprocessing")
+    monkeypatch.setattr(harvest, "preprocess_signature", lambda: "a new preprocessing")
     assert store.harvest_partition(tmp_path, "2026-03-01").harvested

@@ -9,11 +9,12 @@ import pytest
 from conftest import LOW_GATE
 
 from model_registry import GatePolicy, Registry
-from tagging.catalogue.job import tag_partition
-from tagging.catalogue.layout import read_published_manifest
+from tagging.catalogue.published import read_manifest, read_published
 from tagging.loop.holdout import holdout_comparison
-from tagging.loop.steps import days_to_retag, harvest_labels, real_photo_days, retag, store_holdout
 from tagging.model.train import TrainConfig, train_candidate
+from tagging.ops.demo import real_photo_days
+from tagging.pipeline.learn import current_labels, days_to_retag, harvest_labels, retag
+from tagging.pipeline.tag import tag_partition
 
 DAYS = ["2026-04-01", "2026-04-02", "2026-04-03"]
 
@@ -66,7 +67,7 @@ def test_harvest_labels_counts_and_is_idempotent(catalogue):
 
 def test_holdout_comparison_scores_both_versions_on_the_same_photos(catalogue, two_versions):
     harvest_labels(catalogue, DAYS[-1], workers=2)
-    holdout = store_holdout(catalogue).holdout
+    holdout = current_labels(catalogue).holdout
     scores = holdout_comparison(two_versions, "v0002", "v0001", holdout)
     assert scores["photos"] == len(holdout.labels) > 0
     n = scores["photos"]
@@ -86,9 +87,9 @@ def test_retag_republishes_the_previous_days_with_the_new_champion(catalogue, tw
     done = retag(catalogue, DAYS[:2], registry_root=two_versions, version="v0002", workers=2)
     assert [d["partition"] for d in done] == DAYS[:2]
     for day in DAYS[:2]:
-        manifest = read_published_manifest(catalogue, day)
+        manifest = read_manifest(catalogue, day)
         assert manifest["model_version"] == "v0002"
-        table = pq.read_table(catalogue / "tagged" / f"dt={day}")
+        table = read_published(catalogue, day)
         assert set(table["model_version"].to_pylist()) == {"v0002"}
     assert os.readlink(catalogue / "tagged" / f"dt={DAYS[0]}") != old_target
     assert days_to_retag(catalogue, DAYS[2], 7, "v0002") == []

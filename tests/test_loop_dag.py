@@ -16,10 +16,10 @@ import pytest
 from conftest import DAG_CONF, FMNIST_DIR
 
 from model_registry import Registry
-from tagging.catalogue.layout import read_published_manifest
+from tagging.catalogue.published import read_manifest
 from tagging.loop.labelstore import LabelStore
-from tagging.loop.steps import real_photo_days
-from tagging.ops.airflow_local import LocalAirflow
+from tagging.ops.demo import real_photo_days
+from tagging.ops.local import LocalAirflow
 from tagging.settings import DATA_ENV
 
 DAYS = ["2026-05-01", "2026-05-02", "2026-05-03"]
@@ -67,7 +67,7 @@ def test_three_days_of_the_loop(loop):
     first = store.status()
     assert meta["metrics"]["labels"]["train"] == first["train"] > 0
     assert meta["hyperparameters"]["label_store"] == str(store.root)
-    quality = read_published_manifest(loop.catalogue, DAYS[0])["quality"]
+    quality = read_manifest(loop.catalogue, DAYS[0])["quality"]
     assert 0 < quality["verified"] <= verified_rows(loop.catalogue, DAYS[0])
     assert quality["accuracy"] is not None and sum(quality["predicted"].values()) > 0
 
@@ -75,7 +75,7 @@ def test_three_days_of_the_loop(loop):
     assert loop.dag_test(DAYS[1], {**CONF, "min_new_labels": 1000})
     assert registry.version_ids() == ["v0001"]
     assert store.status()["train"] > first["train"]
-    assert read_published_manifest(loop.catalogue, DAYS[1])["model_version"] == "v0001"
+    assert read_manifest(loop.catalogue, DAYS[1])["model_version"] == "v0001"
 
     # day 3: enough new labels: a candidate, gated on the current holdout with the champion
     # re-scored; promoted (then the earlier days are re-tagged) or refused, with reasons
@@ -87,8 +87,8 @@ def test_three_days_of_the_loop(loop):
     champion = registry.champion()
     assert champion == ("v0002" if decision["event"] == "promoted" else "v0001")
     for day in DAYS:  # re-tagged after a promotion: every day by the champion
-        assert read_published_manifest(loop.catalogue, day)["model_version"] == champion
-        assert "quality" in read_published_manifest(loop.catalogue, day)
+        assert read_manifest(loop.catalogue, day)["model_version"] == champion
+        assert "quality" in read_manifest(loop.catalogue, day)
 
     # re-running a day changes nothing: the store, the versions, the published partitions
     before = {p: snapshot(p) for p in (loop.catalogue, loop.registry / "versions")}

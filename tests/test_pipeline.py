@@ -9,7 +9,9 @@ import pytest
 
 from tagging.errors import TaggingError
 from tagging.model.registry import open_registry
-from tagging.pipeline import CandidateRef, choose_partition, plan_run, promote_unless_reused
+from tagging.pipeline.learn import promote_unless_reused
+from tagging.pipeline.results import CandidateRef
+from tagging.pipeline.tag import choose_partition, plan_run
 
 
 def test_partition_comes_from_the_param_then_the_logical_date():

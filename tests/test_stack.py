@@ -22,7 +22,8 @@ from conftest import DAG_CONF, FMNIST_DIR, snapshot
 
 from model_registry import Registry
 from tagging import settings
-from tagging.catalogue.layout import read_published_manifest, versions_dir
+from tagging.catalogue.layout import versions_dir
+from tagging.catalogue.published import read_manifest, read_published
 from tagging.ops.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -45,9 +46,9 @@ def write_days(catalogue: Path, days: list[str], rows: int) -> None:
 
 def assert_published_once_with_every_row(stack: Stack, day: str) -> None:
     source = pq.read_table(stack.catalogue / "incoming" / f"dt={day}")
-    table = pq.read_table(stack.catalogue / "tagged" / f"dt={day}")
+    table = read_published(stack.catalogue, day)
     assert table["product_id"].to_pylist() == source["product_id"].to_pylist()
-    assert read_published_manifest(stack.catalogue, day)["counts"]["rows"] == source.num_rows
+    assert read_manifest(stack.catalogue, day)["counts"]["rows"] == source.num_rows
     assert len(list(versions_dir(stack.catalogue, day).iterdir())) == 1
 
 
@@ -95,7 +96,8 @@ def test_every_service_listens_on_loopback_only(stack):
 
 def test_two_days_backfilled_across_both_tagging_workers(stack):
     started = time.monotonic()
-    runs = stack.wait_backfill(stack.backfill(DAYS[0], DAYS[-1], conf=CONF), timeout=900)
+    runs = stack.wait_backfill(stack.backfill(DAYS[0], DAYS[-1], conf=CONF, max_active_runs=2),
+                               timeout=900)
     print(f"2-day backfill: {time.monotonic() - started:.0f} s wall")
     assert [(r["day"], r["state"]) for r in runs] == [(day, "success") for day in DAYS]
 
@@ -120,7 +122,7 @@ def test_two_days_backfilled_across_both_tagging_workers(stack):
 
 
 def test_a_worker_killed_mid_shard_loses_nothing_and_reruns_change_nothing(stack):
-    backfill = stack.backfill(FAULT_DAY, FAULT_DAY, conf=CONF)
+    backfill = stack.backfill(FAULT_DAY, FAULT_DAY, conf=CONF, max_active_runs=2)
     deadline = time.monotonic() + 600
     running: list[tuple] = []
     while not running:
@@ -155,7 +157,8 @@ def test_a_worker_killed_mid_shard_loses_nothing_and_reruns_change_nothing(stack
     stack.wait_worker(victim)
     before, events = snapshot(stack.catalogue), tagged_events(stack)
     rerun = stack.wait_backfill(stack.backfill(DAYS[0], FAULT_DAY, conf=CONF,
-                                               reprocess="completed"), timeout=900)
+                                               reprocess="completed", max_active_runs=2),
+                                timeout=900)
     assert [r["state"] for r in rerun] == ["success"] * 3
     for run in rerun:
         states = {t["task_id"]: t["state"] for t in stack.task_instances(run["run_id"])}

@@ -10,7 +10,8 @@ import pytest
 from conftest import LOW_GATE, QUICK
 
 from model_registry import GatePolicy, Registry
-from tagging.loop.labelstore import Labelled, LabelStore, is_holdout, load_labelled
+from tagging.loop.labelled import Labelled, load_labelled
+from tagging.loop.labelstore import LabelStore, is_holdout
 from tagging.model.inference import Classifier
 from tagging.model.train import (
     TrainConfig,

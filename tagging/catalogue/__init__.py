@@ -1,9 +1,12 @@
 """One day's catalogue partition, from input to published output.
 
-layout    where every file lives (incoming/, tagged/, _staging/) and the published manifest
+layout    where every file lives (incoming/, tagged/, _staging/)
+schema    the output contract: the tag columns every published row gets
 planning  the partition cut into shards of whole row groups
 tagger    decode -> preprocess -> predict -> the tag columns, one shard at a time
 publish   staged shards swapped in as tagged/dt=D in one atomic step
 validate  a published partition checked against its input and the quality limits
-job       plan, tag and publish in one process (the `tagging tag` command)
+published the read seam: published days, rows, schema and manifests (every reader)
+demo      a demo catalogue rendered from Fashion-MNIST test images
+(plan + tag + publish in one process, `tagging tag`: tagging.pipeline.tag.tag_partition)
 """

@@ -1,4 +1,4 @@
-"""Every path of a catalogue, in one place.
+"""Every path of a catalogue, in one place (readers of published output: catalogue.published).
 
 Layout under a catalogue root:
     incoming/dt=YYYY-MM-DD/*.parquet           input, never modified
@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from model_registry.files import flocked
 from tagging.errors import PartitionNotFound
@@ -44,14 +42,19 @@ def input_files(catalogue_root: Path | str, date: str) -> list[Path]:
     return files
 
 
+def tagged_root(catalogue_root: Path | str) -> Path:
+    """tagged/: the published partitions (read them through tagging.catalogue.published)."""
+    return Path(catalogue_root) / "tagged"
+
+
 def published_dir(catalogue_root: Path | str, date: str) -> Path:
     """tagged/dt=DATE: the symlink readers follow to the current published copy."""
-    return Path(catalogue_root) / "tagged" / f"dt={date}"
+    return tagged_root(catalogue_root) / f"dt={date}"
 
 
 def versions_dir(catalogue_root: Path | str, date: str) -> Path:
     """tagged/.versions/dt=DATE: every published copy of the partition (newest two kept)."""
-    return Path(catalogue_root) / "tagged" / ".versions" / f"dt={date}"
+    return tagged_root(catalogue_root) / ".versions" / f"dt={date}"
 
 
 def staging_day(catalogue_root: Path | str, date: str) -> Path:
@@ -69,19 +72,13 @@ def shard_path(catalogue_root: Path | str, date: str, run_id: str, index: int) -
     return staging_dir(catalogue_root, date, run_id) / f"shard-{index:05d}.parquet"
 
 
-def read_published_manifest(catalogue_root: Path | str, date: str) -> dict[str, Any] | None:
-    """The _MANIFEST.json of the published partition, or None when it is not published."""
-    path = published_dir(catalogue_root, date) / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def file_identity(stat: os.stat_result) -> list[int]:
     """What changes when a file is replaced (rename: inode) or rewritten (size, mtime)."""
     return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
 
 
 def publish_lock_path(catalogue_root: Path | str, date: str) -> Path:
-    return Path(catalogue_root) / "tagged" / f".dt={date}.lock"
+    return tagged_root(catalogue_root) / f".dt={date}.lock"
 
 
 def staging_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:

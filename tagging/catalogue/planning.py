@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import PARTITION_KEY, file_identity, input_files
-from tagging.catalogue.tagger import OUTPUT_NAMES
+from tagging.catalogue.schema import OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
 from tagging.settings import MAX_MAP_LENGTH_ENV, Settings, TaggingLimits
 

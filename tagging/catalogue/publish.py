@@ -28,12 +28,12 @@ from tagging.catalogue.layout import (
     input_files,
     publish_lock_path,
     published_dir,
-    read_published_manifest,
     remove_unless_live,
     staging_day,
     versions_dir,
 )
-from tagging.catalogue.tagger import INPUT_KEY, parse_time
+from tagging.catalogue.published import read_manifest
+from tagging.catalogue.schema import INPUT_KEY, parse_time
 from tagging.errors import PartitionInvalid
 from tagging.loop.quality import partition_quality
 from tagging.settings import TaggingLimits
@@ -62,7 +62,7 @@ def input_checksums(catalogue_root: Path | str, date: str) -> list[InputFile]:
 
 def is_published(catalogue_root: Path | str, date: str, model_version: str) -> bool:
     """True when the partition is published by this model version from the same input files."""
-    manifest = read_published_manifest(catalogue_root, date)
+    manifest = read_manifest(catalogue_root, date)
     return bool(manifest and manifest["model_version"] == model_version
                 and manifest["inputs"] == input_checksums(catalogue_root, date))
 

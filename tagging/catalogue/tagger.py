@@ -1,7 +1,8 @@
 """Tag one shard: stream record batches -> decode in worker processes -> predict -> write.
 
 Output columns follow the catalogue contract (DESIGN.md): every input column, then
-OUTPUT_FIELDS. No TensorFlow on this path: predictions come from tagging.model.inference (NumPy).
+OUTPUT_FIELDS (tagging.catalogue.schema). No TensorFlow on this path: predictions come
+from tagging.model.inference (NumPy).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -25,35 +25,26 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import file_identity, shard_path, staging_lock
+from tagging.catalogue.planning import Shard
+from tagging.catalogue.schema import (
+    INPUT_KEY,
+    OUTPUT_FIELDS,
+    SLUGS,
+    TAGGED_AT_TYPE,
+    TOP3_TYPE,
+    parse_time,
+)
 from tagging.errors import PartitionInvalid
-from tagging.labels import CATEGORY_SLUGS
 from tagging.model.inference import Classifier
 from tagging.model.policy import needs_review
 from tagging.photos.pool import CHUNK_ROWS, Chunk, DecodingPool
 from tagging.settings import Settings
-
-if TYPE_CHECKING:  # planning checks input columns against OUTPUT_NAMES: it imports us
-    from tagging.catalogue.planning import Shard
 
 log = logging.getLogger(__name__)
 
 READ_BATCH_ROWS = 1024  # rows per record batch read, predicted and written at once
 IN_FLIGHT_BATCHES = 2  # record batches queued for the workers while one is predicted + written
 STAGES = ("read", "decode", "wait", "predict", "write")  # ShardStats.seconds keys
-TOP3_TYPE = pa.list_(pa.struct([("category", pa.string()), ("confidence", pa.float32())]))
-OUTPUT_FIELDS = [
-    pa.field("category", pa.string()),
-    pa.field("category_id", pa.int8()),
-    pa.field("category_confidence", pa.float32()),
-    pa.field("category_top3", TOP3_TYPE),
-    pa.field("needs_review", pa.bool_()),
-    pa.field("model_version", pa.string()),
-    pa.field("tagged_at", pa.timestamp("us", tz="UTC")),
-    pa.field("tag_error", pa.string()),
-]
-OUTPUT_NAMES = [f.name for f in OUTPUT_FIELDS]
-INPUT_KEY = b"tagging.input"  # staged file metadata: the input file, its SHA-256 and rows
-SLUGS = pa.array(CATEGORY_SLUGS, pa.string())
 
 
 def column_or_nulls(batch: pa.RecordBatch, name: str) -> list:
@@ -142,7 +133,7 @@ class Tagger:
             top3_column(top, np.take_along_axis(probs, top, axis=1), failed),
             pa.array(review, pa.bool_()),
             pa.repeat(pa.scalar(self.classifier.version, pa.string()), n),
-            pa.repeat(pa.scalar(tagged_at, pa.timestamp("us", tz="UTC")), n),
+            pa.repeat(pa.scalar(tagged_at, TAGGED_AT_TYPE), n),
             pa.array(errors, pa.string()),
         ]
 
@@ -221,11 +212,6 @@ def parquet_columns(schema: pa.Schema) -> list[str]:
     buffer = io.BytesIO()
     pq.write_table(schema.empty_table(), buffer)
     return [column.path for column in pq.ParquetFile(buffer).schema]
-
-
-def parse_time(value: str | datetime) -> datetime:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def tag_shard_to_staging(shard: Shard, *, catalogue_root: Path | str,

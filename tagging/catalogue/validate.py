@@ -9,14 +9,15 @@ from typing import TypedDict
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tagging.catalogue.layout import input_files, published_dir, read_published_manifest
-from tagging.catalogue.tagger import OUTPUT_FIELDS, OUTPUT_NAMES
+from tagging.catalogue.layout import input_files, published_dir
+from tagging.catalogue.published import published_schema, read_manifest, read_published
+from tagging.catalogue.schema import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
 from tagging.loop.quality import (
     ACCURACY_MARGIN,
     REVIEW_MARGIN,
     check_live_quality,
-    partition_quality,
+    published_quality,
 )
 from tagging.settings import TaggingLimits
 
@@ -45,24 +46,23 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
     .expectations); the live quality of the verified rows is checked against them, and an
     expected review rate replaces the fixed max_review_rate.
     """
-    manifest = read_published_manifest(catalogue_root, date)
+    manifest = read_manifest(catalogue_root, date)
     if manifest is None:
         raise PartitionInvalid(f"{published_dir(catalogue_root, date)}: not published")
     problems = []
     input_rows = sum(pq.ParquetFile(p).metadata.num_rows
                      for p in input_files(catalogue_root, date))
-    parts = sorted(published_dir(catalogue_root, date).glob("part-*.parquet"))
-    # partitioning=None: the dt=... folder names are not a column of the files
-    table = (pq.read_table(parts, columns=["product_id", *OUTPUT_NAMES], partitioning=None)
-             if parts else None)
-    rows = table.num_rows if table is not None else 0
+    schema = published_schema(catalogue_root, date)
+    missing = [] if schema is None else [
+        f"column {wanted.name} missing or not {wanted.type}" for wanted in OUTPUT_FIELDS
+        if wanted.name not in schema.names or schema.field(wanted.name).type != wanted.type]
+    problems += missing
+    table = (read_published(catalogue_root, date, columns=["product_id", *OUTPUT_NAMES])
+             if schema is not None and not missing else None)
+    rows = (table.num_rows if table is not None
+            else manifest["counts"]["rows"] if schema is not None else 0)
     if rows != input_rows:
         problems.append(f"{rows} published rows, input has {input_rows}")
-    for path in parts:
-        schema = pq.read_schema(path)
-        for wanted in OUTPUT_FIELDS:
-            if wanted.name not in schema.names or schema.field(wanted.name).type != wanted.type:
-                problems.append(f"{path.name}: column {wanted.name} missing or not {wanted.type}")
     counts = manifest["counts"]
     error_rate = counts["errors"] / max(counts["rows"], 1)
     review_rate = counts["needs_review"] / max(counts["rows"], 1)
@@ -71,7 +71,7 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
     expected = expected or {}
     if expected.get("expected_review_rate") is None and review_rate > max_review_rate:
         problems.append(f"needs-review rate {review_rate:.3f} > limit {max_review_rate}")
-    quality = manifest.get("quality") or partition_quality(parts)
+    quality = manifest.get("quality") or published_quality(catalogue_root, date)
     problems += check_live_quality(quality, expected, version=manifest["model_version"],
                                    accuracy_margin=live_accuracy_margin,
                                    review_margin=review_rate_margin)
@@ -107,12 +107,12 @@ def truth_agreement(catalogue_root: Path | str, date: str) -> dict:
     Rows without a label or without a tag are left out; `unflagged` covers rows not
     marked needs_review.
     """
-    parts = sorted(published_dir(catalogue_root, date).glob("part-*.parquet"))
-    names = pq.read_schema(parts[0]).names if parts else []
+    schema = published_schema(catalogue_root, date)
+    names = schema.names if schema is not None else []
     truth = next((c for c in ("verified_category", "true_category") if c in names), None)
     if truth is None:
         return {}
-    table = pq.read_table(parts, columns=[truth, "category", "needs_review"])
+    table = read_published(catalogue_root, date, columns=[truth, "category", "needs_review"])
     rows = table.filter(pc.and_(pc.is_valid(table[truth]), pc.is_valid(table["category"])))
     correct = pc.equal(rows[truth], rows["category"])
     unflagged = pc.invert(rows["needs_review"])

@@ -1,1 +1,2 @@
-"""The learning loop: label store, holdout, live quality, the loop's steps."""
+"""The learning loop's data: harvesting verified labels into the label store, its training
+view, the holdout comparison and live quality (the loop's steps: tagging.pipeline.learn)."""

@@ -9,7 +9,7 @@ version that tagged it expects from its held-out real photos.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tagging.labels import CATEGORY_SLUGS
-from tagging.loop.labelstore import parse_label
+from tagging.catalogue.published import (
+    published_days,
+    published_schema,
+    read_manifest,
+    read_published,
+)
+from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.model.policy import wilson_lower_bound
 
 MIN_VERIFIED = 20  # fewer verified rows in a day: accuracy is too noisy to check
@@ -61,13 +66,24 @@ def live_quality(table: pa.Table) -> dict:
 
 
 def partition_quality(parts: list[Path]) -> dict:
-    """live_quality of published Parquet files."""
+    """live_quality of Parquet files of published rows (publish: the staged copy)."""
     names = pq.read_schema(parts[0]).names if parts else []
+    return _quality_of(names, lambda columns: pq.read_table(parts, columns=columns))
+
+
+def published_quality(catalogue_root: Path | str, date: str) -> dict:
+    """live_quality of a published day (tagging.catalogue.published)."""
+    schema = published_schema(catalogue_root, date)
+    return _quality_of(schema.names if schema is not None else [],
+                       lambda columns: read_published(catalogue_root, date, columns))
+
+
+def _quality_of(names: list[str], read: Callable[[list[str]], pa.Table]) -> dict:
     columns = [c for c in COLUMNS if c in names]
-    if not parts or len(columns) < 2:
+    if len(columns) < 2:
         return live_quality(pa.table({"category": pa.array([], pa.string()),
                                       "needs_review": pa.array([], pa.bool_())}))
-    return live_quality(pq.read_table(parts, columns=columns))
+    return live_quality(read(columns))
 
 
 def expectations(version_metadata: dict) -> dict:
@@ -123,12 +139,11 @@ def check_live_quality(quality: dict, expected: dict, *, version: str,
 def quality_history(catalogue_root: Path | str) -> list[dict]:
     """Per published partition, oldest first: its manifest's quality and model version."""
     history = []
-    for link in sorted((Path(catalogue_root) / "tagged").glob("dt=*")):
-        manifest_path = link / "_MANIFEST.json"
-        if not manifest_path.exists():
+    for day in published_days(catalogue_root):
+        manifest = read_manifest(catalogue_root, day)
+        if manifest is None:  # unpublished meanwhile
             continue
-        manifest = json.loads(manifest_path.read_text())
-        quality = manifest.get("quality") or partition_quality(sorted(link.glob("part-*.parquet")))
+        quality = manifest.get("quality") or published_quality(catalogue_root, day)
         history.append({"partition": manifest["partition"],
                         "model_version": manifest["model_version"], **quality})
     return history

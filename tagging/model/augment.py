@@ -1,6 +1,6 @@
 """Photo-like variants of Fashion-MNIST images, for training a classifier that meets real photos.
 
-Each variant imitates what `tagging.photos.imaging` makes of a real photo: the product seen at a
+Each variant imitates what `tagging.photos.segment` makes of a real photo: the product seen at a
 slightly different angle and a quite different aspect (photos are not all side views),
 mirrored, sometimes with its sleeves swung out as garments lie when photographed flat, then
 re-framed (longest edge 28, centred), with imperfect segmentation (a filled silhouette,

@@ -16,7 +16,7 @@ from model_registry import GateDecision, GatePolicy, Registry
 from tagging.errors import ConfigError
 from tagging.labels import NUM_CLASSES
 from tagging.loop.holdout import holdout_comparison
-from tagging.loop.labelstore import Labelled, load_labelled
+from tagging.loop.labelled import Labelled, load_labelled
 from tagging.model.calibration import apply_temperature, fit_temperature
 from tagging.model.data import FashionMNIST, fingerprint, load_fashion_mnist
 from tagging.model.inference import WEIGHTS_FILE, Classifier

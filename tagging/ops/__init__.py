@@ -1,1 +1,2 @@
-"""Running the DAG: local Airflow, the native stack, demos."""
+"""Running the DAG: one Airflow harness (airflow), a local Airflow on SQLite (local), the
+native distributed stack (stack, services) and the demos (demo)."""

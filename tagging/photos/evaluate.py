@@ -1,7 +1,8 @@
 """Evaluate the tagger on labelled real photos: figures per source, and pictures to look at.
 
-`evaluate_photos` sends new photos through exactly the tagging path (tagging.photos.imaging in
-worker processes, then the classifier's calibrated probabilities and its review policy).
+`evaluate_photos` sends new photos through exactly the tagging path (tagging.photos.decode
+and .segment in worker processes, then the classifier's calibrated probabilities and its
+review policy).
 `check_on_photos` gives the honest figures on the photos a model was trained and calibrated
 on: each photo is scored by a model, temperature and review policy fitted without it.
 """

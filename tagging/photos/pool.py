@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from tagging.errors import ImageError, TaggingError
-from tagging.photos.imaging import load_image_uri, preprocess
+from tagging.photos.decode import load_image_uri
+from tagging.photos.segment import preprocess
 
 log = logging.getLogger(__name__)
 

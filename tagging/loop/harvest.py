@@ -1,0 +1,283 @@
+"""Building the label store's rows: one source (a catalogue partition or a labelled photo
+folder) -> validated, decoded, preprocessed rows, and the key that says whether it changed.
+
+Rows are decoded exactly as the tagger decodes (tagging.photos, in a DecodingPool), so the
+stored pixels are what the model sees; bad rows are counted and named, never stored.
+tagging.loop.labelstore writes them; tagging.loop.labelled reads them for training.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from model_registry.files import sha256_file
+from tagging.errors import ImageError, TaggingError
+from tagging.labels import parse_label
+from tagging.photos.decode import load_image_uri
+from tagging.photos.pool import DecodingPool
+from tagging.photos.segment import preprocess
+
+PIXELS = 28 * 28
+MAX_EXAMPLES = 20  # rejected rows named per source in the state (the rest are counted)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+SCHEMA = pa.schema([
+    pa.field("product_id", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),  # "dt=YYYY-MM-DD" or "photos:<folder>"
+    pa.field("origin", pa.string(), nullable=False),  # reporting group: catalogue, cd, myn…
+    pa.field("label", pa.int8(), nullable=False),
+    pa.field("pixels", pa.binary(PIXELS), nullable=False),  # uint8 28x28, as the tagger sees
+    pa.field("photo_sha256", pa.string(), nullable=False),
+    pa.field("verified_at", TIMESTAMP, nullable=False),
+    pa.field("harvested_at", TIMESTAMP, nullable=False),  # first harvest of this label
+])
+_FOLDER_SOURCE = re.compile(r"^\d+_([A-Za-z]+)_")  # 3_cd_017.jpg -> cd (tagging.photos.folder)
+
+
+class LabelStoreError(TaggingError):
+    """The store or one of its sources cannot be read or written."""
+
+
+def harvest_time() -> datetime:
+    """Now, to the second: a label's harvested_at."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------- decoding (worker processes)
+
+
+def decode_photos(images: list[bytes | None], uris: list[str | None], image_root: Path,
+                  workers: int | None = None
+                  ) -> list[tuple[bytes | None, str | None, str | None]]:
+    """(pixels, photo sha256, error) per row, in order: the tagger's decode path.
+
+    The photo bytes are read here (an image_uri under the image root), to hash them;
+    decoding runs in a DecodingPool, so a photo that kills its decoder is one rejected row.
+    """
+    photos: list[bytes | None] = []
+    read_errors: list[str | None] = []
+    for data, uri in zip(images, uris, strict=True):
+        try:
+            photos.append(load_image_uri(uri, image_root) if data is None and uri else data)
+            read_errors.append(None)
+        except ImageError as e:
+            photos.append(None)
+            read_errors.append(str(e))
+    with DecodingPool(image_root, workers) as pool:
+        pixels, errors = pool.decode(photos, [None] * len(photos))
+    return [(None, None, read_error or error) if read_error or error
+            else (pixels[i].tobytes(), hashlib.sha256(photos[i]).hexdigest(), None)
+            for i, (read_error, error) in enumerate(zip(read_errors, errors, strict=True))]
+
+
+@functools.cache
+def preprocess_signature() -> str:
+    """A hash of what tagging.photos.segment.preprocess makes of two fixed synthetic photos.
+
+    Part of every source's harvest key: when preprocessing changes, the stored pixels no
+    longer match what the tagger feeds the model, so the sources are harvested again.
+    """
+    from PIL import Image, ImageDraw
+
+    digest = hashlib.sha256()
+    for shape, size in (("rectangle", (120, 160)), ("ellipse", (200, 150))):
+        image = Image.new("RGB", size, (246, 244, 240))
+        getattr(ImageDraw.Draw(image), shape)((20, 30, size[0] - 25, size[1] - 20),
+                                              fill=(40, 60, 110))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        digest.update(preprocess(buffer.getvalue()).tobytes())
+    return digest.hexdigest()
+
+
+def _reject_reason(error: str) -> str:
+    missing = error.startswith(("missing image", "image_uri not found", "empty image"))
+    return "missing image" if missing else "undecodable photo"
+
+
+# ---------------------------------------------------------------- one source -> rows
+
+
+@dataclass
+class SourceRows:
+    """The accepted rows of one source, and what was rejected (counted, never trained on)."""
+
+    table: pa.Table
+    verified_rows: int
+    rejected: Counter = field(default_factory=Counter)
+    examples: list[dict] = field(default_factory=list)
+
+    def reject(self, product_id: Any, reason: str, detail: str = "") -> None:
+        self.rejected[reason] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append({"product_id": product_id, "reason": reason,
+                                  **({"detail": detail} if detail else {})})
+
+
+def _timestamps(values: list[Any], fallback: list[datetime]) -> list[datetime]:
+    """verified_at values (timestamps or ISO strings), else the fallback per row."""
+    out = []
+    for value, default in zip(values, fallback, strict=True):
+        moment = value
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                moment = None
+        if isinstance(moment, date) and not isinstance(moment, datetime):
+            moment = datetime(moment.year, moment.month, moment.day)
+        if not isinstance(moment, datetime):
+            moment = default
+        out.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return out
+
+
+def build_rows(source: str, product_ids: list[Any], labels: list[Any], images: list[Any],
+               uris: list[Any], verified_at: list[Any], origins: list[str], *,
+               image_root: Path, previous: pa.Table | None, now: datetime,
+               workers: int | None = None) -> SourceRows:
+    """Validate, decode and preprocess one source's verified rows into store rows.
+
+    previous: this source's rows from the last harvest: a label seen before keeps its
+    harvested_at (and its verified_at when the input has none), so re-harvesting the
+    same input writes the same rows.
+    """
+    result = SourceRows(SCHEMA.empty_table(), len(product_ids))
+    keep, ids, classes, seen = [], [], [], set()
+    for i, (pid, raw) in enumerate(zip(product_ids, labels, strict=True)):
+        label = parse_label(raw)
+        if pid is None or pid == "":
+            result.reject(pid, "missing product_id")
+        elif label is None:
+            result.reject(pid, "unknown label", repr(raw))
+        elif pid in seen:
+            result.reject(pid, "duplicate product_id")
+        else:
+            seen.add(pid)
+            keep.append(i)
+            ids.append(str(pid))
+            classes.append(label)
+    decoded = decode_photos([images[i] for i in keep], [uris[i] for i in keep], image_root,
+                            workers)
+    before = {}
+    if previous is not None:
+        for row in previous.select(["product_id", "label", "photo_sha256", "verified_at",
+                                    "harvested_at"]).to_pylist():
+            before[(row["product_id"], row["label"], row["photo_sha256"])] = row
+    rows: dict[str, list] = {name: [] for name in SCHEMA.names}
+    for i, pid, label, (pixels, sha, error) in zip(keep, ids, classes, decoded, strict=True):
+        if error is not None:
+            result.reject(pid, _reject_reason(error), error)
+            continue
+        old = before.get((pid, label, sha))
+        harvested = old["harvested_at"] if old else now
+        stated = _timestamps([verified_at[i]], [old["verified_at"] if old else harvested])[0]
+        for name, value in (("product_id", pid), ("source", source), ("origin", origins[i]),
+                            ("label", label), ("pixels", pixels), ("photo_sha256", sha),
+                            ("verified_at", stated), ("harvested_at", harvested)):
+            rows[name].append(value)
+    result.table = pa.table(rows, schema=SCHEMA)
+    return result
+
+
+def partition_rows(source: str, files: list[Path], *, image_root: Path,
+                   previous: pa.Table | None, now: datetime,
+                   workers: int | None = None) -> SourceRows:
+    """The rows with `verified_category` of one catalogue partition's input files."""
+    ids, labels, images, uris, stated = [], [], [], [], []
+    for path in files:
+        names = pq.read_schema(path).names
+        if "verified_category" not in names:
+            continue
+        wanted = [c for c in ("product_id", "verified_category", "image", "image_uri",
+                              "verified_at") if c in names]
+        table = pq.read_table(path, columns=wanted,
+                              filters=pc.is_valid(pc.field("verified_category")))
+        n = table.num_rows
+        column = {c: table[c].to_pylist() if c in table.column_names else [None] * n
+                  for c in ("product_id", "verified_category", "image", "image_uri",
+                            "verified_at")}
+        ids += column["product_id"]
+        labels += column["verified_category"]
+        images += column["image"]
+        uris += column["image_uri"]
+        stated += column["verified_at"]
+    return build_rows(source, ids, labels, images, uris, stated, ["catalogue"] * len(ids),
+                      image_root=image_root, previous=previous, now=now, workers=workers)
+
+
+# ---------------------------------------------------------------- photo folders
+
+
+def photo_folder_source(folder: Path) -> str:
+    """The store's name for a photo folder: its name plus a hash of where it is."""
+    digest = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:8]
+    return f"photos:{Path(folder).name}-{digest}"
+
+
+def photo_folder_rows(folder: Path | str, *, previous: pa.Table | None = None,
+                      now: datetime | None = None, workers: int | None = None) -> SourceRows:
+    """A labelled photo folder as store rows: product_id `<folder name>/<file>`."""
+    folder = Path(folder)
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        raise LabelStoreError(f"{folder}: not a labelled photo folder (needs manifest.csv "
+                              "and images/)")
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"file", "label"} <= set(rows[0]):
+        raise LabelStoreError(f"{manifest}: need a header with at least 'file' and 'label'")
+    files = [r["file"] for r in rows]
+    images = []
+    for name in files:
+        try:
+            images.append((folder / "images" / name).read_bytes())
+        except OSError:
+            images.append(None)  # rejected as a missing image
+    origins = [r.get("source") or (m.group(1) if (m := _FOLDER_SOURCE.match(n)) else "photos")
+               for r, n in zip(rows, files, strict=True)]
+    return build_rows(photo_folder_source(folder), [f"{folder.name}/{n}" for n in files],
+                      [r["label"] for r in rows], images, [None] * len(rows),
+                      [None] * len(rows), origins, image_root=folder, previous=previous,
+                      now=now or harvest_time(), workers=workers)
+
+
+# ---------------------------------------------------------------- has a source changed?
+
+
+def files_key(files: list[Path], previous: list[dict] | None) -> list[dict]:
+    """Name, size, mtime and SHA-256 of each input file (the hash is reused when the file's
+    size and mtime are unchanged: hashing 30 days of photos every run would be slow), and
+    the preprocessing signature."""
+    known = {(p["file"], p["size"], p["mtime_ns"]): p["sha256"]
+             for p in previous or [] if "file" in p}
+    key: list[dict] = [{"preprocess": preprocess_signature()}]
+    for path in files:
+        stat = path.stat()
+        sha = known.get((path.name, stat.st_size, stat.st_mtime_ns)) or sha256_file(path)
+        key.append({"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                    "sha256": sha})
+    return key
+
+
+def folder_key(folder: Path) -> dict:
+    """The manifest's hash plus the name, size and mtime of every image."""
+    images = folder / "images"
+    listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in images.iterdir()) if images.is_dir() else []
+    return {"manifest_sha256": sha256_file(folder / "manifest.csv"),
+            "images_sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest(),
+            "preprocess": preprocess_signature()}
