@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,12 @@ def s3_env(s3_server, monkeypatch) -> dict[str, str]:
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server.env()
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry_root(request, tmp_path) -> Path | str:
+    """An empty model registry's root: a local folder, or a fresh prefix on the S3 server."""
+    if request.param == "local":
+        return tmp_path / "registry"
+    request.getfixturevalue("s3_env")
+    return f"s3://tagging/registry-{uuid.uuid4().hex[:12]}"
