@@ -374,3 +374,30 @@ def test_the_cli_reports_s3_faults_in_one_line(s3_env, bucket, secret, message):
         lines = [line for line in out.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], out
         assert secret is None or secret not in out
+
+
+def test_the_cli_manages_an_s3_registry(s3_env, tmp_path):
+    root = "s3://tagging/cli-registry"
+    reg = Registry(root, class_names=CLASSES, cache_dir=tmp_path / "cache")
+    first, second = add(reg, tmp_path / "first", 0.9), add(reg, tmp_path / "second", 0.91)
+    env = {**os.environ, "TAGGING_REGISTRY": root, "COLUMNS": "200",
+           "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+
+    def tagging(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "tagging.cli", "registry", *args],
+                              env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert f"{first} promoted" in tagging("promote", first)
+    assert f"{second} promoted" in tagging("promote", second)
+    listing = tagging("list")
+    assert first in listing and second in listing and root in listing
+    shown = tagging("show", "champion")
+    assert f"{second} (champion)" in shown and f"{root}/versions/{second}" in shown
+    assert f"rolled back to {first}" in tagging("rollback")
+    events = [json.loads(line) for line in tagging("events").splitlines()]
+    assert [e["event"] for e in events] == ["register", "register", "promoted", "promoted",
+                                            "rollback"]
+    assert reg.champion() == first
+    assert (tmp_path / "xdg" / "model-registry").is_dir()  # `show` verified a cached copy
