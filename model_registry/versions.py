@@ -98,7 +98,7 @@ def abandon_dead_registers(store: Store, folders: Folders, now: datetime,
             store.put(prefix + METADATA_FILE, b'{"abandoned": ' + mark + b"}", mode="create")
         except AlreadyExists:
             blob = store.get(prefix + METADATA_FILE)
-            if blob is not None and b'"abandoned"' not in blob[0]:
+            if blob is not None and not _is_tombstone(blob[0]):
                 store.delete(prefix + ABANDONED_FILE)  # it committed after all: keep it
                 continue
         for name in leftovers:
@@ -107,3 +107,11 @@ def abandon_dead_registers(store: Store, folders: Folders, now: datetime,
                        store.location(prefix.rstrip("/")), len(leftovers))
         events.append({"event": "abandoned", "actor": actor, "version": version,
                        "reasons": [reason]})
+
+
+def _is_tombstone(data: bytes) -> bool:
+    """A metadata.json written by abandon_dead_registers (only that key), not a commit."""
+    try:
+        return list(json.loads(data)) == ["abandoned"]
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        return False

@@ -284,6 +284,21 @@ def test_a_paused_register_cannot_commit_once_abandoned(reg, tmp_path):
     assert all(reg.get(v) for v in reg.version_ids())
 
 
+def test_a_version_that_committed_while_being_abandoned_is_kept(reg, tmp_path):
+    """A cleaner marked a slow register `.abandoned`, lost the commit point to it and died
+    before taking the mark back: the next cleaner sees the real metadata.json and restores
+    the version (whatever its metadata says)."""
+    version = reg.register(make_artifact(tmp_path / "slow", "slow"),
+                           metadata(abandoned="a key of the caller's"), created_by="slow")
+    reg.store.put(f"versions/{version}/.abandoned", b"{}", mode="create")
+    assert reg.version_ids() == []
+    cleaner = Registry(reg.root, class_names=CLASSES, abandon_after=0,
+                       cache_dir=tmp_path / "cache")
+    add(cleaner, tmp_path / "next")
+    assert reg.version_ids() == [version, "v0002"]
+    assert reg.get(version).model_path.read_text() == "slow"
+
+
 def test_crash_between_register_and_promote_leaves_the_champion(reg, tmp_path):
     reg.promote(add(reg, tmp_path / "first", 0.88), policy=POLICY, actor="t")
     result = run_python("""
