@@ -1,4 +1,5 @@
-"""File-based model registry: immutable versions, a gated champion alias, an event log."""
+"""Model registry on a local folder or S3: immutable versions, a gated champion alias moved by
+compare-and-swap, an event log of one object per event."""
 
 from model_registry.errors import CorruptMetadataError, RegistryError, VersionNotFound
 from model_registry.gate import GateDecision, GatePolicy

@@ -1,151 +1,131 @@
-"""File-based model registry: immutable versions, a champion alias, an append-only event log.
+"""Model registry on a local folder or an S3 prefix: immutable versions, a champion alias,
+an event log. Writers share no lock: every decision is one conditional write.
 
-Layout under the root::
+Layout under the root (a folder, or s3://bucket/prefix)::
 
-    .lock                      fcntl.flock'ed by every writer
-    versions/v0001/            model.keras, weights.npz, report/, metadata.json (read-only)
-    versions/.tmp-*/           a register in progress, or one that crashed (ignored, cleaned)
-    aliases/champion.json      {"version", "previous": [older champions], "updated_at", ...}
-    events.jsonl               one JSON object per line
-
-Readers take no lock: versions appear by an atomic rename and the alias is replaced
-atomically, so a reader sees the state before or after a write, never half of one.
+    versions/v0001/               .claim, the artifact files, then metadata.json (the commit
+                                  point): see model_registry.versions
+    aliases/champion.json         {"version", "previous", "generation", …}, replaced only by
+                                  a compare-and-swap on its ETag
+    events/<time>-<random>.json   one create-only object per event (model_registry.events)
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import math
-import os
-import re
-import shutil
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model_registry.artifacts import cached_copy, default_cache_dir, verify_folder
 from model_registry.errors import CorruptMetadataError, RegistryError, VersionNotFound
-from model_registry.files import (
-    TMP_PREFIX,
-    atomic_write_json,
-    flocked,
-    fsync_path,
-    sha256_file,
-    to_json,
-    write_json_exclusive,
-)
+from model_registry.events import EventLog
 from model_registry.gate import GateDecision, GatePolicy, evaluate_gate
+from model_registry.metadata import (
+    METADATA_FILE,
+    MODEL_FILE,
+    STORED_KEYS,
+    VERSION_RE,
+    artifact_files,
+    caller_metadata,
+    metadata_digest,
+    metadata_problems,
+)
+from model_registry.store import (
+    AlreadyExists,
+    Conflict,
+    LocalObjects,
+    ObjectInfo,
+    Store,
+    open_store,
+)
+from model_registry.versions import (
+    VERSIONS,
+    abandon_dead_registers,
+    claim_version,
+    committed_ids,
+    is_committed,
+    version_folders,
+)
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
-_VERSION_RE = re.compile(r"v\d{4,}")
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-_CALLER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "metrics": (dict, "an object"),
-    "eval_data_fingerprint": (str, "a string"),
-    "training_data_fingerprint": (str, "a string"),
-    "hyperparameters": (dict, "an object"),
-    "library_versions": (dict, "an object"),
-}
-_REGISTRY_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "version": (str, "a string"),
-    "created_at": (str, "a string"),
-    "created_by": (str, "a string"),
-    "parent_champion": ((str, type(None)), "a string or null"),
-    "sha256": (dict, "an object"),
-}
+ALIAS = f"aliases/{CHAMPION}.json"
+MAX_SWAPS = 100  # alias compare-and-swap attempts per promote
 
 
 @dataclass
 class VersionInfo:
-    """One registered version: its id, directory and metadata.json contents."""
+    """One registered version: its id, where it is stored, its metadata.json contents, and a
+    local folder holding its verified files (None when they were not fetched)."""
 
     version: str
-    path: Path
+    location: str
     metadata: dict[str, Any]
+    path: Path | None = None
 
     @property
     def model_path(self) -> Path:
+        if self.path is None:
+            raise RegistryError(f"{self.location}: its files were not fetched (get the "
+                                "version with verify_checksums=True)")
         return self.path / MODEL_FILE
 
 
 class Registry:
-    """A model registry rooted at a directory (created on the first write)."""
+    """A model registry rooted at a folder or an s3:// URL (created on the first write)."""
 
     def __init__(self, root: str | Path, *, class_names: Sequence[str] = (),
-                 lock_timeout: float = 120.0) -> None:
+                 lock_timeout: float = 120.0, abandon_after: float = 3600.0,
+                 cache_dir: Path | None = None) -> None:
         """class_names: what the models predict, in label order; when given, every version's
-        per-class recall must have one entry per class, and gate reasons name them."""
-        self.root = Path(root)
+        per-class recall must have one entry per class, and gate reasons name them.
+        lock_timeout: local folders only, the longest wait for the alias's swap lock.
+        abandon_after: seconds after which a register that never committed is cleaned up.
+        cache_dir: where remote versions' files are downloaded (default ~/.cache)."""
+        self.store = open_store(root, lock_timeout=lock_timeout)
+        self.root = Path(root) if isinstance(self.store, LocalObjects) else self.store.url
+        self.url = self.store.url
+        self.event_log = EventLog(self.store)
         self.class_names = tuple(class_names)
-        self.lock_timeout = lock_timeout
-        self.versions_dir = self.root / "versions"
-        self.alias_path = self.root / "aliases" / f"{CHAMPION}.json"
-        self.events_path = self.root / "events.jsonl"
+        self.abandon_after = abandon_after
+        self.cache_dir = cache_dir or default_cache_dir()
 
     # ----------------------------------------------------------------- reading
 
     def version_ids(self) -> list[str]:
         """Ids of committed versions, oldest first (no validation)."""
-        if not self.versions_dir.is_dir():
-            return []
-        ids = [p.name for p in self.versions_dir.iterdir() if _VERSION_RE.fullmatch(p.name)]
-        return sorted(ids, key=lambda v: int(v[1:]))
+        return committed_ids(version_folders(self.store))
 
     def list_versions(self) -> list[VersionInfo]:
         """Every version, oldest first; metadata is validated, checksums are not (see get)."""
-        return [self._load(v, verify_checksums=False) for v in self.version_ids()]
+        folders = version_folders(self.store)
+        return [self._load(v, folders[v], verify_checksums=False)
+                for v in committed_ids(folders)]
 
     def resolve(self, ref: str) -> str:
         """Version id for `ref` (a version id or "champion")."""
-        if ref == CHAMPION:
-            champion = self.champion()
-            if champion is None:
-                raise VersionNotFound(f"{self.root}: there is no champion yet")
-            return champion
-        if not _VERSION_RE.fullmatch(str(ref)) or not (self.versions_dir / ref).is_dir():
-            raise VersionNotFound(f"{self.root}: no version {ref!r}")
-        return ref
+        return self._find(ref)[0]
 
     def get(self, ref: str, *, verify_checksums: bool = True) -> VersionInfo:
-        """The version `ref` names, after checking its metadata (and artifact checksums)."""
-        return self._load(self.resolve(ref), verify_checksums=verify_checksums)
+        """The version `ref` names, after checking its metadata (and artifact checksums: for
+        a remote registry this fetches its files into the local cache)."""
+        version, objects = self._find(ref)
+        return self._load(version, objects, verify_checksums=verify_checksums)
 
     def champion(self) -> str | None:
         """Version id the champion alias points at, or None before the first promotion."""
-        state = self._read_alias()
+        state, _ = self._read_alias()
         return None if state is None else state["version"]
 
     def events(self) -> list[dict[str, Any]]:
-        """All events, oldest first. An unterminated last line (interrupted write) is skipped."""
-        try:
-            text = self.events_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        *lines, tail = text.split("\n")
-        if tail:
-            logger.warning("%s: ignoring an incomplete last line (interrupted write)",
-                           self.events_path)
-        events = []
-        for number, line in enumerate(lines, 1):
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorruptMetadataError(
-                    f"{self.events_path}:{number}: not valid JSON ({exc})") from None
-            if not isinstance(event, dict):
-                raise CorruptMetadataError(f"{self.events_path}:{number}: not a JSON object")
-            events.append(event)
-        return events
+        """All events, oldest first (a legacy events.jsonl, then one object per event)."""
+        return self.event_log.read()
 
     def check_gate(self, candidate: str, policy: GatePolicy,
                    holdout: dict[str, Any] | None = None) -> GateDecision:
@@ -153,16 +133,8 @@ class Registry:
 
         holdout: paired scores of both on held-out data the caller measured (see
         evaluate_gate)."""
-        info = self.get(candidate)
-        if METADATA_FILE not in info.metadata["sha256"]:
-            raise CorruptMetadataError(
-                f"{info.path / METADATA_FILE}: has no checksum of its own content (registered "
-                "before metadata was checksummed, or the entry was removed): its metrics "
-                "cannot be trusted, so the gate refuses it; register it again")
-        champion = self.champion()
-        champion_meta = None if champion is None else self.get(champion).metadata
-        return evaluate_gate(info.version, info.metadata, champion, champion_meta, policy,
-                             class_names=self.class_names, holdout=holdout)
+        info = self._gateable(candidate)
+        return self._gate(info, self.champion(), policy, holdout)
 
     def load_keras_model(self, ref: str) -> Any:
         """Load the version's model with Keras safe mode (no arbitrary code from the file)."""
@@ -177,42 +149,53 @@ class Registry:
                  created_by: str) -> str:
         """Copy `artifact_dir` into a new immutable version; return its id."""
         artifact_dir = Path(artifact_dir)
-        record = _caller_metadata(metadata, artifact_dir, created_by, len(self.class_names))
-        with self._locked():
-            self._remove_stray_temps()
-            staging = self.versions_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-            shutil.copytree(artifact_dir, staging)
-            version = self._next_version_id()
-            parent = self.champion()
-            record |= {
-                "version": version,
-                "created_at": _now(),
-                "created_by": created_by,
-                "parent_champion": parent,
-                "sha256": _hash_tree(staging),
-            }
-            record["sha256"][METADATA_FILE] = _metadata_digest(record)
-            write_json_exclusive(staging / METADATA_FILE, record)
-            _seal(staging)
-            os.rename(staging, self.versions_dir / version)
-            fsync_path(self.versions_dir)
-            self._append_event({"event": "register", "actor": created_by, "version": version,
-                                "parent_champion": parent, "reasons": []})
+        record = caller_metadata(metadata, artifact_dir, created_by, len(self.class_names))
+        contents = {name: (artifact_dir / name).read_bytes()
+                    for name in artifact_files(artifact_dir)}
+        folders = version_folders(self.store)
+        version, claimed_at = claim_version(self.store, folders, created_by)
+        abandon_dead_registers(self.store, folders, claimed_at, self.abandon_after,
+                               actor=created_by, events=self.event_log)
+        parent = self.champion()
+        prefix = f"{VERSIONS}{version}/"
+        for name, data in contents.items():
+            self.store.put(prefix + name, data)
+        record |= {
+            "version": version,
+            "created_at": _now(),
+            "created_by": created_by,
+            "parent_champion": parent,
+            "sha256": {name: _sha256(data) for name, data in contents.items()},
+        }
+        record["sha256"][METADATA_FILE] = metadata_digest(record)
+        try:
+            self.store.put(prefix + METADATA_FILE, _json_bytes(record), mode="create")
+        except AlreadyExists:
+            raise RegistryError(
+                f"{self.store.location(prefix + METADATA_FILE)}: this register took longer "
+                f"than {self.abandon_after:g} s and another registrant abandoned it; nothing "
+                "was registered: register again") from None
+        self.store.seal(prefix)
+        self.event_log.append({"event": "register", "actor": created_by, "version": version,
+                               "parent_champion": parent, "reasons": []})
         logger.info("registered %s from %s (by %s)", version, artifact_dir, created_by)
         return version
 
     def promote(self, candidate: str, *, policy: GatePolicy, actor: str,
                 force: bool = False, holdout: dict[str, Any] | None = None) -> GateDecision:
-        """Run the gate; on a pass (or with force) make `candidate` the champion."""
-        with self._locked():
-            decision = self.check_gate(candidate, policy, holdout)
+        """Run the gate; on a pass (or with force) make `candidate` the champion.
+
+        The alias moves by a compare-and-swap: when another writer moved it since it was
+        read, that is logged as a "conflict" event and the gate runs again against the
+        new champion (holdout scores measured against the old one then fail it)."""
+        info = self._gateable(candidate)
+        for _ in range(MAX_SWAPS):
+            state, etag = self._read_alias()
+            decision = self._gate(info, None if state is None else state["version"], policy,
+                                  holdout)
             moves = decision.candidate != decision.champion and (decision.passed or force)
             decision.forced = moves and not decision.passed
-            if moves:
-                state = self._read_alias()
-                previous = [] if state is None else [*state["previous"], state["version"]]
-                self._write_alias(decision.candidate, previous, actor)
-            self._append_event({
+            event = {
                 "event": "promoted" if decision.passed or moves else "refused",
                 "actor": actor,
                 "version": decision.candidate,
@@ -222,260 +205,180 @@ class Registry:
                 "candidate_accuracy": decision.candidate_accuracy,
                 "champion_accuracy": decision.champion_accuracy,
                 **({"holdout": holdout} if holdout is not None else {}),
-            })
-        if moves:
-            logger.info("champion %s -> %s by %s%s: %s", decision.champion, decision.candidate,
-                        actor, " (FORCED past the gate)" if decision.forced else "",
-                        "; ".join(decision.reasons))
-        elif decision.passed:
-            logger.info("%s", decision.reasons[0])
-        else:
-            logger.warning("gate refused %s (champion stays %s): %s", decision.candidate,
-                           decision.champion, "; ".join(decision.reasons))
-        return decision
+            }
+            if moves:
+                try:
+                    event["generation"] = self._swap_alias(state, etag, decision.candidate,
+                                                           actor)
+                except (AlreadyExists, Conflict):
+                    self._log_conflict(actor, decision.candidate, decision.champion,
+                                       "deciding again")
+                    continue
+            self.event_log.append(event)
+            _log_decision(decision, moves, actor)
+            return decision
+        raise RegistryError(f"{self.store.location(ALIAS)}: the champion kept moving; "
+                            f"{candidate} was not promoted after {MAX_SWAPS} attempts")
 
     def rollback(self, *, actor: str) -> str:
-        """Point the champion back at the previous one; return that version id."""
-        with self._locked():
-            state = self._read_alias()
-            if state is None or not state["previous"]:
-                current = None if state is None else state["version"]
-                raise RegistryError(
-                    f"{self.alias_path}: nothing to roll back to "
-                    f"(champion is {current}, no earlier champion)")
-            *older, target = state["previous"]
-            self.get(target)
-            self._write_alias(target, older, actor)
-            self._append_event({"event": "rollback", "actor": actor, "version": target,
-                                "previous": state["version"],
-                                "reasons": [f"rolled back from {state['version']} to {target}"]})
+        """Point the champion back at the previous one; return that version id.
+
+        Refused (and logged) when another writer moved the champion meanwhile."""
+        state, etag = self._read_alias()
+        if state is None or not state["previous"]:
+            current = None if state is None else state["version"]
+            raise RegistryError(
+                f"{self.store.location(ALIAS)}: nothing to roll back to "
+                f"(champion is {current}, no earlier champion)")
+        *older, target = state["previous"]
+        self.get(target)
+        try:
+            generation = self._write_alias(target, older, state, etag, actor)
+        except Conflict:
+            now = self._log_conflict(actor, target, state["version"], "nothing rolled back")
+            raise RegistryError(
+                f"{self.store.location(ALIAS)}: the champion moved from {state['version']} to "
+                f"{now} during the rollback; nothing was rolled back (see the events, then "
+                "run it again)") from None
+        self.event_log.append({"event": "rollback", "actor": actor, "version": target,
+                               "previous": state["version"], "generation": generation,
+                               "reasons": [f"rolled back from {state['version']} to {target}"]})
         logger.info("champion %s -> %s by %s (rollback)", state["version"], target, actor)
         return target
 
-    # ----------------------------------------------------------------- internals
+    # ----------------------------------------------------------------- versions
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the registry's exclusive write lock (released by the kernel if we die)."""
-        lock_path = self.root / ".lock"
-        with flocked(lock_path, timeout=self.lock_timeout, on_timeout=lambda: RegistryError(
-                f"{lock_path}: another process has held the registry lock for more than "
-                f"{self.lock_timeout:g} s")):
-            yield
+    def _find(self, ref: str) -> tuple[str, dict[str, ObjectInfo]]:
+        """(version id, its objects) for a committed version or "champion"."""
+        if ref == CHAMPION:
+            champion = self.champion()
+            if champion is None:
+                raise VersionNotFound(f"{self.url}: there is no champion yet")
+            ref = champion
+        if VERSION_RE.fullmatch(str(ref)):
+            objects = version_folders(self.store, ref).get(ref, {})
+            if is_committed(objects):
+                return ref, objects
+        raise VersionNotFound(f"{self.url}: no version {ref!r}")
 
-    def _load(self, version: str, *, verify_checksums: bool) -> VersionInfo:
-        path = self.versions_dir / version
-        meta_path = path / METADATA_FILE
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CorruptMetadataError(f"{meta_path}: missing") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptMetadataError(f"{meta_path}: cannot be read as JSON ({exc})") from None
-        problems = _metadata_problems(meta, {**_CALLER_KEYS, **_REGISTRY_KEYS},
-                                      len(self.class_names))
+    def _load(self, version: str, objects: dict[str, ObjectInfo], *,
+              verify_checksums: bool) -> VersionInfo:
+        prefix = f"{VERSIONS}{version}/"
+        location = self.store.location(prefix.rstrip("/"))
+        meta = _read_json(self.store, prefix + METADATA_FILE)
+        problems = metadata_problems(meta, STORED_KEYS, len(self.class_names))
         if not problems and meta["version"] != version:
             problems.append(f"'version' is {meta['version']!r} but the directory is {version!r}")
         if problems:
-            raise CorruptMetadataError(f"{meta_path}: {'; '.join(problems)}")
-        if verify_checksums:
-            _verify_checksums(path, meta)
-        return VersionInfo(version, path, meta)
+            raise CorruptMetadataError(f"{location}/{METADATA_FILE}: {'; '.join(problems)}")
+        path = None
+        if isinstance(self.store, LocalObjects):
+            path = self.store.root / prefix
+            if verify_checksums:
+                verify_folder(path, location, meta)
+        elif verify_checksums:
+            path = cached_copy(self.store, prefix, meta, list(objects.values()), self.cache_dir)
+        return VersionInfo(version, location, meta, path)
 
-    def _read_alias(self) -> dict[str, Any] | None:
-        try:
-            state = json.loads(self.alias_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    def _gateable(self, ref: str) -> VersionInfo:
+        info = self.get(ref)
+        if METADATA_FILE not in info.metadata["sha256"]:
             raise CorruptMetadataError(
-                f"{self.alias_path}: cannot be read as JSON ({exc}); fix or remove it") from None
+                f"{info.location}/{METADATA_FILE}: has no checksum of its own content "
+                "(registered before metadata was checksummed, or the entry was removed): its "
+                "metrics cannot be trusted, so the gate refuses it; register it again")
+        return info
+
+    def _gate(self, info: VersionInfo, champion: str | None, policy: GatePolicy,
+              holdout: dict[str, Any] | None) -> GateDecision:
+        champion_meta = None if champion is None else self.get(champion).metadata
+        return evaluate_gate(info.version, info.metadata, champion, champion_meta, policy,
+                             class_names=self.class_names, holdout=holdout)
+
+    # ----------------------------------------------------------------- alias, events
+
+    def _read_alias(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(alias state, its ETag), or (None, None) before the first promotion."""
+        where = self.store.location(ALIAS)
+        blob = self.store.get(ALIAS)
+        if blob is None:
+            return None, None
+        try:
+            state = json.loads(blob[0])
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptMetadataError(
+                f"{where}: cannot be read as JSON ({exc}); fix or remove it") from None
         valid = (isinstance(state, dict) and isinstance(state.get("previous"), list)
-                 and all(isinstance(v, str) and _VERSION_RE.fullmatch(v)
+                 and all(isinstance(v, str) and VERSION_RE.fullmatch(v)
                          for v in [state.get("version"), *state["previous"]]))
         if not valid:
             raise CorruptMetadataError(
-                f"{self.alias_path}: expected {{'version': 'vNNNN', 'previous': [...]}}; "
-                "fix or remove it")
-        if not (self.versions_dir / state["version"]).is_dir():
+                f"{where}: expected {{'version': 'vNNNN', 'previous': [...]}}; fix or remove it")
+        try:
+            self._find(state["version"])
+        except VersionNotFound:
             raise CorruptMetadataError(
-                f"{self.alias_path}: points to {state['version']!r}, which does not exist in "
-                f"{self.versions_dir}; fix or remove it")
-        return state
+                f"{where}: points to {state['version']!r}, which does not exist in "
+                f"{self.store.location(VERSIONS.rstrip('/'))}; fix or remove it") from None
+        return state, blob[1]
 
-    def _write_alias(self, version: str, previous: list[str], actor: str) -> None:
-        for stray in self.alias_path.parent.glob(f"{TMP_PREFIX}*"):
-            stray.unlink()
-        atomic_write_json(self.alias_path, {
+    def _swap_alias(self, state: dict[str, Any] | None, etag: str | None, version: str,
+                    actor: str) -> int:
+        previous = [] if state is None else [*state["previous"], state["version"]]
+        return self._write_alias(version, previous, state, etag, actor)
+
+    def _write_alias(self, version: str, previous: list[str], state: dict[str, Any] | None,
+                     etag: str | None, actor: str) -> int:
+        """Replace the alias read as (state, etag); AlreadyExists/Conflict when it moved.
+        Returns the new generation (one more per move: the content, hence the ETag, never
+        repeats)."""
+        generation = (0 if state is None else int(state.get("generation", 0))) + 1
+        self.store.put(ALIAS, _json_bytes({
             "alias": CHAMPION, "version": version, "previous": previous,
-            "updated_at": _now(), "updated_by": actor,
-        })
+            "generation": generation, "updated_at": _now(), "updated_by": actor,
+        }), mode="create" if etag is None else etag)
+        return generation
 
-    def _append_event(self, event: dict[str, Any]) -> None:
-        """Append one line (under the lock), first cutting off a torn last line if any."""
-        data = (json.dumps({"ts": _now(), **event}) + "\n").encode()
-        fd = os.open(self.events_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                keep = os.pread(fd, size, 0).rfind(b"\n") + 1
-                logger.warning("%s: dropping an incomplete last line (interrupted write)",
-                               self.events_path)
-                os.ftruncate(fd, keep)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _next_version_id(self) -> str:
-        ids = self.version_ids()
-        return f"v{int(ids[-1][1:]) + 1 if ids else 1:04d}"
-
-    def _remove_stray_temps(self) -> None:
-        """Delete staging dirs left by a register that died (we hold the lock: none is live)."""
-        if not self.versions_dir.is_dir():
-            return
-        for stray in self.versions_dir.glob(f"{TMP_PREFIX}*"):
-            logger.warning("removing %s left by an interrupted register", stray)
-            for path in [stray, *stray.rglob("*")]:
-                if path.is_dir():
-                    path.chmod(0o755)
-            shutil.rmtree(stray)
+    def _log_conflict(self, actor: str, version: str, expected: str | None,
+                      outcome: str) -> str | None:
+        now = self.champion()
+        reason = f"the champion moved from {expected} to {now} meanwhile: {outcome}"
+        self.event_log.append({"event": "conflict", "actor": actor, "version": version,
+                               "previous": expected, "champion": now, "reasons": [reason]})
+        logger.warning("%s: champion moved from %s to %s while %s acted on %s: %s",
+                       self.url, expected, now, actor, version, outcome)
+        return now
 
 
-def _caller_metadata(metadata: dict[str, Any], artifact_dir: Path, created_by: str,
-                     classes: int) -> dict[str, Any]:
-    """Validated JSON copy of the caller's metadata (numpy values become plain numbers)."""
-    if not (artifact_dir / MODEL_FILE).is_file():
-        raise RegistryError(f"{artifact_dir}: no {MODEL_FILE} to register")
-    if (artifact_dir / METADATA_FILE).exists():
-        raise RegistryError(f"{artifact_dir}: contains {METADATA_FILE}, which the registry "
-                            "writes itself; pass the metadata as the dict argument")
-    if not isinstance(created_by, str) or not created_by:
-        raise RegistryError("created_by must be a non-empty string")
+def _read_json(store: Store, key: str) -> Any:
+    where = store.location(key)
+    blob = store.get(key)
+    if blob is None:
+        raise CorruptMetadataError(f"{where}: missing")
     try:
-        record = json.loads(json.dumps(metadata, default=to_json, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise RegistryError(f"metadata for {artifact_dir} is not valid JSON: {exc}") from None
-    problems = _metadata_problems(record, _CALLER_KEYS, classes)
-    reserved = sorted(set(_REGISTRY_KEYS) & set(record)) if isinstance(record, dict) else []
-    if reserved:
-        problems.append(f"keys {reserved} are set by the registry, not the caller")
-    if problems:
-        raise RegistryError(f"metadata for {artifact_dir}: {'; '.join(problems)}")
-    return record
+        return json.loads(blob[0])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptMetadataError(f"{where}: cannot be read as JSON ({exc})") from None
 
 
-def _metadata_problems(meta: Any, schema: dict[str, tuple[Any, str]],
-                       classes: int) -> list[str]:
-    """Human-readable list of what is wrong with `meta` (empty when it is fine).
-
-    classes: how many per-class recalls a version must have (0: any number)."""
-    if not isinstance(meta, dict):
-        return [f"expected a JSON object, got {type(meta).__name__}"]
-    problems = []
-    for key, (kind, description) in schema.items():
-        if key not in meta:
-            problems.append(f"missing key {key!r}")
-        elif not isinstance(meta[key], kind):
-            problems.append(f"{key!r} must be {description}, got {type(meta[key]).__name__}")
-        elif key.endswith("fingerprint") and not meta[key]:
-            problems.append(f"{key!r} is empty")
-    if isinstance(meta.get("metrics"), dict):
-        problems += _metrics_problems(meta["metrics"], classes)
-    if isinstance(meta.get("sha256"), dict):
-        problems += _sha256_problems(meta["sha256"])
-    if isinstance(meta.get("created_at"), str):
-        try:
-            datetime.fromisoformat(meta["created_at"])
-        except ValueError:
-            problems.append(f"'created_at' is not an ISO timestamp: {meta['created_at']!r}")
-    return problems
+def _log_decision(decision: GateDecision, moved: bool, actor: str) -> None:
+    if moved:
+        logger.info("champion %s -> %s by %s%s: %s", decision.champion, decision.candidate,
+                    actor, " (FORCED past the gate)" if decision.forced else "",
+                    "; ".join(decision.reasons))
+    elif decision.passed:
+        logger.info("%s", decision.reasons[0])
+    else:
+        logger.warning("gate refused %s (champion stays %s): %s", decision.candidate,
+                       decision.champion, "; ".join(decision.reasons))
 
 
-def _metrics_problems(metrics: dict[str, Any], classes: int) -> list[str]:
-    problems = []
-    if not _is_number(metrics.get("accuracy"), 0, 1):
-        problems.append(f"'metrics.accuracy' must be a number in [0, 1], "
-                        f"got {metrics.get('accuracy')!r}")
-    if not _is_number(metrics.get("loss"), 0, math.inf):
-        problems.append(f"'metrics.loss' must be a number >= 0, got {metrics.get('loss')!r}")
-    recall = metrics.get("per_class_recall")
-    if not (isinstance(recall, list) and recall and len(recall) == (classes or len(recall))
-            and all(_is_number(r, 0, 1) for r in recall)):
-        problems.append(f"'metrics.per_class_recall' must be a list of {classes or 'the'} "
-                        f"numbers in [0, 1], got {recall!r}")
-    return problems
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
 
 
-def _sha256_problems(sha256: dict[str, Any]) -> list[str]:
-    problems = []
-    if MODEL_FILE not in sha256:
-        problems.append(f"'sha256' has no entry for {MODEL_FILE}")
-    bad = [name for name, digest in sha256.items()
-           if not (isinstance(digest, str) and _SHA256_RE.fullmatch(digest))]
-    if bad:
-        problems.append(f"'sha256' entries are not hex digests: {bad}")
-    return problems
-
-
-def _is_number(value: Any, low: float, high: float) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value) and low <= value <= high)
-
-
-def _verify_checksums(path: Path, meta: dict[str, Any]) -> None:
-    """Every artifact file, and metadata.json's own content, as registered."""
-    expected = {k: v for k, v in meta["sha256"].items() if k != METADATA_FILE}
-    actual = _hash_tree(path)
-    problems = []
-    if METADATA_FILE in meta["sha256"]:
-        digest = _metadata_digest(meta)
-        if digest != meta["sha256"][METADATA_FILE]:
-            problems.append(f"{path / METADATA_FILE} content has sha256 {digest[:12]}…, "
-                            f"registered {meta['sha256'][METADATA_FILE][:12]}… (edited after "
-                            "registration)")
-    for name in sorted(expected.keys() | actual.keys()):
-        if name not in actual:
-            problems.append(f"{path / name} is missing")
-        elif name not in expected:
-            problems.append(f"{path / name} was not part of the registered artifacts")
-        elif actual[name] != expected[name]:
-            problems.append(f"{path / name} has sha256 {actual[name][:12]}…, registered "
-                            f"{expected[name][:12]}… (modified after registration)")
-    if problems:
-        raise CorruptMetadataError(
-            f"{path / METADATA_FILE}: artifacts do not match their checksums: "
-            + "; ".join(problems))
-
-
-def _metadata_digest(meta: dict[str, Any]) -> str:
-    """sha256 of the metadata's canonical JSON, without its own entry in 'sha256' (a file
-    cannot hold its own hash): editing any value, a metric say, changes it."""
-    others = {k: v for k, v in meta["sha256"].items() if k != METADATA_FILE}
-    canonical = json.dumps({**meta, "sha256": others}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _hash_tree(path: Path) -> dict[str, str]:
-    """sha256 of every file under `path` except metadata.json, keyed by relative POSIX path."""
-    digests = {}
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        name = file.relative_to(path).as_posix()
-        if name != METADATA_FILE:
-            digests[name] = sha256_file(file)
-    return digests
-
-
-def _seal(path: Path) -> None:
-    """fsync and make read-only every file and directory under `path` (deepest first)."""
-    for item in sorted([path, *path.rglob("*")], key=lambda p: len(p.parts), reverse=True):
-        fd = os.open(item, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        item.chmod(0o555 if item.is_dir() else 0o444)
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _now() -> str:

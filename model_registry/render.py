@@ -45,7 +45,7 @@ def render_version(registry: Registry, ref: str) -> str:
     table = Table(title=info.version + (" (champion)" if is_champion else ""))
     table.add_column("field")
     table.add_column("value")
-    table.add_row("path", str(info.path))
+    table.add_row("location", info.location)
     table.add_row("accuracy", f"{metrics['accuracy']:.4f}")
     table.add_row("loss", f"{metrics['loss']:.4f}")
     names = registry.class_names or [str(i) for i in range(len(metrics["per_class_recall"]))]

@@ -59,7 +59,7 @@ class Settings:
     """Where things live and how the DAG runs; every field has an environment variable."""
 
     home: Path = Path("var")
-    registry: Path | None = None  # default: home/registry
+    registry: Path | str | None = None  # default: home/registry; or s3://bucket/prefix
     catalogue: Path | None = None  # default: home/catalogue
     image_root: Path | None = None  # default: catalogue/images
     fashion_mnist_dir: Path = DEFAULT_CACHE
@@ -89,10 +89,13 @@ class Settings:
         def path(name: str) -> Path | None:
             return Path(env[name]) if env.get(name) else None
 
+        def path_or_url(name: str) -> Path | str | None:
+            return path_or_url_of(env[name]) if env.get(name) else None
+
         try:
             return cls(
                 home=path(HOME_ENV) or d.home,
-                registry=path(REGISTRY_ENV),
+                registry=path_or_url(REGISTRY_ENV),
                 catalogue=path(CATALOGUE_ENV),
                 image_root=path(IMAGE_ROOT_ENV),
                 fashion_mnist_dir=path(DATA_ENV) or d.fashion_mnist_dir,
@@ -116,7 +119,7 @@ class Settings:
             raise ConfigError(f"bad TAGGING_* environment variable: {e}") from None
 
     @property
-    def registry_root(self) -> Path:
+    def registry_root(self) -> Path | str:
         return self.registry or self.home / "registry"
 
     @property
@@ -126,3 +129,9 @@ class Settings:
     def image_root_for(self, catalogue: Path | str) -> Path:
         """Root that `image_uri` values are resolved under (never escaped)."""
         return self.image_root or Path(catalogue) / "images"
+
+
+def path_or_url_of(value: str | Path) -> Path | str:
+    """A root as given: a URL (s3://bucket/prefix) stays a string, anything else is a path
+    (Path would fold "s3://" into "s3:/")."""
+    return value if isinstance(value, str) and "://" in value else Path(value)

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,23 @@ def s3_env(s3_server, monkeypatch) -> dict[str, str]:
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server.env()
+
+
+def fresh_root(request, tmp_path: Path, name: str) -> Path | str:
+    """tmp_path/name, or a fresh prefix on the S3 server (request.param "local" or "s3")."""
+    if request.param == "local":
+        return tmp_path / name
+    request.getfixturevalue("s3_env")
+    return f"s3://tagging/{name}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry_root(request, tmp_path) -> Path | str:
+    """An empty model registry's root: a local folder, or a fresh prefix on the S3 server."""
+    return fresh_root(request, tmp_path, "registry")
+
+
+@pytest.fixture(params=["local", "s3"])
+def labels_root(request, tmp_path) -> Path | str:
+    """An empty label store's root: a local folder, or a fresh prefix on the S3 server."""
+    return fresh_root(request, tmp_path, "labels")

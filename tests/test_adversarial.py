@@ -502,7 +502,7 @@ def test_rollback_without_a_previous_champion_is_one_line(capsys, registry):  # 
 
 @pytest.mark.parametrize("damage", ["garbage-metadata", "tampered-weights", "missing-weights"])
 def test_a_damaged_version_is_one_line_error(tmp_path, capsys, registry, good, damage):  # hole 1
-    version = Registry(registry).versions_dir / "v0001"
+    version = Path(registry) / "versions" / "v0001"
     writable(version)
     if damage == "garbage-metadata":
         (version / "metadata.json").write_text("{not json")
@@ -561,7 +561,7 @@ def test_forged_metadata_is_refused_by_the_gate(tmp_path, capsys, registry):  # 
     weak = reg.get("champion").metadata["metrics"]
     version = register_variant(registry, tmp_path, metrics={
         **weak, "accuracy": 0.01, "per_class_recall": [0.01] * 10})
-    path = reg.versions_dir / version / "metadata.json"
+    path = Path(registry) / "versions" / version / "metadata.json"
     writable(path)
     meta = json.loads(path.read_text())
     meta["metrics"] |= {"accuracy": 0.99, "per_class_recall": [0.99] * 10}

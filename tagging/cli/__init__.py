@@ -12,6 +12,7 @@ import logging
 import os
 
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from tagging.cli.render import console
 from tagging.errors import EXPECTED_ERRORS
@@ -30,5 +31,5 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as e:  # expected failures: say what, not a trace
         if args.verbose:
             raise
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)  # one line
         return 1

@@ -6,6 +6,8 @@ import argparse
 from datetime import date as Date
 from pathlib import Path
 
+from tagging.settings import path_or_url_of
+
 
 def iso_date(value: str) -> str:
     try:
@@ -15,8 +17,9 @@ def iso_date(value: str) -> str:
 
 
 def add_registry_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--registry", type=Path, default=None,
-                   help="model registry folder (default: $TAGGING_REGISTRY or var/registry)")
+    p.add_argument("--registry", type=path_or_url_of, default=None,
+                   help="model registry: a folder or s3://bucket/prefix (default: "
+                   "$TAGGING_REGISTRY or var/registry)")
 
 
 def add_catalogue_arg(p: argparse.ArgumentParser) -> None:

@@ -116,5 +116,5 @@ def rollback(args) -> int:
 
 def events(args) -> int:
     for event in registry_of(args).events():
-        console.print(json.dumps(event), markup=False)
+        console.print(json.dumps(event), markup=False, soft_wrap=True)  # one JSON per line
     return 0

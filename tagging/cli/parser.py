@@ -16,7 +16,7 @@ from tagging.cli.args import (
     add_registry_arg,
     iso_date,
 )
-from tagging.settings import Settings, TaggingLimits
+from tagging.settings import Settings, TaggingLimits, path_or_url_of
 
 DESCRIPTION = """\
 Tag an online shop's product photos with Fashion-MNIST clothing categories.
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the needs_review threshold (default: "
                    f"${settings.REAL_PHOTOS_ENV}; without them, calibration uses the validation "
                    "split, which suits Fashion-MNIST-like photos only)")
-    p.add_argument("--label-store", type=Path, help="a catalogue's label store "
+    p.add_argument("--label-store", type=path_or_url_of, help="a catalogue's label store "
                    "(<catalogue>/labels, see `tagging labels`): learn from its verified labels "
                    "the same way")
     p.add_argument("--real-photo-repeats", type=int, help="copies of each train-side photo in "

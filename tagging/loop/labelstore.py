@@ -1,30 +1,35 @@
 """The labelled-photo store: the shop's own verified labels, as the tagger sees the photos.
 
-Layout under the catalogue root::
+Layout under the store's root (<catalogue>/labels: a folder, or s3://bucket/prefix/labels)::
 
-    labels/.lock                   fcntl.flock'ed by every writer
-    labels/_HARVEST.json           what was harvested from where (input keys, counts, rejects)
-    labels/data/dt=YYYY-MM-DD.parquet   the accepted rows of one catalogue partition
-    labels/data/photos-<id>.parquet     the rows of one labelled photo folder
+    data/dt=YYYY-MM-DD.parquet   one object per source: the accepted rows of one catalogue
+    data/photos-<id>.parquet     partition or labelled photo folder, and in its Parquet footer
+                                 (key "tagging.harvest") what was harvested from where (the
+                                 input key, counts, rejects)
+    _HARVEST.json                stores written before: read for the sources it names, never
+                                 written again
 
-Each data file is the whole contribution of one source (its rows built by
-tagging.loop.harvest), replaced atomically when that source changed (a partition
-re-exported with more `verified_category` values filled in), so harvesting the same input
-again adds nothing. The store a trainer reads (tagging.loop.labelled) is the union,
-deduplicated: by product_id (the latest verification wins), then by photo bytes (the
-product seen first keeps the photo, so a photo never changes side). The holdout is a
-fixed hash of product_id: a product never changes side as the store grows.
+Each source object is the whole contribution of one source (rows built by
+tagging.loop.harvest) with its own state, so rows and state can never disagree and two
+sources never share an object: no lock and no shared state file. An object is replaced
+whole (atomically) when its source changed (a partition re-exported with more
+`verified_category` values filled in), by a compare-and-swap on its ETag (create-only for
+a new source): a harvester that lost the race to another harvest of the same source reads
+the inputs again and finds them harvested (or harvests the newer ones), so harvesting the
+same input again adds nothing. The store a trainer reads (tagging.loop.labelled) is the
+union, deduplicated: by product_id (the latest verification wins), then by photo bytes (the
+product seen first keeps the photo, so a photo never changes side). The holdout is a fixed
+hash of product_id: a product never changes side as the store grows.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model_registry.files import atomic_write_bytes, flocked
+from model_registry.store import AlreadyExists, Conflict, open_store
 from tagging.catalogue.layout import input_dir, input_files
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.loop.harvest import (
@@ -48,12 +53,15 @@ from tagging.loop.harvest import (
     photo_folder_rows,
     photo_folder_source,
 )
-from tagging.settings import Settings
+from tagging.settings import Settings, path_or_url_of
 
 log = logging.getLogger(__name__)
 
 STORE_DIR = "labels"
-STATE_FILE = "_HARVEST.json"
+DATA = "data/"
+LEGACY_STATE = "_HARVEST.json"
+STATE_KEY = b"tagging.harvest"  # a source object's state, in its Parquet footer
+MAX_SWAPS = 20  # harvests of one source lost in a row to other harvests of it
 HOLDOUT_FRACTION = 0.2  # fixed: changing it would move products between the two sides
 SPLIT_SALT = b"catalogue-tagging holdout v1:"
 
@@ -84,13 +92,14 @@ class LabelStore:
     """The labelled-photo store of one catalogue (created on the first harvest)."""
 
     def __init__(self, root: Path | str):
-        self.root = Path(root)
-        self.data_dir = self.root / "data"
-        self.state_path = self.root / STATE_FILE
+        self.root = path_or_url_of(root)
+        self.objects = open_store(self.root)
 
     @classmethod
     def of_catalogue(cls, catalogue_root: Path | str) -> LabelStore:
-        return cls(Path(catalogue_root) / STORE_DIR)
+        root = path_or_url_of(catalogue_root)
+        return cls(f"{root.rstrip('/')}/{STORE_DIR}" if isinstance(root, str)
+                   else root / STORE_DIR)
 
     # ------------------------------------------------------------ harvesting
 
@@ -100,17 +109,17 @@ class LabelStore:
         """Harvest one catalogue partition's verified rows (skipped if its files are unchanged)."""
         catalogue_root = Path(catalogue_root)
         source = f"dt={date.fromisoformat(day).isoformat()}"
-        files = input_files(catalogue_root, day)
         image_root = image_root or _default_image_root(catalogue_root)
-        with self._locked():
-            state = self.state()
-            key = files_key(files, state["sources"].get(source, {}).get("key"))
-            if state["sources"].get(source, {}).get("key") == key:
-                return HarvestReport(source, False, **_counts(state["sources"][source]))
-            rows = partition_rows(source, files, image_root=image_root,
-                                  previous=self._read_source(source), now=harvest_time(),
-                                  workers=workers)
-            return self._commit(state, source, key, rows)
+
+        def build(entry: dict | None, previous: pa.Table | None) -> tuple[Any, SourceRows | None]:
+            files = input_files(catalogue_root, day)
+            key = files_key(files, entry and entry.get("key"))
+            if entry is not None and entry.get("key") == key:
+                return key, None
+            return key, partition_rows(source, files, image_root=image_root,
+                                       previous=previous, now=harvest_time(), workers=workers)
+
+        return self._harvest(source, build)
 
     def harvest_recent(self, catalogue_root: Path | str, day: str, days: int = 30, *,
                        image_root: Path | None = None, workers: int | None = None
@@ -129,49 +138,65 @@ class LabelStore:
                          ) -> HarvestReport:
         """A labelled photo folder (manifest.csv + images/) joins the store, same split rule."""
         folder = Path(folder).resolve()
-        source = photo_folder_source(folder)
-        with self._locked():
-            state = self.state()
-            key = folder_key(folder)
-            if state["sources"].get(source, {}).get("key") == key:
-                return HarvestReport(source, False, **_counts(state["sources"][source]))
-            rows = photo_folder_rows(folder, previous=self._read_source(source), now=harvest_time(),
-                                     workers=workers)
-            return self._commit(state, source, key, rows)
 
-    def _commit(self, state: dict, source: str, key: Any, rows: SourceRows) -> HarvestReport:
-        """Write the source's data file, then record it (a crash between: harvested again)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        pq.write_table(rows.table, buffer, compression="zstd")
-        atomic_write_bytes(self._source_path(source), buffer.getvalue())
-        state["sources"][source] = {
-            "key": key, "file": self._source_path(source).name,
-            "harvested_at": harvest_time().isoformat(), "verified_rows": rows.verified_rows,
-            "accepted": rows.table.num_rows, "rejected": dict(sorted(rows.rejected.items())),
-            "rejected_examples": rows.examples,
-        }
-        atomic_write_bytes(self.state_path, json.dumps(state, indent=2, sort_keys=True).encode())
-        report = HarvestReport(source, True, **_counts(state["sources"][source]))
-        log.info("harvested %s: %d labels accepted of %d verified rows, rejected %s", source,
-                 report.accepted, report.verified_rows, report.rejected or "none")
-        return report
+        def build(entry: dict | None, previous: pa.Table | None) -> tuple[Any, SourceRows | None]:
+            key = folder_key(folder)
+            if entry is not None and entry.get("key") == key:
+                return key, None
+            return key, photo_folder_rows(folder, previous=previous, now=harvest_time(),
+                                          workers=workers)
+
+        return self._harvest(photo_folder_source(folder), build)
+
+    def _harvest(self, source: str, build: Callable[[dict | None, pa.Table | None],
+                                                    tuple[Any, SourceRows | None]]
+                 ) -> HarvestReport:
+        """Read the source's object, let `build` decide (key, new rows or None: unchanged),
+        then replace the object by a compare-and-swap. Lost to another harvest of the same
+        source: read it again and decide again (its inputs are read again too)."""
+        key = self._source_key(source)
+        for _ in range(MAX_SWAPS):
+            found = self.objects.get(key)
+            previous, entry = (None, None) if found is None else _decode(
+                found[0], self.objects.location(key))
+            if entry is None and previous is not None:  # a store written before
+                entry = self._legacy_state().get(source)
+            input_key, rows = build(entry, previous)
+            if rows is None:
+                return HarvestReport(source, False, **_counts(entry))
+            entry = {
+                "source": source, "key": input_key, "file": key.removeprefix(DATA),
+                "harvested_at": harvest_time().isoformat(), "verified_rows": rows.verified_rows,
+                "accepted": rows.table.num_rows, "rejected": dict(sorted(rows.rejected.items())),
+                "rejected_examples": rows.examples,
+            }
+            try:
+                self.objects.put(key, _encode(rows.table, entry),
+                                 mode="create" if found is None else found[1])
+            except (AlreadyExists, Conflict):
+                log.info("%s was harvested by another process meanwhile: reading it again",
+                         source)
+                continue
+            report = HarvestReport(source, True, **_counts(entry))
+            log.info("harvested %s: %d labels accepted of %d verified rows, rejected %s",
+                     source, report.accepted, report.verified_rows, report.rejected or "none")
+            return report
+        raise LabelStoreError(f"{self.objects.location(key)}: replaced by other harvests "
+                              f"{MAX_SWAPS} times in a row; harvest again")
 
     # ------------------------------------------------------------ reading
 
+    def exists(self) -> bool:
+        """Has anything been harvested into this store?"""
+        return bool(self._source_keys())
+
     def state(self) -> dict:
-        try:
-            return json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return {"sources": {}}
-        except (OSError, json.JSONDecodeError) as e:
-            raise LabelStoreError(f"{self.state_path}: unreadable ({e}); fix or remove it"
-                                  ) from None
+        """{"sources": {source: what its last harvest read and did}}."""
+        return {"sources": {source: entry for source, _, entry in self._sources()}}
 
     def rows(self) -> pa.Table:
         """Every source's rows, before deduplication."""
-        files = sorted(self.data_dir.glob("*.parquet")) if self.data_dir.is_dir() else []
-        tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+        tables = [table for _, table, _ in self._sources()]
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
     def table(self) -> pa.Table:
@@ -180,10 +205,12 @@ class LabelStore:
 
     def status(self) -> dict:
         """Counts per side, class and source, and every rejection, for `tagging labels status`."""
-        table = self.table()
+        loaded = self._sources()
+        table = deduplicate(pa.concat_tables([t for _, t, _ in loaded]) if loaded
+                            else SCHEMA.empty_table())
         holdout = table["holdout"].to_numpy(zero_copy_only=False)
         labels = table["label"].to_numpy()
-        sources = self.state()["sources"]
+        sources = {source: entry for source, _, entry in loaded}
         return {
             "store": str(self.root),
             "labels": table.num_rows,
@@ -197,19 +224,47 @@ class LabelStore:
             "rejected": dict(sum((Counter(s["rejected"]) for s in sources.values()), Counter())),
         }
 
-    def _read_source(self, source: str) -> pa.Table | None:
-        path = self._source_path(source)
-        return pq.read_table(path, schema=SCHEMA) if path.exists() else None
+    def _sources(self) -> list[tuple[str, pa.Table, dict]]:
+        """(source, rows, state) of every source object, in name order."""
+        keys = self._source_keys()
+        legacy = {e.get("file"): (name, e) for name, e in self._legacy_state().items()
+                  } if keys else {}
+        loaded = []
+        for key, found in zip(keys, self.objects.get_many(keys), strict=True):
+            if found is None:  # removed since the listing
+                continue
+            table, entry = _decode(found[0], self.objects.location(key))
+            name = key.removeprefix(DATA)
+            if entry is None and name in legacy:
+                source, entry = legacy[name]
+            elif entry is None:  # written before, and not in _HARVEST.json: counts only
+                source = table["source"][0].as_py() if table.num_rows else name
+                entry = {"file": name, "accepted": table.num_rows,
+                         "verified_rows": table.num_rows, "rejected": {},
+                         "rejected_examples": []}
+            else:
+                source = entry["source"]
+            loaded.append((source, table, entry))
+        return loaded
 
-    def _source_path(self, source: str) -> Path:
-        safe = source.replace("photos:", "photos-").replace("/", "_")
-        return self.data_dir / f"{safe}.parquet"
+    def _source_keys(self) -> list[str]:
+        return [o.key for o in self.objects.list(DATA) if o.key.endswith(".parquet")]
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer at a time (two DAG runs may harvest at once); the kernel frees it."""
-        with flocked(self.root / ".lock"):
-            yield
+    def _legacy_state(self) -> dict:
+        """The sources _HARVEST.json names (a store written before states were in the
+        source objects)."""
+        found = self.objects.get(LEGACY_STATE)
+        if found is None:
+            return {}
+        try:
+            return json.loads(found[0])["sources"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise LabelStoreError(f"{self.objects.location(LEGACY_STATE)}: unreadable ({e}); "
+                                  "fix or remove it") from None
+
+    @staticmethod
+    def _source_key(source: str) -> str:
+        return f"{DATA}{source.replace('photos:', 'photos-').replace('/', '_')}.parquet"
 
 
 def deduplicate(table: pa.Table) -> pa.Table:
@@ -229,6 +284,25 @@ def deduplicate(table: pa.Table) -> pa.Table:
 def _counts(entry: dict) -> dict:
     return {"accepted": entry["accepted"], "verified_rows": entry["verified_rows"],
             "rejected": entry["rejected"]}
+
+
+def _encode(table: pa.Table, entry: dict) -> bytes:
+    """One source object: its rows, with its state in the Parquet footer."""
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata({STATE_KEY: json.dumps(entry)}), buffer,
+                   compression="zstd")
+    return buffer.getvalue()
+
+
+def _decode(data: bytes, where: str) -> tuple[pa.Table, dict | None]:
+    """(rows, state) of a source object; state None for one written before states moved in."""
+    try:
+        metadata = pq.read_schema(io.BytesIO(data)).metadata or {}
+        table = pq.read_table(io.BytesIO(data), schema=SCHEMA)
+        return table, json.loads(metadata[STATE_KEY]) if STATE_KEY in metadata else None
+    except (pa.ArrowException, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabelStoreError(f"{where}: unreadable ({e}); remove it to harvest its source "
+                              "again") from None
 
 
 def _default_image_root(catalogue_root: Path) -> Path:

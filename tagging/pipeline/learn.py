@@ -154,7 +154,7 @@ def promote_through_gate(registry_root: Path | str, candidate: str, *,
 def current_labels(catalogue_root: Path | str) -> Labelled | None:
     """The catalogue's current labels (None when nothing was harvested yet)."""
     store = LabelStore.of_catalogue(catalogue_root)
-    return load_labelled(store.root) if store.state_path.exists() else None
+    return load_labelled(store.root) if store.exists() else None
 
 
 # ---------------------------------------------------------------- re-tag after a promotion
