@@ -52,12 +52,13 @@ from typing import Any
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from tagging.settings import DAG_ID, Settings, TaggingLimits
+from tagging.settings import DAG_ID, LoopPolicy, Settings, TaggingLimits
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_env()
 LIMITS = TaggingLimits()
+LOOP = LoopPolicy()
 
 # Lineage: what tag_shard reads (a day's incoming partition, the champion model) and
 # what announce emits (the day's published partition, as the event's partition key).
@@ -86,22 +87,22 @@ PARAMS = {
     "gate": Param({}, type="object",
                   description="GatePolicy overrides: min_accuracy, min_class_recall, tolerance, "
                               "real_photo_tolerance, holdout_tolerance, holdout_z."),
-    "harvest_days": Param(30, type="integer", minimum=1,
+    "harvest_days": Param(LOOP.harvest_days, type="integer", minimum=1,
                           description="Harvest verified labels from this many days, up to the "
                                       "run's partition."),
-    "min_new_labels": Param(50, type="integer", minimum=0,
+    "min_new_labels": Param(LOOP.min_new_labels, type="integer", minimum=0,
                             description="Retrain only when this many new train-side labels "
                                         "arrived since the champion was trained."),
-    "target_precision": Param(0.95, type="number", minimum=0, maximum=1,
+    "target_precision": Param(LOOP.target_precision, type="number", minimum=0, maximum=1,
                               description="Precision the tags published without review must "
                                           "reach on the held-out real photos."),
-    "retag_days": Param(7, type="integer", minimum=0,
+    "retag_days": Param(LOOP.retag_days, type="integer", minimum=0,
                         description="After a promotion, re-tag this many days before the "
                                     "run's partition."),
-    "live_accuracy_margin": Param(0.10, type="number", minimum=0, maximum=1,
+    "live_accuracy_margin": Param(LOOP.live_accuracy_margin, type="number", minimum=0, maximum=1,
                                   description="validate fails when live accuracy on verified "
                                               "rows is this far below the holdout's."),
-    "review_rate_margin": Param(0.15, type="number", minimum=0, maximum=1,
+    "review_rate_margin": Param(LOOP.review_rate_margin, type="number", minimum=0, maximum=1,
                                 description="validate fails when the review rate is this far "
                                             "above the version's expected rate."),
 }

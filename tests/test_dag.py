@@ -6,6 +6,7 @@ fails for real (a late input file whose data pages are corrupt).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -26,13 +27,15 @@ from tagging.catalogue.published import read_manifest, read_published
 from tagging.ops.airflow import DAGS_DIR
 from tagging.ops.demo import run_demo
 from tagging.ops.local import LocalAirflow
+from tagging.settings import LoopPolicy, TaggingLimits
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 FAST_RETRIES = {"TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"}
 
 
-def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
-    """Parsed by Airflow's DagBag in a fresh interpreter: no errors, no heavy modules."""
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory) -> dict:
+    """The DAG as Airflow's DagBag parses it in a fresh interpreter, summarised."""
     script = textwrap.dedent(f"""
         import json, sys
         from airflow.dag_processing.dagbag import DagBag
@@ -52,6 +55,7 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
             "training_pool": tasks["retrain"].pool,
             "max_active_runs": dag.max_active_runs,
             "params": sorted(dag.params),
+            "param_defaults": dag.params.dump(),
             "outlets": {{t: [a.uri for a in op.outlets] for t, op in tasks.items()
                          if op.outlets}},
             "inlets": [a.uri for a in tasks["tag_shard"].partial_kwargs["inlets"]],
@@ -60,11 +64,16 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
             "schedule": dag.timetable.expression,
         }}))
     """)
-    env = LocalAirflow.in_workdir(tmp_path).env()
+    env = LocalAirflow.in_workdir(tmp_path_factory.mktemp("parse")).env()
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_dag_file_parses_fast_without_heavy_imports(parsed):
+    """Parsed by Airflow's DagBag in a fresh interpreter: no errors, no heavy modules."""
+    info = parsed
     assert info["errors"] == {}
     assert info["heavy"] == []
     print(f"DagBag parse: {info['parse_seconds']:.2f} s")  # measured, not asserted
@@ -87,6 +96,17 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
                               "plan_shards": "default", "publish": "default",
                               "validate": "default", "announce": "default"}
     assert info["schedule"] == "0 0 * * *"
+
+
+def test_dag_params_default_to_the_settings(parsed):
+    """One owner per default: the DAG's params start from LoopPolicy and TaggingLimits."""
+    loop, limits = dataclasses.asdict(LoopPolicy()), dataclasses.asdict(TaggingLimits())
+    defaults = parsed["param_defaults"]
+    shared = {name: value for name, value in {**loop, **limits}.items() if name in defaults}
+    assert set(shared) == {"harvest_days", "min_new_labels", "target_precision", "retag_days",
+                           "live_accuracy_margin", "review_rate_margin", "rows_per_shard",
+                           "max_error_rate", "max_review_rate"}
+    assert {name: defaults[name] for name in shared} == shared
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import argparse
 from datetime import date as Date
 from pathlib import Path
 
-from tagging.settings import path_or_url_of
+from tagging.settings import LoopPolicy, path_or_url_of
 
 
 def iso_date(value: str) -> str:
@@ -53,14 +53,13 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_live_quality_args(p: argparse.ArgumentParser) -> None:
-    from tagging.loop.quality import ACCURACY_MARGIN, REVIEW_MARGIN
-
-    p.add_argument("--live-accuracy-margin", type=float, default=ACCURACY_MARGIN,
+    d = LoopPolicy()
+    p.add_argument("--live-accuracy-margin", type=float, default=d.live_accuracy_margin,
                    help="validation fails when accuracy on verified rows is this far below the "
-                   f"version's holdout accuracy (default {ACCURACY_MARGIN})")
-    p.add_argument("--review-rate-margin", type=float, default=REVIEW_MARGIN,
+                   f"version's holdout accuracy (default {d.live_accuracy_margin})")
+    p.add_argument("--review-rate-margin", type=float, default=d.review_rate_margin,
                    help="validation fails when the review rate is this far above the "
-                   f"version's expected rate (default {REVIEW_MARGIN})")
+                   f"version's expected rate (default {d.review_rate_margin})")
 
 
 def registry_of(args):

@@ -16,7 +16,7 @@ from tagging.cli.args import (
     add_registry_arg,
     iso_date,
 )
-from tagging.settings import Settings, TaggingLimits, path_or_url_of
+from tagging.settings import LoopDemoPolicy, LoopPolicy, Settings, TaggingLimits, path_or_url_of
 
 DESCRIPTION = """\
 Tag an online shop's product photos with Fashion-MNIST clothing categories.
@@ -136,10 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-photos", type=Path, help="run the learning loop instead: spread "
                    "this labelled photo folder (manifest.csv + images/) over the days, with "
                    "verified_category revealed for part of each day")
-    p.add_argument("--reveal", type=float, default=0.8,
-                   help="with --real-photos: share of each day's rows verified (default 0.8)")
-    p.add_argument("--min-new-labels", type=int, default=40,
-                   help="with --real-photos: the DAG's min_new_labels (default 40)")
+    demo = LoopDemoPolicy()
+    p.add_argument("--reveal", type=float, default=demo.reveal,
+                   help="with --real-photos: share of each day's rows verified "
+                   f"(default {demo.reveal})")
+    p.add_argument("--min-new-labels", type=int, default=demo.min_new_labels,
+                   help="with --real-photos: the DAG's min_new_labels (default "
+                   f"{demo.min_new_labels}; in production {LoopPolicy.min_new_labels})")
     p.set_defaults(func=ops.demo)
 
     p = sub.add_parser("stack", help="the distributed engine on this machine (no Docker)",
@@ -165,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalogue_arg(q)
     q.add_argument("--date", required=True, type=iso_date, help="last partition, YYYY-MM-DD")
     q.add_argument("--days", type=int, default=1,
-                   help="harvest this many days up to --date (default 1; the DAG uses 30)")
+                   help="harvest this many days up to --date (default 1; the DAG uses "
+                   f"{LoopPolicy.harvest_days})")
     q.add_argument("--real-photos", type=Path, help="also add a labelled photo folder")
     q.set_defaults(func=loop.labels_harvest)
     q = lab.add_parser("status", help="labels per side and class; rejected rows and why")

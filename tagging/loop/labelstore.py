@@ -53,7 +53,7 @@ from tagging.loop.harvest import (
     photo_folder_rows,
     photo_folder_source,
 )
-from tagging.settings import Settings, path_or_url_of
+from tagging.settings import LoopPolicy, Settings, path_or_url_of
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ class LabelStore:
 
         return self._harvest(source, build)
 
-    def harvest_recent(self, catalogue_root: Path | str, day: str, days: int = 30, *,
+    def harvest_recent(self, catalogue_root: Path | str, day: str,
+                       days: int = LoopPolicy.harvest_days, *,
                        image_root: Path | None = None, workers: int | None = None
                        ) -> list[HarvestReport]:
         """Harvest the partitions of the `days` days ending with `day` that exist."""

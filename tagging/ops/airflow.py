@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -170,6 +171,12 @@ def wait_http(url: str, *, alive: Callable[[], bool], name: str, timeout: float)
                 return
         time.sleep(0.5)
     raise AirflowRunError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def shell_exports(env: dict[str, str]) -> str:
+    """`export` lines for what `env` sets beyond this process's own environment."""
+    ours = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(ours.items()))
 
 
 def tail(path: Path, lines: int = 30) -> str:

@@ -200,6 +200,9 @@ class Redis:
                       f"appendonly no\nrequirepass {self.password}\ndaemonize no\n")
         return [server, str(conf)]
 
+    def env(self) -> dict[str, str]:
+        return user_env(None)
+
     def wait_ready(self, alive: Callable[[], bool], timeout: float) -> None:
         import redis
 

@@ -22,7 +22,6 @@ import logging
 import os
 import pwd
 import secrets
-import shlex
 import shutil
 import socket
 import subprocess
@@ -37,7 +36,14 @@ import psycopg2
 
 from tagging import settings
 from tagging.errors import StackError
-from tagging.ops.airflow import AirflowHarness, airflow_env, free_port, tail, wait_http
+from tagging.ops.airflow import (
+    AirflowHarness,
+    airflow_env,
+    free_port,
+    shell_exports,
+    tail,
+    wait_http,
+)
 from tagging.ops.services import (
     DB_NAME,
     DB_USER,
@@ -319,7 +325,7 @@ class Stack(AirflowHarness):
     def _start_redis(self, timeout: float) -> None:
         redis = Redis(self.root / "redis", self.state["ports"]["redis"],
                       self.state["secrets"]["redis"], self.log_dir)
-        self._spawn_process("redis", redis.prepare(), env=dict(os.environ))
+        self._spawn_process("redis", redis.prepare(), env=redis.env())
         redis.wait_ready(self.service("redis").alive, timeout)
 
     # ------------------------------------------------------------ processes
@@ -355,9 +361,7 @@ class Stack(AirflowHarness):
 
     def _write_env_file(self) -> None:
         """`source` it to run the airflow CLI against the stack (mode 0600: it has secrets)."""
-        ours = {k: v for k, v in self.env().items() if os.environ.get(k) != v}
-        write_private(self.env_file, "".join(f"export {k}={shlex.quote(v)}\n"
-                                         for k, v in sorted(ours.items())))
+        write_private(self.env_file, shell_exports(self.env()))
 
     def _save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")

@@ -19,7 +19,7 @@ from tagging.errors import TaggingError
 from tagging.loop.labelled import Labelled, load_labelled
 from tagging.loop.labelstore import LabelStore
 from tagging.pipeline.results import CandidateRef, GateOutcome
-from tagging.settings import Settings
+from tagging.settings import LoopPolicy, Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- harvest
 
 
-def harvest_labels(catalogue_root: Path | str, day: str, *, harvest_days: int = 30,
+def harvest_labels(catalogue_root: Path | str, day: str, *,
+                   harvest_days: int = LoopPolicy.harvest_days,
                    real_photos: Path | str | None = None, image_root: Path | None = None,
                    workers: int | None = None) -> dict:
     """Harvest the last `harvest_days` partitions up to `day` (and a labelled photo folder)."""
@@ -77,7 +78,8 @@ def train_config(overrides: dict, *, catalogue_root: Path | str, target_precisio
 
 
 def retrain(train_overrides: dict[str, Any], *, force: bool, actor: str,
-            min_new_labels: int = 0, target_precision: float = 0.95) -> CandidateRef:
+            min_new_labels: int = LoopPolicy.min_new_labels,
+            target_precision: float = LoopPolicy.target_precision) -> CandidateRef:
     """Train a candidate on Fashion-MNIST and the label store's train side, or reuse the
     champion when data and config are unchanged or too few new labels arrived."""
     from tagging.model.train import train_candidate
