@@ -154,7 +154,9 @@ class Settings:
 
     def image_root_for(self, catalogue: Path | str) -> Path:
         """Root that `image_uri` values are resolved under (never escaped)."""
-        return self.image_root or Path(catalogue) / "images"
+        from tagging.catalogue.layout import images_dir
+
+        return self.image_root or images_dir(catalogue)
 
 
 def path_or_url_of(value: str | Path) -> Path | str:

@@ -20,9 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import DAG_CONF, FMNIST_DIR
+from helpers import read_input
 
 from model_registry import Registry
 from tagging import settings
+from tagging.catalogue.layout import input_dir, label_store_dir, published_dir
 from tagging.catalogue.published import read_manifest, read_published
 from tagging.ops.airflow import DAGS_DIR
 from tagging.ops.demo import run_demo
@@ -125,7 +127,7 @@ def local(tmp_path_factory) -> LocalAirflow:
 
 def published_state(catalogue: Path, day: str) -> dict:
     """Everything a reader of the published partition sees."""
-    link = catalogue / "tagged" / f"dt={day}"
+    link = published_dir(catalogue, day)
     return {"target": os.readlink(link),
             "files": {p.name: p.read_bytes() for p in sorted(link.iterdir())}}
 
@@ -154,7 +156,7 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
     manifest = read_manifest(local.catalogue, DAYS[0])
     assert manifest["model_version"] == "v0001"
     table = read_published(local.catalogue, DAYS[0])
-    source = pq.read_table(local.catalogue / "incoming" / f"dt={DAYS[0]}")
+    source = read_input(local.catalogue, DAYS[0])
     assert table.num_rows == source.num_rows == manifest["counts"]["rows"]
     assert table["product_id"].to_pylist() == source["product_id"].to_pylist()
     assert set(table["model_version"].to_pylist()) == {"v0001"}
@@ -181,7 +183,7 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
 
 def add_corrupt_input(catalogue: Path, day: str) -> Path:
     """A late second input file: readable footer (so it is planned), corrupt data pages."""
-    folder = catalogue / "incoming" / f"dt={day}"
+    folder = input_dir(catalogue, day)
     table = pq.read_table(folder / "part-0.parquet")
     late_ids = pc.binary_join_element_wise(table["product_id"], pa.scalar("-late"), "")
     path = folder / "part-1.parquet"
@@ -283,6 +285,6 @@ def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_
     meta = Registry(airflow.registry).get("champion").metadata
     labels = meta["metrics"]["labels"]
     assert labels["train"] + labels["holdout"] == 40 and labels["holdout"] > 0
-    assert meta["hyperparameters"]["label_store"] == str(airflow.catalogue / "labels")
+    assert meta["hyperparameters"]["label_store"] == str(label_store_dir(airflow.catalogue))
     assert meta["review"]["selection_source"].startswith(f"{labels['holdout']} held-out")
     assert read_manifest(airflow.catalogue, day)["model_version"] == "v0001"

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.store import AlreadyExists, Conflict, open_store
-from tagging.catalogue.layout import input_dir, input_files
+from tagging.catalogue.layout import input_dir, input_files, label_store_dir
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.loop.harvest import (
     SCHEMA,
@@ -57,7 +57,6 @@ from tagging.settings import LoopPolicy, Settings, path_or_url_of
 
 log = logging.getLogger(__name__)
 
-STORE_DIR = "labels"
 DATA = "data/"
 LEGACY_STATE = "_HARVEST.json"
 STATE_KEY = b"tagging.harvest"  # a source object's state, in its Parquet footer
@@ -97,9 +96,7 @@ class LabelStore:
 
     @classmethod
     def of_catalogue(cls, catalogue_root: Path | str) -> LabelStore:
-        root = path_or_url_of(catalogue_root)
-        return cls(f"{root.rstrip('/')}/{STORE_DIR}" if isinstance(root, str)
-                   else root / STORE_DIR)
+        return cls(label_store_dir(catalogue_root))
 
     # ------------------------------------------------------------ harvesting
 
