@@ -252,19 +252,17 @@ def test_failing_shard_is_retried_and_blocks_publication(first_run):
 def test_run_demo_summarises_each_day(first_run, monkeypatch):
     """What `tagging demo` prints, on the fixture's work dir (the day is already published)."""
     monkeypatch.setenv(settings.DATA_ENV, FMNIST_DIR)
-    summary = run_demo(first_run.home.parent, DAYS[:1], train_overrides=DAG_CONF["train"],
-                       gate_overrides=DAG_CONF["gate"],
-                       params={"max_error_rate": 0.2, "max_review_rate": 1.0})
-    assert summary["failed"] == [] and summary["champion"] == "v0001"
-    [day] = summary["days"]
-    assert day["partition"] == DAYS[0] and day["state"] == "success"
-    assert day["model_version"] == "v0001"
-    assert (day["rows"], day["errors"]) == (55, 5)
-    assert day["tagged"] == 50
-    flagged = pq.read_table(day["published"], columns=["needs_review"])["needs_review"]
-    assert day["needs_review"] == sum(flagged.to_pylist()) >= 5  # the broken rows at least
-    assert Path(day["published"], "_MANIFEST.json").exists()
-    assert summary["catalogue"] == str(first_run.catalogue)
+    run = run_demo(first_run.home.parent, DAYS[:1], train_overrides=DAG_CONF["train"],
+                   gate_overrides=DAG_CONF["gate"],
+                   params={"max_error_rate": 0.2, "max_review_rate": 1.0})
+    assert run.failed == [] and run.champion == "v0001"
+    [day] = run.days
+    assert day.partition == DAYS[0] and day.ok and day.model_version == "v0001"
+    assert (day.rows, day.errors, day.tagged) == (55, 5, 50)
+    flagged = read_published(first_run.catalogue, DAYS[0], columns=["needs_review"])
+    assert day.needs_review == sum(flagged["needs_review"].to_pylist()) >= 5  # broken rows
+    assert day.published == str(published_dir(first_run.catalogue, DAYS[0]))
+    assert run.catalogue == str(first_run.catalogue)
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -72,6 +72,14 @@ def is_holdout(product_ids: list[str] | np.ndarray) -> np.ndarray:
                                     "big") < limit for p in product_ids], bool)
 
 
+class HarvestedSource(TypedDict):
+    source: str
+    harvested: bool
+    accepted: int
+    verified_rows: int
+    rejected: dict[str, int]
+
+
 @dataclass
 class HarvestReport:
     """What one harvest of one source did."""
@@ -82,9 +90,10 @@ class HarvestReport:
     verified_rows: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return {"source": self.source, "harvested": self.harvested, "accepted": self.accepted,
-                "verified_rows": self.verified_rows, "rejected": self.rejected}
+    def to_dict(self) -> HarvestedSource:
+        return HarvestedSource(source=self.source, harvested=self.harvested,
+                               accepted=self.accepted, verified_rows=self.verified_rows,
+                               rejected=self.rejected)
 
 
 class LabelStore:
