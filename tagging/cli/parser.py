@@ -11,6 +11,7 @@ from tagging.cli import catalogue, loop, model, ops
 from tagging.cli.args import (
     add_catalogue_arg,
     add_data_arg,
+    add_defaulted,
     add_gate_args,
     add_live_quality_args,
     add_registry_arg,
@@ -88,15 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the model's confidence threshold for needs_review")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     limits = TaggingLimits()
-    p.add_argument("--rows-per-shard", type=int, default=limits.rows_per_shard,
-                   help=f"rows per shard (default {limits.rows_per_shard})")
-    p.add_argument("--max-error-rate", type=float, default=limits.max_error_rate,
-                   help="validation fails above this share of untaggable rows "
-                   f"(default {limits.max_error_rate})")
-    p.add_argument("--max-review-rate", type=float, default=limits.max_review_rate,
-                   help="validation fails above this share of needs_review rows "
-                   f"(default {limits.max_review_rate}), unless the version has an expected "
-                   "review rate from held-out real photos")
+    add_defaulted(p, limits, "rows_per_shard", "rows per shard")
+    add_defaulted(p, limits, "max_error_rate", "validation fails above this share of "
+                  "untaggable rows")
+    add_defaulted(p, limits, "max_review_rate", "validation fails above this share of "
+                  "needs_review rows, unless the version has an expected review rate from "
+                  "held-out real photos")
     add_live_quality_args(p)
     p.set_defaults(func=catalogue.tag)
 
@@ -137,12 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "this labelled photo folder (manifest.csv + images/) over the days, with "
                    "verified_category revealed for part of each day")
     demo = LoopDemoPolicy()
-    p.add_argument("--reveal", type=float, default=demo.reveal,
-                   help="with --real-photos: share of each day's rows verified "
-                   f"(default {demo.reveal})")
-    p.add_argument("--min-new-labels", type=int, default=demo.min_new_labels,
-                   help="with --real-photos: the DAG's min_new_labels (default "
-                   f"{demo.min_new_labels}; in production {LoopPolicy.min_new_labels})")
+    add_defaulted(p, demo, "reveal", "with --real-photos: share of each day's rows verified")
+    add_defaulted(p, demo, "min_new_labels", "with --real-photos: the DAG's min_new_labels "
+                  f"(in production {LoopPolicy.min_new_labels})")
     p.set_defaults(func=ops.demo)
 
     p = sub.add_parser("stack", help="the distributed engine on this machine (no Docker)",

@@ -42,6 +42,7 @@ from tagging.ops.airflow import (
     free_port,
     shell_exports,
     tail,
+    wait_for,
     wait_http,
 )
 from tagging.ops.services import (
@@ -274,26 +275,24 @@ class Stack(AirflowHarness):
     def wait_worker(self, name: str, timeout: float = 300) -> None:
         """Wait for the worker's "ready." log line (it then consumes its queues)."""
         service = self.service(name)
-        deadline = time.monotonic() + timeout
-        while "ready." not in Path(service.log).read_text(errors="replace"):
-            if not service.alive():
-                raise StackError(f"worker {name} exited while starting, see {service.log}:\n"
-                                 f"{tail(Path(service.log))}")
-            if time.monotonic() > deadline:
-                raise StackError(f"worker {name} not ready after {timeout:.0f} s, "
-                                 f"see {service.log}")
-            time.sleep(1)
+        log_file = Path(service.log)
+        wait_for(lambda: "ready." in log_file.read_text(errors="replace"),
+                 failed=lambda: None if service.alive() else (
+                     f"worker {name} exited while starting, see {log_file}:\n{tail(log_file)}"),
+                 late=f"worker {name} not ready after {timeout:.0f} s, see {log_file}",
+                 timeout=timeout, error=StackError)
 
     def wait_dag(self, timeout: float = 300) -> None:
         """Wait until the dag-processor has parsed and serialized the DAG."""
-        deadline = time.monotonic() + timeout
-        while not self.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s", DAG_ID):
-            if errors := self.query("SELECT filename, stacktrace FROM import_error"):
-                raise StackError(f"the DAG does not import: {errors}")
-            if time.monotonic() > deadline:
-                raise StackError(f"{DAG_ID} not parsed after {timeout:.0f} s, see "
-                                 f"{self.log_dir / 'dag-processor.log'}")
-            time.sleep(1)
+        def import_errors() -> str | None:
+            errors = self.query("SELECT filename, stacktrace FROM import_error")
+            return f"the DAG does not import: {errors}" if errors else None
+
+        wait_for(lambda: bool(self.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s",
+                                         DAG_ID)),
+                 failed=import_errors, timeout=timeout, error=StackError,
+                 late=f"{DAG_ID} not parsed after {timeout:.0f} s, see "
+                      f"{self.log_dir / 'dag-processor.log'}")
 
     # ------------------------------------------------------------ the harness's hooks
 
