@@ -47,17 +47,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from tagging.settings import DAG_ID, Settings, TaggingLimits
+from tagging.pipeline.results import (
+    CandidateRef,
+    GateOutcome,
+    HarvestSummary,
+    Publication,
+    RetaggedDay,
+    RunPlan,
+    ValidatedRun,
+)
+from tagging.settings import DAG_ID, LoopPolicy, Settings, TaggingLimits
+
+if TYPE_CHECKING:  # planning reads Parquet: not imported when the DAG is parsed
+    from tagging.catalogue.planning import Shard
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_env()
 LIMITS = TaggingLimits()
+LOOP = LoopPolicy()
 
 # Lineage: what tag_shard reads (a day's incoming partition, the champion model) and
 # what announce emits (the day's published partition, as the event's partition key).
@@ -86,22 +99,22 @@ PARAMS = {
     "gate": Param({}, type="object",
                   description="GatePolicy overrides: min_accuracy, min_class_recall, tolerance, "
                               "real_photo_tolerance, holdout_tolerance, holdout_z."),
-    "harvest_days": Param(30, type="integer", minimum=1,
+    "harvest_days": Param(LOOP.harvest_days, type="integer", minimum=1,
                           description="Harvest verified labels from this many days, up to the "
                                       "run's partition."),
-    "min_new_labels": Param(50, type="integer", minimum=0,
+    "min_new_labels": Param(LOOP.min_new_labels, type="integer", minimum=0,
                             description="Retrain only when this many new train-side labels "
                                         "arrived since the champion was trained."),
-    "target_precision": Param(0.95, type="number", minimum=0, maximum=1,
+    "target_precision": Param(LOOP.target_precision, type="number", minimum=0, maximum=1,
                               description="Precision the tags published without review must "
                                           "reach on the held-out real photos."),
-    "retag_days": Param(7, type="integer", minimum=0,
+    "retag_days": Param(LOOP.retag_days, type="integer", minimum=0,
                         description="After a promotion, re-tag this many days before the "
                                     "run's partition."),
-    "live_accuracy_margin": Param(0.10, type="number", minimum=0, maximum=1,
+    "live_accuracy_margin": Param(LOOP.live_accuracy_margin, type="number", minimum=0, maximum=1,
                                   description="validate fails when live accuracy on verified "
                                               "rows is this far below the holdout's."),
-    "review_rate_margin": Param(0.15, type="number", minimum=0, maximum=1,
+    "review_rate_margin": Param(LOOP.review_rate_margin, type="number", minimum=0, maximum=1,
                                 description="validate fails when the review rate is this far "
                                             "above the version's expected rate."),
 }
@@ -135,7 +148,7 @@ def _no_retry(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def catalogue_tagging() -> None:
     @task(queue=SETTINGS.training_queue)  # decodes photos in a process pool: a solo worker
     def harvest_labels(params: dict | None = None, logical_date: datetime | None = None,
-                       data_interval_start: datetime | None = None) -> dict:
+                       data_interval_start: datetime | None = None) -> HarvestSummary:
         """Verified rows of the last harvest_days partitions -> the label store."""
         from tagging.pipeline.learn import harvest
         from tagging.pipeline.tag import choose_partition
@@ -146,7 +159,7 @@ def catalogue_tagging() -> None:
 
     @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue, max_active_tis_per_dag=1,
           execution_timeout=timedelta(hours=3))
-    def retrain(params: dict | None = None, dag_run: Any = None) -> dict:
+    def retrain(params: dict | None = None, dag_run: Any = None) -> CandidateRef:
         """Train a candidate, or reuse the champion (nothing changed, or too few labels)."""
         from tagging.pipeline.learn import retrain
 
@@ -155,17 +168,17 @@ def catalogue_tagging() -> None:
                          target_precision=params["target_precision"])
 
     @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue)
-    def gate_and_promote(candidate: dict, params: dict | None = None,
-                         dag_run: Any = None) -> dict:
+    def gate_and_promote(candidate: CandidateRef, params: dict | None = None,
+                         dag_run: Any = None) -> GateOutcome:
         """Promote through the gate; a refusal keeps the champion and the run goes on."""
         from tagging.pipeline.learn import promote_unless_reused
 
         return _no_retry(promote_unless_reused, candidate, params["gate"], actor=_actor(dag_run))
 
     @task
-    def resolve_run(gate: dict, params: dict | None = None,
+    def resolve_run(gate: GateOutcome, params: dict | None = None,
                     logical_date: datetime | None = None,
-                    data_interval_start: datetime | None = None) -> dict:
+                    data_interval_start: datetime | None = None) -> RunPlan:
         """Pin the model version and the partition once for the whole run."""
         from tagging.pipeline.tag import choose_partition, plan_run
 
@@ -175,14 +188,15 @@ def catalogue_tagging() -> None:
         return _no_retry(plan_run, partition, params["model_version"])
 
     @task(queue=SETTINGS.tagging_queue)  # tags with every core, like tag_shard
-    def retag(gate: dict, run: dict, params: dict | None = None) -> list[dict]:
+    def retag(gate: GateOutcome, run: RunPlan, params: dict | None = None
+              ) -> list[RetaggedDay]:
         """After a promotion, re-tag and republish the previous retag_days days."""
         from tagging.pipeline.learn import retag_after_promotion
 
         return _no_retry(retag_after_promotion, gate, run["partition"], params["retag_days"])
 
     @task
-    def plan_shards(run: dict, params: dict | None = None) -> list[dict]:
+    def plan_shards(run: RunPlan, params: dict | None = None) -> list[Shard]:
         """Shards of the partition's input (file x row-group range); none if already published."""
         from tagging.catalogue.planning import plan_shards
 
@@ -198,7 +212,7 @@ def catalogue_tagging() -> None:
           retry_delay=timedelta(seconds=SETTINGS.shard_retry_delay_s),
           retry_exponential_backoff=2.0, max_retry_delay=timedelta(minutes=30),
           execution_timeout=timedelta(hours=2))
-    def tag_shard(shard: dict, run: dict, params: dict | None = None,
+    def tag_shard(shard: Shard, run: RunPlan, params: dict | None = None,
                   dag_run: Any = None) -> str:
         """Tag one shard with the pinned model; returns the staged Parquet path."""
         from tagging.catalogue.tagger import tag_shard_to_staging
@@ -210,33 +224,33 @@ def catalogue_tagging() -> None:
             tagged_at=run["tagged_at"], review_threshold=params["review_threshold"])
 
     @task(trigger_rule="none_failed")
-    def publish(run: dict, staged: list[str]) -> dict:
+    def publish(run: RunPlan, staged: list[str]) -> Publication:
         """Swap the partition in atomically (runs only when no shard failed)."""
         from tagging.pipeline.tag import publish_run
 
         return _no_retry(publish_run, run, staged[:])
 
     @task
-    def validate(run: dict, published: dict, params: dict | None = None) -> dict:
+    def validate(run: RunPlan, published: Publication,
+                 params: dict | None = None) -> ValidatedRun:
         """Row count, schema and quality limits; a breach fails the run."""
         from tagging.pipeline.tag import validate_run
 
-        report = _no_retry(validate_run, run, max_error_rate=params["max_error_rate"],
-                           max_review_rate=params["max_review_rate"],
-                           live_accuracy_margin=params["live_accuracy_margin"],
-                           review_rate_margin=params["review_rate_margin"])
-        report["path"] = published["path"]
-        report["newly_published"] = published["newly_published"]
-        return report
+        return _no_retry(validate_run, run, published, max_error_rate=params["max_error_rate"],
+                         max_review_rate=params["max_review_rate"],
+                         live_accuracy_margin=params["live_accuracy_margin"],
+                         review_rate_margin=params["review_rate_margin"])
 
     @task(outlets=[TAGGED])
-    def announce(run: dict, report: dict, outlet_events: Any = None) -> None:
+    def announce(run: RunPlan, validated: ValidatedRun, outlet_events: Any = None) -> None:
         """Emit the catalogue_tagged event for a newly published day; skipped otherwise."""
-        if not report["newly_published"]:
+        if not validated["newly_published"]:
             raise AirflowSkipException(f"{run['partition']} was already published by "
                                        f"{run['model_version']}: no new catalogue_tagged event")
         event = outlet_events[TAGGED]
-        event.extra = {k: v for k, v in report.items() if k != "problems"}
+        report = {k: v for k, v in validated["validation"].items() if k != "problems"}
+        event.extra = {**report, "path": validated["path"],
+                       "newly_published": validated["newly_published"]}
         event.add_partitions(run["partition"])
 
     candidate = retrain()

@@ -55,6 +55,32 @@ class TaggingLimits:
 
 
 @dataclass(frozen=True)
+class LoopPolicy:
+    """The learning loop's defaults: the DAG's params, the CLI's options and the pipeline's
+    functions all start from these (the gate's own thresholds: model_registry.GatePolicy)."""
+
+    harvest_days: int = 30  # partitions harvested for verified labels, up to the run's day
+    min_new_labels: int = 50  # new train-side labels needed before a retrain
+    target_precision: float = 0.95  # of the tags published without review, on the holdout
+    retag_days: int = 7  # days before the run's re-tagged after a promotion
+    # validate: a day fails when its live accuracy is this far below the version's holdout
+    # accuracy (on at least min_verified verified rows), or its review rate this far above
+    # the version's expected rate
+    live_accuracy_margin: float = 0.10
+    review_rate_margin: float = 0.15
+    min_verified: int = 20
+
+
+@dataclass(frozen=True)
+class LoopDemoPolicy:
+    """`tagging demo --real-photos`: a few hundred photos over a few days, most of each day
+    verified, and a lower bar to retrain than in production, so the loop turns in days."""
+
+    reveal: float = 0.8  # share of each day's rows with verified_category
+    min_new_labels: int = 40
+
+
+@dataclass(frozen=True)
 class Settings:
     """Where things live and how the DAG runs; every field has an environment variable."""
 
@@ -128,7 +154,9 @@ class Settings:
 
     def image_root_for(self, catalogue: Path | str) -> Path:
         """Root that `image_uri` values are resolved under (never escaped)."""
-        return self.image_root or Path(catalogue) / "images"
+        from tagging.catalogue.layout import images_dir
+
+        return self.image_root or images_dir(catalogue)
 
 
 def path_or_url_of(value: str | Path) -> Path | str:

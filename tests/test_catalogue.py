@@ -20,6 +20,8 @@ from PIL import Image
 
 from tagging.catalogue.demo import generate_demo_catalogue
 from tagging.catalogue.layout import (
+    images_dir,
+    incoming_root,
     input_dir,
     published_dir,
     versions_dir,
@@ -57,7 +59,7 @@ def bomb() -> bytes:
 def bad_catalogue(tmp_path, fmnist) -> Path:
     """One partition: good rows by bytes and by image_uri, and every kind of bad row."""
     root = tmp_path / "catalogue"
-    images = root / "images"
+    images = images_dir(root)
     images.mkdir(parents=True)
     (images / "ok.jpg").write_bytes(_jpeg(fmnist.x_test[1]))
     good = _jpeg(fmnist.x_test[0])
@@ -130,7 +132,7 @@ def test_output_schema_and_types(bad_catalogue, champion_registry):
 
 def sha256s(root: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / "incoming").rglob("*")) if p.is_file()}
+            for p in sorted(incoming_root(root).rglob("*")) if p.is_file()}
 
 
 def test_rerun_is_identical_and_input_untouched(bad_catalogue, champion_registry):

@@ -7,6 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tagging.catalogue.layout import published_dir, tagged_root, versions_dir
 from tagging.loop.quality import (
     check_live_quality,
     expectations,
@@ -75,7 +76,7 @@ def test_history_reads_manifests_and_plots(tmp_path):
     catalogue = tmp_path / "catalogue"
     for day, version, quality in (("2026-03-01", "v0001", {"accuracy": 0.5}),
                                   ("2026-03-02", "v0002", None)):
-        target = catalogue / "tagged" / ".versions" / f"dt={day}" / "x"
+        target = versions_dir(catalogue, day) / "x"
         target.mkdir(parents=True)
         pq.write_table(published(["bag", "coat"], [False, True], ["bag", "coat"]),
                        target / "part-00000.parquet")
@@ -83,7 +84,7 @@ def test_history_reads_manifests_and_plots(tmp_path):
         if quality:
             manifest["quality"] = quality
         (target / "_MANIFEST.json").write_text(json.dumps(manifest))
-        (catalogue / "tagged" / f"dt={day}").symlink_to(target.relative_to(catalogue / "tagged"))
+        published_dir(catalogue, day).symlink_to(target.relative_to(tagged_root(catalogue)))
     history = quality_history(catalogue)
     assert [h["partition"] for h in history] == ["2026-03-01", "2026-03-02"]
     assert history[0]["accuracy"] == 0.5  # recorded in the manifest

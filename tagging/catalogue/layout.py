@@ -7,6 +7,8 @@ Layout under a catalogue root:
     tagged/.versions/dt=YYYY-MM-DD/<id>/       an immutable published copy + _MANIFEST.json
     tagged/dt=YYYY-MM-DD -> .versions/...      symlink, swapped atomically on publish
     tagged/.dt=YYYY-MM-DD.lock                 flock'ed (exclusive) by the day's publisher
+    images/                                    image_uri root (default; TAGGING_IMAGE_ROOT)
+    labels/                                    the label store (tagging.loop.labelstore)
 """
 
 from __future__ import annotations
@@ -19,14 +21,20 @@ from pathlib import Path
 
 from model_registry.files import flocked
 from tagging.errors import PartitionNotFound
+from tagging.settings import path_or_url_of
 
 MANIFEST = "_MANIFEST.json"
 LOCK = ".lock"
 PARTITION_KEY = "dt"  # readers take the hive key from the path: an input column must not
 
 
+def incoming_root(catalogue_root: Path | str) -> Path:
+    """incoming/: the input partitions."""
+    return Path(catalogue_root) / "incoming"
+
+
 def input_dir(catalogue_root: Path | str, date: str) -> Path:
-    return Path(catalogue_root) / "incoming" / f"dt={date}"
+    return incoming_root(catalogue_root) / f"{PARTITION_KEY}={date}"
 
 
 def input_files(catalogue_root: Path | str, date: str) -> list[Path]:
@@ -49,17 +57,33 @@ def tagged_root(catalogue_root: Path | str) -> Path:
 
 def published_dir(catalogue_root: Path | str, date: str) -> Path:
     """tagged/dt=DATE: the symlink readers follow to the current published copy."""
-    return tagged_root(catalogue_root) / f"dt={date}"
+    return tagged_root(catalogue_root) / f"{PARTITION_KEY}={date}"
+
+
+def images_dir(catalogue_root: Path | str) -> Path:
+    """images/: where `image_uri` values resolve unless TAGGING_IMAGE_ROOT says otherwise."""
+    return Path(catalogue_root) / "images"
+
+
+def label_store_dir(catalogue_root: Path | str) -> Path | str:
+    """labels/: the label store (tagging.loop.labelstore); under a URL root, a URL."""
+    root = path_or_url_of(catalogue_root)
+    return f"{root.rstrip('/')}/labels" if isinstance(root, str) else root / "labels"
 
 
 def versions_dir(catalogue_root: Path | str, date: str) -> Path:
     """tagged/.versions/dt=DATE: every published copy of the partition (newest two kept)."""
-    return tagged_root(catalogue_root) / ".versions" / f"dt={date}"
+    return tagged_root(catalogue_root) / ".versions" / f"{PARTITION_KEY}={date}"
+
+
+def staging_root(catalogue_root: Path | str) -> Path:
+    """_staging/: shards written by runs not yet published."""
+    return Path(catalogue_root) / "_staging"
 
 
 def staging_day(catalogue_root: Path | str, date: str) -> Path:
     """_staging/dt=DATE: one folder per run tagging the day."""
-    return Path(catalogue_root) / "_staging" / f"dt={date}"
+    return staging_root(catalogue_root) / f"{PARTITION_KEY}={date}"
 
 
 def staging_dir(catalogue_root: Path | str, date: str, run_id: str) -> Path:
@@ -78,7 +102,7 @@ def file_identity(stat: os.stat_result) -> list[int]:
 
 
 def publish_lock_path(catalogue_root: Path | str, date: str) -> Path:
-    return tagged_root(catalogue_root) / f".dt={date}.lock"
+    return tagged_root(catalogue_root) / f".{PARTITION_KEY}={date}.lock"
 
 
 def staging_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:

@@ -25,11 +25,13 @@ import pyarrow.parquet as pq
 from model_registry.files import flocked, fsync_path, sha256_file
 from tagging.catalogue.layout import (
     MANIFEST,
+    PARTITION_KEY,
     input_files,
     publish_lock_path,
     published_dir,
     remove_unless_live,
     staging_day,
+    tagged_root,
     versions_dir,
 )
 from tagging.catalogue.published import read_manifest
@@ -175,7 +177,7 @@ def cleanup(root: Path, date: str, *, keep: set[Path | None], staged_dirs: set[P
     for old in versions_dir(root, date).iterdir():
         if old not in keep:  # a .tmp folder now is a crashed publish's: we hold the lock
             shutil.rmtree(old, ignore_errors=True)
-    for link in root.joinpath("tagged").glob(f".dt={date}.*.link"):
+    for link in tagged_root(root).glob(f".{PARTITION_KEY}={date}.*.link"):
         link.unlink(missing_ok=True)
 
 

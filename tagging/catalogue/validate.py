@@ -13,13 +13,8 @@ from tagging.catalogue.layout import input_files, published_dir
 from tagging.catalogue.published import published_schema, read_manifest, read_published
 from tagging.catalogue.schema import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
-from tagging.loop.quality import (
-    ACCURACY_MARGIN,
-    REVIEW_MARGIN,
-    check_live_quality,
-    published_quality,
-)
-from tagging.settings import TaggingLimits
+from tagging.loop.quality import check_live_quality, published_quality
+from tagging.settings import LoopPolicy, TaggingLimits
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +33,9 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
                        max_error_rate: float = TaggingLimits.max_error_rate,
                        max_review_rate: float = TaggingLimits.max_review_rate,
                        expected: dict | None = None,
-                       live_accuracy_margin: float = ACCURACY_MARGIN,
-                       review_rate_margin: float = REVIEW_MARGIN) -> ValidationReport:
+                       live_accuracy_margin: float = LoopPolicy.live_accuracy_margin,
+                       review_rate_margin: float = LoopPolicy.review_rate_margin
+                       ) -> ValidationReport:
     """Check a published partition against its input and the quality limits.
 
     expected: the tagging version's held-out real-photo figures (tagging.loop.quality

@@ -11,12 +11,13 @@ from tagging.cli import catalogue, loop, model, ops
 from tagging.cli.args import (
     add_catalogue_arg,
     add_data_arg,
+    add_defaulted,
     add_gate_args,
     add_live_quality_args,
     add_registry_arg,
     iso_date,
 )
-from tagging.settings import Settings, TaggingLimits, path_or_url_of
+from tagging.settings import LoopDemoPolicy, LoopPolicy, Settings, TaggingLimits, path_or_url_of
 
 DESCRIPTION = """\
 Tag an online shop's product photos with Fashion-MNIST clothing categories.
@@ -88,15 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the model's confidence threshold for needs_review")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     limits = TaggingLimits()
-    p.add_argument("--rows-per-shard", type=int, default=limits.rows_per_shard,
-                   help=f"rows per shard (default {limits.rows_per_shard})")
-    p.add_argument("--max-error-rate", type=float, default=limits.max_error_rate,
-                   help="validation fails above this share of untaggable rows "
-                   f"(default {limits.max_error_rate})")
-    p.add_argument("--max-review-rate", type=float, default=limits.max_review_rate,
-                   help="validation fails above this share of needs_review rows "
-                   f"(default {limits.max_review_rate}), unless the version has an expected "
-                   "review rate from held-out real photos")
+    add_defaulted(p, limits, "rows_per_shard", "rows per shard")
+    add_defaulted(p, limits, "max_error_rate", "validation fails above this share of "
+                  "untaggable rows")
+    add_defaulted(p, limits, "max_review_rate", "validation fails above this share of "
+                  "needs_review rows, unless the version has an expected review rate from "
+                  "held-out real photos")
     add_live_quality_args(p)
     p.set_defaults(func=catalogue.tag)
 
@@ -136,10 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-photos", type=Path, help="run the learning loop instead: spread "
                    "this labelled photo folder (manifest.csv + images/) over the days, with "
                    "verified_category revealed for part of each day")
-    p.add_argument("--reveal", type=float, default=0.8,
-                   help="with --real-photos: share of each day's rows verified (default 0.8)")
-    p.add_argument("--min-new-labels", type=int, default=40,
-                   help="with --real-photos: the DAG's min_new_labels (default 40)")
+    demo = LoopDemoPolicy()
+    add_defaulted(p, demo, "reveal", "with --real-photos: share of each day's rows verified")
+    add_defaulted(p, demo, "min_new_labels", "with --real-photos: the DAG's min_new_labels "
+                  f"(in production {LoopPolicy.min_new_labels})")
     p.set_defaults(func=ops.demo)
 
     p = sub.add_parser("stack", help="the distributed engine on this machine (no Docker)",
@@ -165,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalogue_arg(q)
     q.add_argument("--date", required=True, type=iso_date, help="last partition, YYYY-MM-DD")
     q.add_argument("--days", type=int, default=1,
-                   help="harvest this many days up to --date (default 1; the DAG uses 30)")
+                   help="harvest this many days up to --date (default 1; the DAG uses "
+                   f"{LoopPolicy.harvest_days})")
     q.add_argument("--real-photos", type=Path, help="also add a labelled photo folder")
     q.set_defaults(func=loop.labels_harvest)
     q = lab.add_parser("status", help="labels per side and class; rejected rows and why")

@@ -33,14 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.store import AlreadyExists, Conflict, open_store
-from tagging.catalogue.layout import input_dir, input_files
+from tagging.catalogue.layout import input_dir, input_files, label_store_dir
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.loop.harvest import (
     SCHEMA,
@@ -53,11 +53,10 @@ from tagging.loop.harvest import (
     photo_folder_rows,
     photo_folder_source,
 )
-from tagging.settings import Settings, path_or_url_of
+from tagging.settings import LoopPolicy, Settings, path_or_url_of
 
 log = logging.getLogger(__name__)
 
-STORE_DIR = "labels"
 DATA = "data/"
 LEGACY_STATE = "_HARVEST.json"
 STATE_KEY = b"tagging.harvest"  # a source object's state, in its Parquet footer
@@ -73,6 +72,14 @@ def is_holdout(product_ids: list[str] | np.ndarray) -> np.ndarray:
                                     "big") < limit for p in product_ids], bool)
 
 
+class HarvestedSource(TypedDict):
+    source: str
+    harvested: bool
+    accepted: int
+    verified_rows: int
+    rejected: dict[str, int]
+
+
 @dataclass
 class HarvestReport:
     """What one harvest of one source did."""
@@ -83,9 +90,10 @@ class HarvestReport:
     verified_rows: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return {"source": self.source, "harvested": self.harvested, "accepted": self.accepted,
-                "verified_rows": self.verified_rows, "rejected": self.rejected}
+    def to_dict(self) -> HarvestedSource:
+        return HarvestedSource(source=self.source, harvested=self.harvested,
+                               accepted=self.accepted, verified_rows=self.verified_rows,
+                               rejected=self.rejected)
 
 
 class LabelStore:
@@ -97,9 +105,7 @@ class LabelStore:
 
     @classmethod
     def of_catalogue(cls, catalogue_root: Path | str) -> LabelStore:
-        root = path_or_url_of(catalogue_root)
-        return cls(f"{root.rstrip('/')}/{STORE_DIR}" if isinstance(root, str)
-                   else root / STORE_DIR)
+        return cls(label_store_dir(catalogue_root))
 
     # ------------------------------------------------------------ harvesting
 
@@ -121,7 +127,8 @@ class LabelStore:
 
         return self._harvest(source, build)
 
-    def harvest_recent(self, catalogue_root: Path | str, day: str, days: int = 30, *,
+    def harvest_recent(self, catalogue_root: Path | str, day: str,
+                       days: int = LoopPolicy.harvest_days, *,
                        image_root: Path | None = None, workers: int | None = None
                        ) -> list[HarvestReport]:
         """Harvest the partitions of the `days` days ending with `day` that exist."""
