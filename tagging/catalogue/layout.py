@@ -7,6 +7,7 @@ Layout under a catalogue root:
     tagged/.versions/dt=YYYY-MM-DD/<id>/       an immutable published copy + _MANIFEST.json
     tagged/dt=YYYY-MM-DD -> .versions/...      symlink, swapped atomically on publish
     tagged/.dt=YYYY-MM-DD.lock                 flock'ed (exclusive) by the day's publisher
+    reviews/dt=YYYY-MM-DD/answers.parquet      the day's review answers (tagging.review.export)
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ def staging_dir(catalogue_root: Path | str, date: str, run_id: str) -> Path:
 def shard_path(catalogue_root: Path | str, date: str, run_id: str, index: int) -> Path:
     """Where shard `index` of a run is staged."""
     return staging_dir(catalogue_root, date, run_id) / f"shard-{index:05d}.parquet"
+
+
+def answers_path(catalogue_root: Path | str, date: str) -> Path:
+    """reviews/dt=DATE/answers.parquet: the day's winning review answers."""
+    return Path(catalogue_root) / "reviews" / f"dt={date}" / "answers.parquet"
 
 
 def file_identity(stat: os.stat_result) -> list[int]:
