@@ -76,8 +76,9 @@ def write_partition(root: Path, day: str, fmnist: Any, rows: int = 40, *,
     add(URI_ID, None, "ok/photo.png", label, None)
     add(ESCAPE_ID, None, "../../../../etc/passwd", 0, None)
     add(HTML_ID, b"<html><script>alert(1)</script></html>", None, 0, None)
-    add(VERIFIED_ID, photo(fmnist.x_test[offset + rows + 2], "JPEG"), None,
-        int(fmnist.y_test[offset + rows + 2]), CATEGORY_SLUGS[int(fmnist.y_test[offset + rows + 2])])
+    label = int(fmnist.y_test[offset + rows + 2])
+    add(VERIFIED_ID, photo(fmnist.x_test[offset + rows + 2], "JPEG"), None, label,
+        CATEGORY_SLUGS[label])
     out = root / "incoming" / f"dt={day}" / "part-0.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({
@@ -91,8 +92,9 @@ def write_partition(root: Path, day: str, fmnist: Any, rows: int = 40, *,
 
 
 def tag_day(root: Path, day: str, registry: Path) -> dict:
-    """Tag and publish a day with the real tagger; a review threshold that flags about half of a tiny model's tags."""
-    from tagging.catalogue.job import tag_partition
+    """Tag and publish a day with the real tagger (the threshold flags about half of a
+    quickly trained model's tags)."""
+    from tagging.pipeline.tag import tag_partition
 
     return tag_partition(root, day, registry_root=registry, review_threshold=0.5, workers=1)
 

@@ -24,8 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging.catalogue.tagger import READ_BATCH_ROWS, writer_options
-from tagging.labels import CATEGORY_SLUGS
-from tagging.loop.labelstore import parse_label
+from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.loop.quality import live_quality
 from tagging.review.store import UNUSABLE
 

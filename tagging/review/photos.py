@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tagging.errors import ImageError
-from tagging.photos.imaging import load_image_uri
+from tagging.photos.decode import load_image_uri
 from tagging.review.store import ReviewStore
 
 SIGNATURES = [
