@@ -10,22 +10,31 @@ For each published row:
 
 `category_top3` stays the model's guess, so the model's own top class is always readable.
 Live quality is measured on the model's output before the overlay (`staged_quality`).
+Publishing uses `DayOverlay`: the day's answers file read once, applied to every shard,
+and recorded in the manifest (its SHA-256), so a day whose answers changed since its last
+publication is known (tagging.pipeline.review.days_with_new_answers).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tagging.catalogue.layout import answers_path
 from tagging.catalogue.tagger import READ_BATCH_ROWS, writer_options
 from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.loop.quality import live_quality
+from tagging.review.export import SCHEMA as ANSWERS_SCHEMA
 from tagging.review.store import UNUSABLE
 
 SOURCE = "category_source"
@@ -132,3 +141,37 @@ def staged_quality(staged: list[Path], answers: pa.Table | None) -> dict:
              for g, p in zip(given, table["product_id"].to_pylist(), strict=True)]
     return live_quality(table.select(["category", "needs_review"]).append_column(
         "verified_category", pa.array(truth, pa.string())))
+
+
+@dataclass(frozen=True)
+class DayOverlay:
+    """The answers of one day as publish applies them (read once, so what is applied and
+    what the manifest records are the same bytes)."""
+
+    answers: pa.Table | None  # tagging.review.export.SCHEMA; None: nobody answered
+    sha256: str | None
+
+    @classmethod
+    def load(cls, catalogue_root: Path | str, date: str) -> DayOverlay:
+        path = answers_path(catalogue_root, date)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return cls(None, None)
+        return cls(pq.read_table(io.BytesIO(data), schema=ANSWERS_SCHEMA),
+                   hashlib.sha256(data).hexdigest())
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        return apply_answers(table, self.answers)
+
+    def publish_shard(self, src: Path, dest: Path) -> None:
+        overlay_shard(src, dest, self.answers)
+
+    def quality(self, staged: list[Path]) -> dict:
+        return staged_quality(staged, self.answers)
+
+    def manifest(self) -> dict[str, Any]:
+        """What the publication applied: the answers file's SHA-256 and counts."""
+        answers = self.answers["answer"].to_pylist() if self.answers is not None else []
+        return {"sha256": self.sha256, "answers": len(answers),
+                "unusable": sum(a == UNUSABLE for a in answers)}
