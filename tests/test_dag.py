@@ -68,9 +68,9 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
     assert info["errors"] == {}
     assert info["heavy"] == []
     print(f"DagBag parse: {info['parse_seconds']:.2f} s")  # measured, not asserted
-    assert info["tasks"] == ["announce", "gate_and_promote", "harvest_labels", "plan_shards",
-                             "publish", "resolve_run", "retag", "retrain", "tag_shard",
-                             "validate"]
+    assert info["tasks"] == ["announce", "export_answers", "gate_and_promote", "harvest_labels",
+                             "plan_shards", "publish", "republish_answered", "resolve_run",
+                             "retag", "retrain", "tag_shard", "validate"]
     assert info["mapped"] == ["tag_shard"]
     assert info["shard_retries"] >= 1 and info["shard_backoff"] > 1
     assert info["training_pool"] == "tagging_training"
@@ -81,7 +81,8 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
     # Fixed logical URIs: the same wherever the catalogue lives (env-independent identity).
     assert info["outlets"] == {"announce": ["catalogue://tagged/"]}
     assert info["inlets"] == ["catalogue://incoming/", "model-registry://champion/"]
-    assert info["queues"] == {"harvest_labels": "training", "retrain": "training",
+    assert info["queues"] == {"export_answers": "default", "republish_answered": "tagging",
+                              "harvest_labels": "training", "retrain": "training",
                               "gate_and_promote": "training", "retag": "tagging",
                               "tag_shard": "tagging", "resolve_run": "default",
                               "plan_shards": "default", "publish": "default",

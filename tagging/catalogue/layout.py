@@ -22,6 +22,7 @@ from model_registry.files import flocked
 from tagging.errors import PartitionNotFound
 
 MANIFEST = "_MANIFEST.json"
+ANSWERS = "answers.parquet"
 LOCK = ".lock"
 PARTITION_KEY = "dt"  # readers take the hive key from the path: an input column must not
 
@@ -73,9 +74,13 @@ def shard_path(catalogue_root: Path | str, date: str, run_id: str, index: int) -
     return staging_dir(catalogue_root, date, run_id) / f"shard-{index:05d}.parquet"
 
 
+def reviews_root(catalogue_root: Path | str) -> Path:
+    return Path(catalogue_root) / "reviews"
+
+
 def answers_path(catalogue_root: Path | str, date: str) -> Path:
     """reviews/dt=DATE/answers.parquet: the day's winning review answers."""
-    return Path(catalogue_root) / "reviews" / f"dt={date}" / "answers.parquet"
+    return reviews_root(catalogue_root) / f"{PARTITION_KEY}={date}" / ANSWERS
 
 
 def file_identity(stat: os.stat_result) -> list[int]:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.files import atomic_write_bytes, sha256_file
-from tagging.catalogue.layout import answers_path
+from tagging.catalogue.layout import ANSWERS, PARTITION_KEY, answers_path, reviews_root
 from tagging.labels import CATEGORY_SLUGS
 from tagging.review.store import UNUSABLE, ReviewStore
 
@@ -96,6 +96,13 @@ def read_answers(catalogue_root: Path | str, day: str) -> pa.Table | None:
     """The day's exported answers (None: nobody answered about that day)."""
     path = answers_path(catalogue_root, day)
     return read_answers_file(path) if path.exists() else None
+
+
+def exported_days(catalogue_root: Path | str) -> list[str]:
+    """The days with an answers file, oldest first."""
+    prefix = f"{PARTITION_KEY}="
+    return sorted(p.parent.name.removeprefix(prefix)
+                  for p in reviews_root(catalogue_root).glob(f"{prefix}*/{ANSWERS}"))
 
 
 def answers_fingerprint(catalogue_root: Path | str, day: str) -> str | None:
