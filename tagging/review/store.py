@@ -122,6 +122,9 @@ class ReviewStore:
             for statement in [*SCHEMA, *APPEND_ONLY[self.db.engine]]:
                 cur.execute(self.db.sql(statement) if "{" in statement else statement)
 
+        self._open_item = "SELECT answered FROM items WHERE partition = ? AND product_id = ?" + (
+            " FOR UPDATE" if self.db.engine == "postgresql" else "")
+
     def close(self) -> None:
         self.db.close()
 
@@ -174,9 +177,13 @@ class ReviewStore:
                 if not rows:
                     break
                 for row in rows:
-                    tried.add((row["partition"], row["product_id"]))
-                    cur.execute(CLAIM, (row["partition"], row["product_id"], reviewer,
-                                        now + lease_s, now))
+                    key = (row["partition"], row["product_id"])
+                    tried.add(key)
+                    # still open? (PostgreSQL: wait for a concurrent answer to commit and
+                    # read its result; SQLite: BEGIN IMMEDIATE already serialises writers)
+                    if cur.execute(self._open_item, key).scalar() != 0:
+                        continue
+                    cur.execute(CLAIM, (*key, reviewer, now + lease_s, now))
                     if cur.rowcount == 1:
                         claimed.append(Item.of(row))
                         if len(claimed) == limit:
