@@ -203,3 +203,37 @@ def chromium(user: str | None, profile: Path) -> Any:
         driver.execute_cdp_cmd("Network.enable", {})
         driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {USER_HEADER: user}})
     return driver
+
+
+DAY = "2026-06-01"
+
+
+def tagged_catalogue(workdir: Path, fmnist: Any, registry: Path, *, day: str = DAY,
+                     rows: int = 40) -> Path:
+    """A catalogue with one day of photos (hostile rows included) published by the tagger."""
+    root = workdir / "catalogue"
+    write_partition(root, day, fmnist, rows)
+    tag_day(root, day, registry)
+    return root
+
+
+def app_env(catalogue: Path, db: Path, **extra: str) -> dict[str, str]:
+    return {"TAGGING_CATALOGUE": str(catalogue), "TAGGING_REVIEW_DB": str(db), **extra}
+
+
+def filled_store(db: Path, catalogue: Path, *, audit_share: float = 0.05):
+    """A review store at `db`, filled from the catalogue's published days."""
+    from tagging.review.queue import fill
+    from tagging.review.store import ReviewStore
+    from tagging.settings import ReviewSettings
+
+    store = ReviewStore(str(db))
+    fill(store, catalogue, settings=ReviewSettings(audit_share=audit_share))
+    return store
+
+
+def queued(store: Any) -> dict[str, str]:
+    """product_id -> reason of every queued item."""
+    with store.db.transaction() as cur:
+        rows = cur.execute("SELECT product_id, reason FROM items").all()
+    return {r["product_id"]: r["reason"] for r in rows}
