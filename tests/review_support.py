@@ -182,7 +182,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def chromium(user: str | None, profile: Path) -> Any:
+def chromium(user: str | None, profile: Path, *, javascript: bool = True) -> Any:
     """A headless Chromium driven by Debian's chromedriver; `user` is sent as the sign-in
     proxy's header on every request (DevTools), as an SSO proxy would add it."""
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
@@ -197,6 +197,10 @@ def chromium(user: str | None, profile: Path) -> Any:
     options.binary_location = str(CHROMIUM)
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console: CSP reports
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2})
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
                               options=options)
     if user is not None:
