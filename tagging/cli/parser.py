@@ -204,6 +204,8 @@ def add_review_commands(sub) -> None:
     q.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                    "127.0.0.1; put the sign-in proxy in front for anything else)")
     q.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    q.add_argument("--root-path", default="", help="the path the sign-in proxy serves the "
+                   "page under, e.g. /review (default: the root)")
     q.add_argument("--single-user", metavar="NAME", help="on a laptop: every request is "
                    f"reviewer NAME (instead of the proxy's {ReviewSettings().user_header} "
                    "header); loopback only")

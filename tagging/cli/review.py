@@ -26,9 +26,10 @@ def serve(args) -> int:
     service = _service(args)
     who = (f"every request is reviewer {args.single_user!r}" if args.single_user else
            f"reviewers named by the {service.settings.user_header} header (sign-in proxy)")
-    console.print(f"review queue: http://{args.host}:{args.port}/  ({who}); "
+    console.print(f"review queue: http://{args.host}:{args.port}{args.root_path}/  ({who}); "
                   f"API docs: /docs; store {service.store.db.shown}")
-    run_server(service, host=args.host, port=args.port, single_user=args.single_user)
+    run_server(service, host=args.host, port=args.port, single_user=args.single_user,
+               root_path=args.root_path)
     return 0
 
 

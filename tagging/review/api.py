@@ -38,13 +38,14 @@ def api_router(reviewer: Any) -> APIRouter:
     Service = Annotated[ReviewService, Depends(service)]
 
     @router.get("/queue", summary="Claim photos to review")
-    def queue(who: Reviewer, svc: Service,
+    def queue(request: Request, who: Reviewer, svc: Service,
               limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
         """Claim up to `limit` photos for the caller (their current claims first). Nobody
         else is handed them until the lease expires or they are answered."""
         items = svc.claim(who, limit)
         return {"reviewer": who, "lease_s": svc.settings.lease_s,
-                "items": [item_json(i) for i in items]}
+                "items": [item_json(i, str(request.scope.get("root_path", "")).rstrip("/"))
+                          for i in items]}
 
     @router.post("/verifications", status_code=201, summary="Answer about a product",
                  responses={404: {"description": "no such published product"},

@@ -97,7 +97,8 @@ def create_app(service: ReviewService, *, single_user: str | None = None) -> Fas
             "item": item, "reviewer": who, "progress": service.progress(who),
             "last": service.store.last_answer(who), "csrf": token, "names": NAMES,
             "keys": CATEGORY_KEYS, "others": others,
-            "photo": photo_url(item.partition, item.product_id) if item else None,
+            "photo": base_of(request) + photo_url(item.partition, item.product_id)
+            if item else None, "base": base_of(request),
         }, headers={"Cache-Control": "no-store"})
         response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https")
@@ -120,20 +121,20 @@ def create_app(service: ReviewService, *, single_user: str | None = None) -> Fas
             raise HTTPException(422, str(e)) from None
         except UnknownProduct as e:
             raise HTTPException(404, str(e)) from None
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse(base_of(request) + "/", status_code=303)
 
     @app.post("/skip", include_in_schema=False)
     def skip_form(request: Request, who: Reviewer, partition: Field, product_id: Field,
                   csrf: Field) -> Response:
         checked(request, csrf)
         service.skip(who, partition, product_id)
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse(base_of(request) + "/", status_code=303)
 
     @app.post("/undo", include_in_schema=False)
     def undo_form(request: Request, who: Reviewer, csrf: Field) -> Response:
         checked(request, csrf)
         service.undo(who)
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse(base_of(request) + "/", status_code=303)
 
     @app.get("/photos/{partition}/{product_id:path}", include_in_schema=False)
     def photo(partition: str, product_id: str, who: Reviewer) -> Response:
@@ -181,5 +182,10 @@ def error_response(request: Request, templates: Jinja2Templates, status: int,
             "accept", ""):
         return JSONResponse({"detail": message}, status_code=status)
     return templates.TemplateResponse(request, "error.html",
-                                      {"status": status, "message": message},
-                                      status_code=status)
+                                      {"status": status, "message": message,
+                                       "base": base_of(request)}, status_code=status)
+
+
+def base_of(request: Request) -> str:
+    """The path the app is mounted at (uvicorn --root-path, behind a proxy): "" at the root."""
+    return str(request.scope.get("root_path", "")).rstrip("/")

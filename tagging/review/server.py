@@ -29,9 +29,11 @@ def app_from_env(single_user: str | None = None) -> FastAPI:
 
 
 def serve(service: ReviewService, *, host: str = "127.0.0.1", port: int = 8000,
-          single_user: str | None = None) -> None:
-    """Serve the page and the API until interrupted (uvicorn, one process)."""
+          single_user: str | None = None, root_path: str = "") -> None:
+    """Serve the page and the API until interrupted (uvicorn, one process); `root_path`:
+    the path the proxy serves it under (e.g. /review)."""
     import uvicorn
 
     uvicorn.run(create_app(service, single_user=single_user), host=host, port=port,
-                proxy_headers=False, server_header=False, log_level="info")
+                root_path=root_path, proxy_headers=False, server_header=False,
+                log_level="info")

@@ -99,9 +99,9 @@ class ReviewService:
         return self.store.status(start_of_today())
 
 
-def item_json(item: Item) -> dict[str, Any]:
-    """An item as the API returns it."""
+def item_json(item: Item, base: str = "") -> dict[str, Any]:
+    """An item as the API returns it (`base`: the path the app is mounted at)."""
     return {"partition": item.partition, "product_id": item.product_id,
             "reason": item.reason, "model_version": item.model_version,
             "top3": item.top3, "margin": item.margin, "tag_error": item.tag_error,
-            "image_url": photo_url(item.partition, item.product_id)}
+            "image_url": base + photo_url(item.partition, item.product_id)}
