@@ -9,7 +9,7 @@ import sys
 import pytest
 
 COMMANDS = ["train", "evaluate", "tag", "demo-catalogue", "evaluate-photos", "demo",
-            "registry", "stack"]
+            "registry", "stack", "review"]
 
 
 def tagging(*args: str, env: dict | None = None, check: bool = True):

@@ -5,7 +5,10 @@ cross-site refusals, photos served only from the catalogue's rows, SIGKILL mid-a
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -246,3 +249,25 @@ def test_sigkill_mid_answer_loses_no_committed_answer(catalogue, tmp_path):
     with running(tmp_path, app_env(catalogue, db)) as again:  # and it starts again
         state = json.loads(request(again, "GET", "/api/status", user="r0")[2])
         assert state["answers"] == len(stored)
+
+
+def test_cli_fills_shows_disagreements_and_exports(catalogue, tmp_path):
+    def tagging(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "tagging.cli", "review", *args,
+                               "--catalogue", str(catalogue), "--db", str(db)],
+                              capture_output=True, text=True, timeout=300, check=False,
+                              env={**os.environ, "COLUMNS": "200"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    db = tmp_path / "review.db"
+    assert "needs review" in tagging("fill")
+    store = ReviewStore(str(db))
+    product = next(iter(queued(store)))
+    item = store.item(DAY, product)
+    for who, answer in (("ann", "bag"), ("ben", "coat")):
+        store.answer(who, DAY, product, answer, model_version=item.model_version,
+                     top3=item.top3)
+    out = tagging("status")
+    assert "1 disagreements" in out and "ann: bag, ben: coat" in out
+    assert "written" in tagging("export") and "unchanged" in tagging("export")

@@ -6,6 +6,7 @@ from datetime import date as Date
 from datetime import timedelta
 
 from tagging.cli.render import console, print_demo_summary, print_loop_demo, print_stack_status
+from tagging.cli.review import print_queue_hint
 
 
 def demo(args) -> int:
@@ -21,6 +22,7 @@ def demo(args) -> int:
                             data_dir=args.data_dir)
     summary = run_demo(args.workdir, dates, data_dir=args.data_dir)
     print_demo_summary(summary)
+    print_queue_hint(catalogue)
     return 1 if summary["failed"] else 0
 
 
@@ -32,6 +34,7 @@ def demo_loop(args, dates: list[str]) -> int:
                             params={"min_new_labels": args.min_new_labels},
                             data_dir=args.data_dir)
     print_loop_demo(summary)
+    print_queue_hint(summary["catalogue"])
     return 1 if summary["failed"] else 0
 
 

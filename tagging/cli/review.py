@@ -98,3 +98,17 @@ def export(args) -> int:
     console.print(f"exported at {datetime.now().astimezone():%Y-%m-%d %H:%M}; the DAG's "
                   "export_answers task does the same before harvest_labels")
     return 0
+
+
+def print_queue_hint(catalogue) -> None:
+    """After a demo: fill the review queue from its catalogue and say how to open it."""
+    from tagging.review.queue import fill as fill_queue
+    from tagging.review.server import open_service
+
+    service = open_service(catalogue)
+    added = sum(r.added for r in fill_queue(service.store, service.catalogue_root,
+                                            settings=service.settings))
+    console.print(f"review queue: {service.status()['queue']} photos to review ({added} new; "
+                  f"store {service.store.db.shown}). Start the page with\n"
+                  f"  tagging review serve --catalogue {catalogue} --single-user $USER\n"
+                  "and open http://127.0.0.1:8000/ (keys 1-3, letters, s, u, z; API: /docs)")
