@@ -3,7 +3,7 @@
 ```
 export_answers -> harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards
                                  -> tag_shard[*] -> publish -> validate -> announce
-                  resolve_run -> retag -> republish_answered
+                  resolve_run -> retag -> republish_answered      publish -> fill_review_queue
 ```
 
 * **export_answers** writes the review queue's answers (tagging.review) per day to
@@ -29,8 +29,9 @@ export_answers -> harvest_labels -> retrain -> gate_and_promote -> resolve_run -
   backoff) stage one Parquet file per shard; only paths travel through XCom.
 * **publish** swaps the partition in atomically, only when every shard succeeded;
   **validate** checks it (live accuracy on verified rows and review rate against the
-  version's held-out figures too); **announce** emits the `catalogue_tagged` asset event, only
-  when the run published something new (it is skipped otherwise).
+  version's held-out figures too); **fill_review_queue** adds the day's needs_review rows
+  and its audit slice to the review queue; **announce** emits the `catalogue_tagged` asset
+  event, only when the run published something new (it is skipped otherwise).
 
 Queues (CeleryExecutor): retrain and gate_and_promote on the training queue, tag_shard
 on the tagging queue (each uses every core: workers serve them with concurrency 1), the
@@ -250,6 +251,13 @@ def catalogue_tagging() -> None:
         report["newly_published"] = published["newly_published"]
         return report
 
+    @task
+    def fill_review_queue(run: dict, published: dict) -> dict:
+        """Queue the day's needs_review rows and its audit slice for the review page."""
+        from tagging.pipeline.review import fill_review_queue
+
+        return _no_retry(fill_review_queue, run["partition"])
+
     @task(outlets=[TAGGED])
     def announce(run: dict, report: dict, outlet_events: Any = None) -> None:
         """Emit the catalogue_tagged event for a newly published day; skipped otherwise."""
@@ -266,7 +274,9 @@ def catalogue_tagging() -> None:
     run = resolve_run(gate)
     republish_answered(run, retag(gate, run))
     staged = tag_shard.partial(run=run).expand(shard=plan_shards(run))
-    announce(run, validate(run, publish(run, staged)))
+    published = publish(run, staged)
+    fill_review_queue(run, published)
+    announce(run, validate(run, published))
 
 
 catalogue_tagging()

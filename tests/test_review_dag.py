@@ -61,6 +61,7 @@ def test_answers_reach_the_label_store_and_search_through_the_dag(tmp_path, fmni
     run = next(r["run_id"] for r in local.runs() if r["day"] == DAY)
     states = {t["task_id"]: t["state"] for t in local.task_instances(run)}
     assert states["export_answers"] == states["republish_answered"] == "success"
+    assert states["fill_review_queue"] == "success"
     assert Registry(local.registry).version_ids() == ["v0001"]  # reused, not retrained
     assert answers_path(local.catalogue, DAY).exists()
 

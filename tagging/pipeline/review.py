@@ -3,6 +3,7 @@ again the days whose answers changed since their last publication.
 
 ```
 export_answers -> harvest_labels -> ... -> resolve_run -> retag -> republish_answered
+                                                 ... -> publish -> fill_review_queue
 ```
 """
 
@@ -39,6 +40,24 @@ def export_review_answers() -> dict[str, Any]:
     log.info("review answers exported: %s", [(d["partition"], d["answers"], d["written"])
                                              for d in days] or "none")
     return {"store": store.db.shown, "days": days}
+
+
+def fill_review_queue(partition: str) -> dict[str, Any]:
+    """Queue the run's published day for review: its needs_review rows and audit slice
+    (tagging.review.queue; rows already queued are left as they are)."""
+    from dataclasses import asdict
+
+    from tagging.review.queue import fill
+    from tagging.review.store import ReviewStore
+
+    catalogue = Settings.from_env().catalogue_root
+    review = ReviewSettings.from_env()
+    store = ReviewStore(review.db_for(catalogue))
+    try:
+        [report] = fill(store, catalogue, settings=review, days=[partition])
+    finally:
+        store.close()
+    return asdict(report)
 
 
 def days_with_new_answers(catalogue_root: Path | str) -> list[str]:
