@@ -1,10 +1,13 @@
 """Catalogue tagging: learn from verified labels, gate, tag a day in shards, publish, validate.
 
 ```
-harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards -> tag_shard[*]
-                                                     |-> retag     -> publish -> validate
+export_answers -> harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards
+                                 -> tag_shard[*] -> publish -> validate -> announce
+                  resolve_run -> retag -> republish_answered      publish -> fill_review_queue
 ```
 
+* **export_answers** writes the review queue's answers (tagging.review) per day to
+  `<catalogue>/reviews/dt=D/answers.parquet`; only days whose answers changed.
 * **harvest_labels** collects the rows with `verified_category` of the last `harvest_days`
   partitions (and the `TAGGING_REAL_PHOTOS` folder) into the label store
   (`<catalogue>/labels/`); unchanged partitions are skipped.
@@ -17,14 +20,18 @@ harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards -> t
   recorded in the registry's event log, the champion stays. No champion at all fails
   the run.
 * **retag**: after a promotion, re-tags and republishes the `retag_days` previous days.
+* **republish_answered** publishes again (re-tag path, the day's own model version) the
+  days whose review answers changed since their last publication: a person's answer wins
+  in `category` (`category_source = verified`).
 * **resolve_run** pins the model version (champion, or the `model_version` param) and
   the partition (the `partition` param, else the run's logical date) for every task.
 * **plan_shards** / **tag_shard** (dynamic task mapping, retries with exponential
   backoff) stage one Parquet file per shard; only paths travel through XCom.
 * **publish** swaps the partition in atomically, only when every shard succeeded;
   **validate** checks it (live accuracy on verified rows and review rate against the
-  version's held-out figures too); **announce** emits the `catalogue_tagged` asset event, only
-  when the run published something new (it is skipped otherwise).
+  version's held-out figures too); **fill_review_queue** adds the day's needs_review rows
+  and its audit slice to the review queue; **announce** emits the `catalogue_tagged` asset
+  event, only when the run published something new (it is skipped otherwise).
 
 Queues (CeleryExecutor): retrain and gate_and_promote on the training queue, tag_shard
 on the tagging queue (each uses every core: workers serve them with concurrency 1), the
@@ -157,6 +164,14 @@ def catalogue_tagging() -> None:
                                  data_interval_start)
         return _no_retry(harvest, partition, params["harvest_days"])
 
+    @task
+    def export_answers() -> dict:
+        """Review answers -> <catalogue>/reviews/dt=D/answers.parquet, for the label store
+        and the next publication of their day (a day is rewritten only when it changed)."""
+        from tagging.pipeline.review import export_review_answers
+
+        return _no_retry(export_review_answers)
+
     @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue, max_active_tis_per_dag=1,
           execution_timeout=timedelta(hours=3))
     def retrain(params: dict | None = None, dag_run: Any = None) -> CandidateRef:
@@ -194,6 +209,13 @@ def catalogue_tagging() -> None:
         from tagging.pipeline.learn import retag_after_promotion
 
         return _no_retry(retag_after_promotion, gate, run["partition"], params["retag_days"])
+
+    @task(queue=SETTINGS.tagging_queue)  # re-tags, like retag
+    def republish_answered(run: dict, retagged: list[dict]) -> list[dict]:
+        """Publish again the days whose review answers changed since their publication."""
+        from tagging.pipeline.review import republish_answered
+
+        return _no_retry(republish_answered, run)
 
     @task
     def plan_shards(run: RunPlan, params: dict | None = None) -> list[Shard]:
@@ -241,6 +263,13 @@ def catalogue_tagging() -> None:
                          live_accuracy_margin=params["live_accuracy_margin"],
                          review_rate_margin=params["review_rate_margin"])
 
+    @task
+    def fill_review_queue(run: dict, published: dict) -> dict:
+        """Queue the day's needs_review rows and its audit slice for the review page."""
+        from tagging.pipeline.review import fill_review_queue
+
+        return _no_retry(fill_review_queue, run["partition"])
+
     @task(outlets=[TAGGED])
     def announce(run: RunPlan, validated: ValidatedRun, outlet_events: Any = None) -> None:
         """Emit the catalogue_tagged event for a newly published day; skipped otherwise."""
@@ -254,12 +283,14 @@ def catalogue_tagging() -> None:
         event.add_partitions(run["partition"])
 
     candidate = retrain()
-    harvest_labels() >> candidate
+    export_answers() >> harvest_labels() >> candidate
     gate = gate_and_promote(candidate)
     run = resolve_run(gate)
-    retag(gate, run)
+    republish_answered(run, retag(gate, run))
     staged = tag_shard.partial(run=run).expand(shard=plan_shards(run))
-    announce(run, validate(run, publish(run, staged)))
+    published = publish(run, staged)
+    fill_review_queue(run, published)
+    announce(run, validate(run, published))
 
 
 catalogue_tagging()

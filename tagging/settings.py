@@ -35,6 +35,13 @@ TAGGING_QUEUE_ENV = "TAGGING_TAGGING_QUEUE"
 WORKER_NAME_ENV = "TAGGING_WORKER_NAME"
 PG_BINDIR_ENV = "TAGGING_PG_BINDIR"
 PG_USER_ENV = "TAGGING_PG_USER"
+# The review queue (tagging.review): its store, who the reviewer is, what is asked.
+REVIEW_DB_ENV = "TAGGING_REVIEW_DB"
+REVIEW_USER_HEADER_ENV = "TAGGING_REVIEW_USER_HEADER"
+REVIEW_ORIGINS_ENV = "TAGGING_REVIEW_ORIGINS"
+REVIEW_AUDIT_SHARE_ENV = "TAGGING_REVIEW_AUDIT_SHARE"
+REVIEW_AUDIT_SEED_ENV = "TAGGING_REVIEW_AUDIT_SEED"
+REVIEW_LEASE_ENV = "TAGGING_REVIEW_LEASE_S"
 # Airflow's own setting: the most mapped task instances one task may expand to.
 MAX_MAP_LENGTH_ENV = "AIRFLOW__CORE__MAX_MAP_LENGTH"
 
@@ -163,3 +170,50 @@ def path_or_url_of(value: str | Path) -> Path | str:
     """A root as given: a URL (s3://bucket/prefix) stays a string, anything else is a path
     (Path would fold "s3://" into "s3:/")."""
     return value if isinstance(value, str) and "://" in value else Path(value)
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """The review queue: where answers are kept, who a reviewer is, what is asked."""
+
+    # A SQLite file (WAL) or a postgresql:// URL; default: <catalogue>/review/review.db.
+    db: str | None = None
+    # The trusted header the single-sign-on proxy sets to the signed-in user.
+    user_header: str = "X-Forwarded-User"
+    # Origins allowed to POST besides the app's own (a proxy that rewrites Host).
+    allowed_origins: tuple[str, ...] = ()
+    # Share of rows published without review that are asked anyway (unbiased ground
+    # truth), chosen by a hash of the product id and the seed: the same rows every fill.
+    audit_share: float = 0.05
+    audit_seed: str = "review-audit-v1"
+    lease_s: float = 600.0  # a claimed photo returns to the queue after this long
+    max_photo_bytes: int = 20 * 1024 * 1024  # photos larger than this are not served
+    fill_days: int = 30  # the newest published days the queue is filled from
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ReviewSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        try:
+            share = float(env.get(REVIEW_AUDIT_SHARE_ENV) or d.audit_share)
+            lease = float(env.get(REVIEW_LEASE_ENV) or d.lease_s)
+        except ValueError as e:
+            raise ConfigError(f"bad TAGGING_REVIEW_* environment variable: {e}") from None
+        if not 0 <= share <= 1 or lease <= 0:
+            raise ConfigError(f"{REVIEW_AUDIT_SHARE_ENV} must be in [0, 1] and "
+                              f"{REVIEW_LEASE_ENV} > 0 (got {share}, {lease})")
+        origins = tuple(o.strip().rstrip("/") for o in
+                        (env.get(REVIEW_ORIGINS_ENV) or "").split(",") if o.strip())
+        return cls(db=env.get(REVIEW_DB_ENV) or None,
+                   user_header=env.get(REVIEW_USER_HEADER_ENV) or d.user_header,
+                   allowed_origins=origins, audit_share=share,
+                   audit_seed=env.get(REVIEW_AUDIT_SEED_ENV) or d.audit_seed, lease_s=lease)
+
+    def db_for(self, catalogue: Path | str) -> str:
+        """The store's location: TAGGING_REVIEW_DB, else a file under a local catalogue."""
+        if self.db:
+            return self.db
+        if "://" in str(catalogue):
+            raise ConfigError(f"the catalogue {catalogue} is not a local path: set "
+                              f"{REVIEW_DB_ENV} (a SQLite file or a postgresql:// URL)")
+        return str(Path(catalogue) / "review" / "review.db")

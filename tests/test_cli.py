@@ -11,7 +11,7 @@ import pytest
 from tagging.catalogue.published import read_manifest
 
 COMMANDS = ["train", "evaluate", "tag", "demo-catalogue", "evaluate-photos", "demo",
-            "registry", "stack"]
+            "registry", "stack", "review"]
 
 
 def tagging(*args: str, env: dict | None = None, check: bool = True):

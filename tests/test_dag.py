@@ -79,9 +79,10 @@ def test_dag_file_parses_fast_without_heavy_imports(parsed):
     assert info["errors"] == {}
     assert info["heavy"] == []
     print(f"DagBag parse: {info['parse_seconds']:.2f} s")  # measured, not asserted
-    assert info["tasks"] == ["announce", "gate_and_promote", "harvest_labels", "plan_shards",
-                             "publish", "resolve_run", "retag", "retrain", "tag_shard",
-                             "validate"]
+    assert info["tasks"] == ["announce", "export_answers", "fill_review_queue",
+                             "gate_and_promote", "harvest_labels", "plan_shards", "publish",
+                             "republish_answered", "resolve_run", "retag", "retrain",
+                             "tag_shard", "validate"]
     assert info["mapped"] == ["tag_shard"]
     assert info["shard_retries"] >= 1 and info["shard_backoff"] > 1
     assert info["training_pool"] == "tagging_training"
@@ -92,7 +93,9 @@ def test_dag_file_parses_fast_without_heavy_imports(parsed):
     # Fixed logical URIs: the same wherever the catalogue lives (env-independent identity).
     assert info["outlets"] == {"announce": ["catalogue://tagged/"]}
     assert info["inlets"] == ["catalogue://incoming/", "model-registry://champion/"]
-    assert info["queues"] == {"harvest_labels": "training", "retrain": "training",
+    assert info["queues"] == {"export_answers": "default", "republish_answered": "tagging",
+                              "fill_review_queue": "default",
+                              "harvest_labels": "training", "retrain": "training",
                               "gate_and_promote": "training", "retag": "tagging",
                               "tag_shard": "tagging", "resolve_run": "default",
                               "plan_shards": "default", "publish": "default",

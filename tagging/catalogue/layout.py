@@ -9,6 +9,7 @@ Layout under a catalogue root:
     tagged/.dt=YYYY-MM-DD.lock                 flock'ed (exclusive) by the day's publisher
     images/                                    image_uri root (default; TAGGING_IMAGE_ROOT)
     labels/                                    the label store (tagging.loop.labelstore)
+    reviews/dt=YYYY-MM-DD/answers.parquet      the day's review answers (tagging.review.export)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tagging.errors import PartitionNotFound
 from tagging.settings import path_or_url_of
 
 MANIFEST = "_MANIFEST.json"
+ANSWERS = "answers.parquet"
 LOCK = ".lock"
 PARTITION_KEY = "dt"  # readers take the hive key from the path: an input column must not
 
@@ -94,6 +96,15 @@ def staging_dir(catalogue_root: Path | str, date: str, run_id: str) -> Path:
 def shard_path(catalogue_root: Path | str, date: str, run_id: str, index: int) -> Path:
     """Where shard `index` of a run is staged."""
     return staging_dir(catalogue_root, date, run_id) / f"shard-{index:05d}.parquet"
+
+
+def reviews_root(catalogue_root: Path | str) -> Path:
+    return Path(catalogue_root) / "reviews"
+
+
+def answers_path(catalogue_root: Path | str, date: str) -> Path:
+    """reviews/dt=DATE/answers.parquet: the day's winning review answers."""
+    return reviews_root(catalogue_root) / f"{PARTITION_KEY}={date}" / ANSWERS
 
 
 def file_identity(stat: os.stat_result) -> list[int]:

@@ -3,6 +3,8 @@
 A published copy is an immutable folder under tagged/.versions/dt=D/ holding the part files
 and a _MANIFEST.json (model version, input files with SHA-256 and row counts, output files,
 counts); readers follow the tagged/dt=D symlink, so they see the old copy or the new one.
+The day's review answers are applied on the way (tagging.review.overlay: a person's answer
+wins over the model's tag in what search reads).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from tagging.catalogue.layout import (
 from tagging.catalogue.published import read_manifest
 from tagging.catalogue.schema import INPUT_KEY, parse_time
 from tagging.errors import PartitionInvalid
-from tagging.loop.quality import partition_quality
+from tagging.review.overlay import DayOverlay
 from tagging.settings import TaggingLimits
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ def publish_partition(catalogue_root: Path | str, date: str, *, staged: list[str
     staged_paths = sorted(Path(s) for s in staged)
     inputs = staged_inputs(date, staged_paths)
     with publish_lock(root, date):
+        overlay = DayOverlay.load(root, date)
         version_dir = versions_dir(root, date) / (
             datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8])
         tmp_dir = version_dir.with_name(version_dir.name + ".tmp")
@@ -87,10 +90,7 @@ def publish_partition(catalogue_root: Path | str, date: str, *, staged: list[str
         counts = Counts(rows=0, tagged=0, errors=0, needs_review=0)
         for i, src in enumerate(staged_paths):
             dest = tmp_dir / f"part-{i:05d}.parquet"
-            try:
-                os.link(src, dest)
-            except OSError:
-                shutil.copy2(src, dest)
+            overlay.publish_shard(src, dest)
             table = pq.read_table(dest, columns=["tag_error", "needs_review"])
             errors = table.num_rows - table["tag_error"].null_count
             counts["rows"] += table.num_rows
@@ -104,7 +104,8 @@ def publish_partition(catalogue_root: Path | str, date: str, *, staged: list[str
             "tagged_at": parse_time(tagged_at).isoformat(),
             "published_at": datetime.now(UTC).isoformat(),
             "inputs": inputs, "outputs": outputs, "counts": counts,
-            "quality": partition_quality(sorted(tmp_dir.glob("part-*.parquet"))),
+            "quality": overlay.quality(staged_paths),  # of the model's tags
+            "reviews": overlay.manifest(),
         }
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
         for path in [*tmp_dir.iterdir(), tmp_dir]:

@@ -97,9 +97,12 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
 
 
 def truth_agreement(catalogue_root: Path | str, date: str) -> dict:
-    """Accuracy of the published tags against a known label column, when the input has one.
+    """Accuracy of the model's tags against a known label column, when the input has one.
 
     `verified_category` (merchandiser-confirmed) wins over `true_category` (demo data).
+    Rows with `verified_category` are published with the person's answer
+    (tagging.review.overlay), so their figures are the manifest's live quality, measured on
+    the model's own tags at publication; otherwise the model's guess is `category_top3[0]`.
     Rows without a label or without a tag are left out; `unflagged` covers rows not
     marked needs_review.
     """
@@ -108,9 +111,17 @@ def truth_agreement(catalogue_root: Path | str, date: str) -> dict:
     truth = next((c for c in ("verified_category", "true_category") if c in names), None)
     if truth is None:
         return {}
-    table = read_published(catalogue_root, date, columns=[truth, "category", "needs_review"])
-    rows = table.filter(pc.and_(pc.is_valid(table[truth]), pc.is_valid(table["category"])))
-    correct = pc.equal(rows[truth], rows["category"])
+    if truth == "verified_category":
+        quality = (read_manifest(catalogue_root, date) or {}).get("quality") or {}
+        return {"accuracy_vs_verified_category": quality.get("accuracy"),
+                "unflagged_precision": quality.get("unflagged_precision"),
+                "unflagged_coverage": quality.get("coverage")}
+    table = read_published(catalogue_root, date,
+                           columns=[truth, "category_top3", "needs_review"])
+    guess = pc.struct_field(pc.list_element(table["category_top3"], 0), "category")
+    table = table.append_column("guess", guess)
+    rows = table.filter(pc.and_(pc.is_valid(table[truth]), pc.is_valid(table["guess"])))
+    correct = pc.equal(rows[truth], rows["guess"])
     unflagged = pc.invert(rows["needs_review"])
     n_unflagged = pc.sum(unflagged).as_py() or 0
     return {

@@ -6,6 +6,7 @@ from datetime import date as Date
 from datetime import timedelta
 
 from tagging.cli.render import console, print_demo_summary, print_loop_demo, print_stack_status
+from tagging.cli.review import print_queue_hint
 
 
 def demo(args) -> int:
@@ -21,6 +22,7 @@ def demo(args) -> int:
                             data_dir=args.data_dir)
     run = run_demo(args.workdir, dates, data_dir=args.data_dir)
     print_demo_summary(run)
+    print_queue_hint(catalogue)
     return 1 if run.failed else 0
 
 
@@ -31,6 +33,7 @@ def demo_loop(args, dates: list[str]) -> int:
     run = run_loop_demo(args.workdir, args.real_photos, dates, reveal=args.reveal,
                         params={"min_new_labels": args.min_new_labels}, data_dir=args.data_dir)
     print_loop_demo(run)
+    print_queue_hint(run.catalogue)
     return 1 if run.failed else 0
 
 

@@ -7,7 +7,7 @@ from datetime import date as Date
 from pathlib import Path
 
 from tagging import settings
-from tagging.cli import catalogue, loop, model, ops
+from tagging.cli import catalogue, loop, model, ops, review
 from tagging.cli.args import (
     add_catalogue_arg,
     add_data_arg,
@@ -17,7 +17,14 @@ from tagging.cli.args import (
     add_registry_arg,
     iso_date,
 )
-from tagging.settings import LoopDemoPolicy, LoopPolicy, Settings, TaggingLimits, path_or_url_of
+from tagging.settings import (
+    LoopDemoPolicy,
+    LoopPolicy,
+    ReviewSettings,
+    Settings,
+    TaggingLimits,
+    path_or_url_of,
+)
 
 DESCRIPTION = """\
 Tag an online shop's product photos with Fashion-MNIST clothing categories.
@@ -181,7 +188,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=loop.quality)
 
     add_registry_commands(sub)
+    add_review_commands(sub)
     return parser
+
+
+def add_review_commands(sub) -> None:
+    p = sub.add_parser("review", help="the review queue: merchandisers verify tags on a page",
+                       description="A web page (and an HTTP API) where people verify the "
+                       "categories of published rows that need review, plus an audit slice; "
+                       "their answers go to the label store and win in the next publication.")
+    rev = p.add_subparsers(required=True, metavar="ACTION")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        add_catalogue_arg(q)
+        q.add_argument("--db", default=None, help="the review store: a SQLite file or a "
+                       f"postgresql:// URL (default: ${settings.REVIEW_DB_ENV}, else "
+                       "<catalogue>/review/review.db)")
+
+    q = rev.add_parser("serve", help="serve the review page and its API (uvicorn)")
+    common(q)
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1; put the sign-in proxy in front for anything else)")
+    q.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    q.add_argument("--root-path", default="", help="the path the sign-in proxy serves the "
+                   "page under, e.g. /review (default: the root)")
+    q.add_argument("--single-user", metavar="NAME", help="on a laptop: every request is "
+                   f"reviewer NAME (instead of the proxy's {ReviewSettings().user_header} "
+                   "header); loopback only")
+    q.set_defaults(func=review.serve)
+    q = rev.add_parser("fill", help="add published rows needing review (+ an audit slice)")
+    common(q)
+    q.add_argument("--date", type=iso_date, help="only this day (default: the newest "
+                   f"{ReviewSettings().fill_days} published days)")
+    q.set_defaults(func=review.fill)
+    q = rev.add_parser("status", help="queue length, answers per reviewer, disagreements")
+    common(q)
+    q.set_defaults(func=review.status)
+    q = rev.add_parser("export", help="write each day's answers for the label store")
+    common(q)
+    q.set_defaults(func=review.export)
 
 
 def add_registry_commands(sub) -> None:

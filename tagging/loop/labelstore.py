@@ -13,7 +13,8 @@ Each source object is the whole contribution of one source (rows built by
 tagging.loop.harvest) with its own state, so rows and state can never disagree and two
 sources never share an object: no lock and no shared state file. An object is replaced
 whole (atomically) when its source changed (a partition re-exported with more
-`verified_category` values filled in), by a compare-and-swap on its ETag (create-only for
+`verified_category` values filled in, or new review answers in
+reviews/dt=D/answers.parquet), by a compare-and-swap on its ETag (create-only for
 a new source): a harvester that lost the race to another harvest of the same source reads
 the inputs again and finds them harvested (or harvests the newer ones), so harvesting the
 same input again adds nothing. The store a trainer reads (tagging.loop.labelled) is the
@@ -53,6 +54,7 @@ from tagging.loop.harvest import (
     photo_folder_rows,
     photo_folder_source,
 )
+from tagging.review.overlay import DayOverlay
 from tagging.settings import LoopPolicy, Settings, path_or_url_of
 
 log = logging.getLogger(__name__)
@@ -112,18 +114,23 @@ class LabelStore:
     def harvest_partition(self, catalogue_root: Path | str, day: str, *,
                           image_root: Path | None = None, workers: int | None = None
                           ) -> HarvestReport:
-        """Harvest one catalogue partition's verified rows (skipped if its files are unchanged)."""
+        """Harvest one catalogue partition's verified rows and review answers (skipped if
+        its files and its answers file are unchanged)."""
         catalogue_root = Path(catalogue_root)
         source = f"dt={date.fromisoformat(day).isoformat()}"
         image_root = image_root or _default_image_root(catalogue_root)
 
         def build(entry: dict | None, previous: pa.Table | None) -> tuple[Any, SourceRows | None]:
             files = input_files(catalogue_root, day)
+            answers = DayOverlay.load(catalogue_root, day)
             key = files_key(files, entry and entry.get("key"))
+            if answers.sha256:
+                key.append({"review_answers_sha256": answers.sha256})
             if entry is not None and entry.get("key") == key:
                 return key, None
             return key, partition_rows(source, files, image_root=image_root,
-                                       previous=previous, now=harvest_time(), workers=workers)
+                                       previous=previous, now=harvest_time(), workers=workers,
+                                       answers=answers.answers)
 
         return self._harvest(source, build)
 
