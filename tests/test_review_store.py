@@ -103,9 +103,11 @@ def test_order_leases_and_idempotent_fill(store):
     # a reviewer's own claims come first (renewed), whatever the order says
     assert claimed(store, "alice", 1) == [f"{NEW}/p1"]
     assert claimed(store, "carol", 5) == [f"{OLD}/p0"]
-    # an expired claim returns the photo to the queue
+    # an expired claim returns the photo to the queue (carol's own expired one comes first:
+    # nobody took it meanwhile)
     assert claimed(store, "carol", 5, now=1000.0 + LEASE + 1) == [
-        f"{NEW}/p1", f"{NEW}/p0", f"{NEW}/p2", f"{OLD}/p1", f"{OLD}/p0"]
+        f"{OLD}/p0", f"{NEW}/p1", f"{NEW}/p0", f"{NEW}/p2", f"{OLD}/p1"]
+    assert claimed(store, "alice", 5, now=1000.0 + LEASE + 1) == []  # all carol's now
     assert store.photo(NEW, f"{NEW}/p0") == b"photo"
 
 

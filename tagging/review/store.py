@@ -62,7 +62,7 @@ APPEND_ONLY = {
 }
 CANDIDATES = """
     SELECT i.*,
-           CASE WHEN c.reviewer = ? AND c.expires_at >= ? THEN 0 ELSE 1 END AS not_mine,
+           CASE WHEN c.reviewer = ? THEN 0 ELSE 1 END AS not_mine,
            CASE WHEN s.reviewer IS NULL THEN 0 ELSE 1 END AS skipped
     FROM items i
     LEFT JOIN claims c ON c.partition = i.partition AND c.product_id = i.product_id
@@ -163,16 +163,16 @@ class ReviewStore:
 
     def claim(self, reviewer: str, limit: int = 1, *, lease_s: float,
               now: float | None = None) -> list[Item]:
-        """Up to `limit` open items for `reviewer`: theirs first (lease renewed), then
-        the queue's order (newest day, lowest margin); items they skipped come last."""
+        """Up to `limit` open items for `reviewer`: theirs first (lease renewed, even when
+        it expired and nobody took the photo meanwhile), then the queue's order (newest
+        day, lowest margin); items they skipped come last."""
         now = time.time() if now is None else now
         claimed: list[Item] = []
         tried: set[tuple[str, str]] = set()
         with self.db.transaction(write=True) as cur:
             while len(claimed) < limit:
                 rows = [r for r in cur.execute(
-                    CANDIDATES, (reviewer, now, reviewer, now, reviewer,
-                                 limit + len(tried))).all()
+                    CANDIDATES, (reviewer, reviewer, now, reviewer, limit + len(tried))).all()
                         if (r["partition"], r["product_id"]) not in tried]
                 if not rows:
                     break
