@@ -52,7 +52,6 @@ class TaggingLimits:
     # A run's staging folder no process has locked for this long is a killed run's leftover
     # (longer than any run, shard retries included): the day's next publish removes it.
     staging_max_age_s: float = 24 * 3600.0
-    publish_lock_timeout_s: float = 600.0  # waiting for another publisher of the same day
 
 
 @dataclass(frozen=True)

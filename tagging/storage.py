@@ -218,12 +218,12 @@ def describe(error: BaseException, what: Root | str) -> StorageError:
                             "AWS_SECRET_ACCESS_KEY")
     if "nosuchbucket" in lowered.replace(" ", "") or "bucket does not exist" in lowered:
         return StorageError(f"{root}: bucket {root.bucket!r} does not exist at {where}")
-    if any(s in lowered for s in ("connection refused", "error sending request", "connect",
-                                  "timed out", "timeout", "network", "dns", "unreachable")):
-        return StorageError(f"{root}: cannot reach {where} (endpoint unreachable or not "
-                            "answering): check AWS_ENDPOINT_URL and that the server runs")
     if isinstance(error, FileNotFoundError | oe.NotFoundError):
         return StorageError(f"{root}: not found")
+    if any(s in lowered for s in ("connection refused", "error sending request", "connect",
+                                  "timed out", "network", "dns", "unreachable")):
+        return StorageError(f"{root}: cannot reach {where} (endpoint unreachable or not "
+                            "answering): check AWS_ENDPOINT_URL and that the server runs")
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return StorageError(f"{root}: {where}: {first[:300]}")
 
@@ -311,9 +311,8 @@ def list_objects(prefix: Root | str) -> list[ObjectInfo]:
     with storage_errors(prefix):
         for batch in obstore.list(store, key + "/"):
             for meta in batch:
-                name = meta["path"]
-                url = (SCHEME + prefix.bucket + "/" + name) if prefix.is_remote else "/" + name
-                found.append(ObjectInfo(Root(url), meta["size"],
+                relative = meta["path"][len(key):].strip("/")
+                found.append(ObjectInfo(prefix / relative, meta["size"],
                                         meta["last_modified"].timestamp(), meta.get("e_tag")))
     return sorted(found, key=lambda o: o.root.url)
 

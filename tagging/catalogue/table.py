@@ -52,7 +52,7 @@ LIMITS = TableLimits()
 
 
 def table_root(catalogue: Root | str) -> Root:
-    return as_root(catalogue) / TABLE
+    return as_root(catalogue) / TABLE  # = layout.tagged_root
 
 
 def app_id(date: str) -> str:

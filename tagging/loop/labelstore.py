@@ -120,7 +120,7 @@ class LabelStore:
         reports = []
         for back in reversed(range(days)):
             current = (end - timedelta(days=back)).isoformat()
-            if any(input_dir(catalogue_root, current).glob("*.parquet")):
+            if any(input_dir(catalogue_root, current).path.glob("*.parquet")):
                 reports.append(self.harvest_partition(catalogue_root, current,
                                                       image_root=image_root, workers=workers))
         return reports
