@@ -291,6 +291,18 @@ def delete(obj: Root | str) -> None:
         obstore.delete(store, key)
 
 
+def delete_prefix(prefix: Root | str) -> None:
+    """Delete every object under `prefix` (a local folder: the folder itself)."""
+    import shutil
+
+    prefix = as_root(prefix)
+    if not prefix.is_remote:
+        shutil.rmtree(prefix.path, ignore_errors=True)
+        return
+    for obj in list_objects(prefix):
+        delete(obj.root)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     root: Root

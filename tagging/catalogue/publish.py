@@ -95,8 +95,7 @@ def publish_partition(catalogue_root: Root | str, date: str, *, staged: list[str
     log.info("published %s (table version %s): %s", published_dir(root, date), version,
              summary["counts"])
     for run_dir in {s.parent for s in shards}:
-        for obj in storage.list_objects(run_dir):
-            storage.delete(obj.root)
+        storage.delete_prefix(run_dir)
     collect_staging(root, date)
     return str(published_dir(root, date))
 
@@ -174,8 +173,7 @@ def collect_staging(root: Root | str, date: str,
     removed = []
     for run, objects in sorted(runs.items(), key=lambda r: r[0].url):
         if time.time() - max(o.mtime for o in objects) > max_age_s:
-            for obj in objects:
-                storage.delete(obj.root)
+            storage.delete_prefix(run)
             log.warning("removed %s: staging left by a run that died", run)
             removed.append(run)
     return removed
