@@ -56,16 +56,13 @@ def champion_registry(tmp_path_factory, fmnist_dir) -> Path:
     return root
 
 
-def snapshot(catalogue: Path) -> dict[str, str]:
-    """Every file and symlink under tagged/, with content hashes or link targets."""
-    state = {}
-    for path in sorted((catalogue / "tagged").rglob("*")):
-        key = str(path.relative_to(catalogue))
-        if path.is_symlink():
-            state[key] = "-> " + os.readlink(path)
-        elif path.is_file():
-            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return state
+def snapshot(catalogue) -> dict[str, str]:
+    """Every object of the tagged table (local or S3) with its content hash."""
+    from tagging import storage
+
+    tagged = storage.Root(catalogue) / "tagged"
+    return {str(o.root): hashlib.sha256(storage.read_bytes(o.root)).hexdigest()
+            for o in storage.list_objects(tagged)}
 
 
 def photo(pixels: np.ndarray, fmt: str) -> bytes:
