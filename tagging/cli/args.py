@@ -20,8 +20,11 @@ def add_registry_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_catalogue_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalogue", type=Path, default=None,
-                   help="catalogue root (default: $TAGGING_CATALOGUE or var/catalogue)")
+    from tagging.storage import Root
+
+    p.add_argument("--catalogue", type=Root, default=None,
+                   help="catalogue root, a folder or s3://bucket/prefix (default: "
+                   "$TAGGING_CATALOGUE or var/catalogue)")
 
 
 def add_data_arg(p: argparse.ArgumentParser) -> None:

@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=loop.quality)
 
     add_registry_commands(sub)
+    add_table_commands(sub)
     return parser
 
 
@@ -203,3 +204,25 @@ def add_registry_commands(sub) -> None:
     q.set_defaults(func=model.rollback)
     q = reg.add_parser("events", help="the registry's event log")
     q.set_defaults(func=model.events)
+
+
+def add_table_commands(sub) -> None:
+    p = sub.add_parser("catalogue", help="the published table: history, restore a day, changes",
+                       description="The tagged Delta table (<catalogue>/tagged): the commits "
+                       "of a day, a day restored to an earlier table version (the rollback), "
+                       "and what changed since a table version (search's incremental feed).")
+    add_catalogue_arg(p)
+    table = p.add_subparsers(required=True, metavar="ACTION")
+    q = table.add_parser("history", help="the table's commits (of one day)")
+    q.add_argument("--date", type=iso_date, default=None)
+    q.set_defaults(func=catalogue.history)
+    q = table.add_parser("restore", help="restore a day's rows as of a table version, as a "
+                         "new commit")
+    q.add_argument("--date", type=iso_date, required=True)
+    q.add_argument("--version", type=int, required=True, help="table version (see history)")
+    q.set_defaults(func=catalogue.restore)
+    q = table.add_parser("changes", help="days and rows changed since a table version")
+    q.add_argument("--since", type=int, required=True,
+                   help="the table version last indexed (-1: everything)")
+    q.add_argument("--json", action="store_true", help="print JSON (for a search indexer)")
+    q.set_defaults(func=catalogue.changes)
