@@ -151,5 +151,8 @@ def print_stack_status(status: dict, stack) -> None:
         console.print(f"Airflow UI and API: {status['api_url']} (users and passwords: "
                       f"{stack.home / 'simple_auth_manager_passwords.json.generated'})",
                       soft_wrap=True)
+        console.print(f"catalogue {status['catalogue']}, registry {status['registry']}"
+                      + (f" (S3 server {status['s3']}; AWS_* in {stack.env_file})"
+                         if status.get("s3") else ""), soft_wrap=True)
         console.print(f"started in {status['startup_seconds']} s; for the airflow CLI: "
                       f"source {stack.env_file}", soft_wrap=True)
