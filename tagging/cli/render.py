@@ -61,6 +61,23 @@ def print_demo_summary(summary: dict) -> None:
         console.print(f"{day['partition']}: {where}", soft_wrap=True)
     console.print(f"champion {summary['champion']} in {summary['registry']}", soft_wrap=True)
     console.print(f"Airflow home (SQLite): {summary['airflow_home']}", soft_wrap=True)
+    if summary.get("table_version") is not None:
+        print_table_readers(summary["table"], summary["table_version"],
+                            [d["partition"] for d in summary["days"] if d.get("published")])
+
+
+def print_table_readers(table: str, version: int, days: list[str]) -> None:
+    """How to read the published Delta table (README: "Reading the published catalogue")."""
+    day = days[-1] if days else "YYYY-MM-DD"
+    console.print(f"published: the Delta table {table} (table version {version}, one dt= "
+                  "partition a day); read it as a Delta table, not by globbing its Parquet "
+                  "files (a glob sees superseded files):", soft_wrap=True, markup=False)
+    console.print(f"  python -c \"from deltalake import DeltaTable; print(DeltaTable('{table}')"
+                  f".to_pandas(filters=[('dt', '=', '{day}')]))\"", soft_wrap=True, markup=False)
+    console.print(f"  tagging catalogue --catalogue {table.removesuffix('/tagged')} history "
+                  f"--date {day}", soft_wrap=True, markup=False)
+    console.print("  DuckDB, Spark, the change feed: README, \"Reading the published "
+                  "catalogue\"", soft_wrap=True, markup=False)
 
 
 def share(value: float | None) -> str:
