@@ -265,6 +265,15 @@ def write_bytes(obj: Root | str, data: bytes, *, create_only: bool = False) -> N
         raise
 
 
+def upload_file(path: Path, obj: Root | str) -> None:
+    """Copy a local file to `obj` whole (streamed; a multipart upload on S3)."""
+    import obstore
+
+    store, key = object_store(obj)
+    with storage_errors(obj), open(path, "rb") as handle:
+        obstore.put(store, key, handle)
+
+
 def exists(obj: Root | str) -> bool:
     import obstore
     from obstore.exceptions import NotFoundError

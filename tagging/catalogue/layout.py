@@ -37,6 +37,14 @@ def input_files(catalogue_root: Root | str, date: str) -> list[Root]:
     return files
 
 
+def has_input(catalogue_root: Root | str, date: str) -> bool:
+    """Whether the day has input files (input_files would find some)."""
+    try:
+        return bool(input_files(catalogue_root, date))
+    except PartitionNotFound:
+        return False
+
+
 def tagged_root(catalogue_root: Root | str) -> Root:
     """tagged/: the Delta table (read it through tagging.catalogue.published)."""
     return as_root(catalogue_root) / "tagged"

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.files import atomic_write_bytes, flocked
-from tagging.catalogue.layout import input_dir, input_files
+from tagging.catalogue.layout import has_input, input_files
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.loop.harvest import (
     SCHEMA,
@@ -98,7 +98,6 @@ class LabelStore:
                           image_root: Path | None = None, workers: int | None = None
                           ) -> HarvestReport:
         """Harvest one catalogue partition's verified rows (skipped if its files are unchanged)."""
-        catalogue_root = Path(catalogue_root)
         source = f"dt={date.fromisoformat(day).isoformat()}"
         files = input_files(catalogue_root, day)
         image_root = image_root or _default_image_root(catalogue_root)
@@ -120,7 +119,7 @@ class LabelStore:
         reports = []
         for back in reversed(range(days)):
             current = (end - timedelta(days=back)).isoformat()
-            if any(input_dir(catalogue_root, current).path.glob("*.parquet")):
+            if has_input(catalogue_root, current):
                 reports.append(self.harvest_partition(catalogue_root, current,
                                                       image_root=image_root, workers=workers))
         return reports
