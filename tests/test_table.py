@@ -19,7 +19,7 @@ import pytest
 
 from tagging import storage
 from tagging.catalogue import table as T
-from tagging.errors import PartitionNotFound, StorageError
+from tagging.errors import PartitionInvalid, PartitionNotFound, StorageError
 
 REPO = Path(__file__).resolve().parents[1]
 DAY, OTHER = "2026-11-20", "2026-11-21"
@@ -231,3 +231,28 @@ def test_manifest_objects_are_create_only(catalogue):
     assert json.loads(body)["model_version"] == "a"
     with pytest.raises(storage.ObjectExists):
         storage.write_bytes(T.manifest_object(catalogue, DAY, pointer), b"{}", create_only=True)
+
+
+def test_retention_vacuums_superseded_versions(tmp_path):
+    from tagging.settings import TableLimits
+
+    root, short = storage.Root(tmp_path / "catalogue"), TableLimits(retention_days=0)
+    T.commit_day(root, DAY, rows(10, "a"), manifest("a"), limits=short)
+    first = {o.root for o in storage.list_objects(T.table_root(root) / f"dt={DAY}")}
+    T.commit_day(root, DAY, rows(10, "b"), manifest("b"), limits=short)
+    now = {o.root for o in storage.list_objects(T.table_root(root) / f"dt={DAY}")}
+    assert not first & now  # the superseded file was vacuumed right after the publish
+    assert whole_day(root) == {"b"}
+    with pytest.raises(PartitionInvalid, match="no change feed"):
+        T.changes(root, -1)  # the deletes of version 0's rows are gone with its file
+
+
+def test_the_change_feed_is_derived_from_add_and_remove_actions(catalogue):
+    """Measured: delta-rs writes no _change_data files for a day's overwrite; load_cdf
+    derives the feed from the commits' add and remove actions."""
+    publish(catalogue, "a")
+    publish(catalogue, "b")
+    assert not [o for o in storage.list_objects(T.table_root(catalogue))
+                if "_change_data" in o.root.url]
+    assert T.changes(catalogue, 0)["days"] == {DAY: {"versions": [1], "insert": 10,
+                                                     "delete": 10}}

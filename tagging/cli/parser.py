@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tag", help="tag one day's catalogue partition and publish it",
                        description="Read catalogue/incoming/dt=DATE/*.parquet, predict a "
-                       "category for every photo, and publish catalogue/tagged/dt=DATE "
-                       "atomically with a _MANIFEST.json.")
+                       "category for every photo, and publish the day as one commit of the Delta "
+                       "table catalogue/tagged, with its manifest.")
     add_catalogue_arg(p)
     p.add_argument("--date", required=True, type=iso_date, help="partition date YYYY-MM-DD")
     add_registry_arg(p)

@@ -61,7 +61,7 @@ def plan_run(partition: str, model_ref: str | None) -> RunPlan:
 
 
 def publish_run(run: RunPlan, staged: list[str]) -> Publication:
-    """Swap the partition in atomically (unless it was already published)."""
+    """Commit the day to the tagged Delta table (unless it was already published)."""
     catalogue = Settings.from_env().catalogue_root
     if run["already_published"]:
         return Publication(path=str(published_dir(catalogue, run["partition"])),
