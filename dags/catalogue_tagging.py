@@ -21,7 +21,8 @@ harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards -> t
   the partition (the `partition` param, else the run's logical date) for every task.
 * **plan_shards** / **tag_shard** (dynamic task mapping, retries with exponential
   backoff) stage one Parquet file per shard; only paths travel through XCom.
-* **publish** swaps the partition in atomically, only when every shard succeeded;
+* **publish** commits the day to the tagged Delta table in one commit, only when every shard
+  succeeded;
   **validate** checks it (live accuracy on verified rows and review rate against the
   version's held-out figures too); **announce** emits the `catalogue_tagged` asset event, only
   when the run published something new (it is skipped otherwise).
@@ -211,7 +212,7 @@ def catalogue_tagging() -> None:
 
     @task(trigger_rule="none_failed")
     def publish(run: dict, staged: list[str]) -> dict:
-        """Swap the partition in atomically (runs only when no shard failed)."""
+        """Commit the day to the tagged Delta table (runs only when no shard failed)."""
         from tagging.pipeline.tag import publish_run
 
         return _no_retry(publish_run, run, staged[:])

@@ -239,9 +239,9 @@ def test_run_demo_summarises_each_day(first_run, monkeypatch):
     assert day["model_version"] == "v0001"
     assert (day["rows"], day["errors"]) == (55, 5)
     assert day["tagged"] == 50
-    flagged = pq.read_table(day["published"], columns=["needs_review"])["needs_review"]
+    flagged = read_published(first_run.catalogue, DAYS[0], ["needs_review"])["needs_review"]
     assert day["needs_review"] == sum(flagged.to_pylist()) >= 5  # the broken rows at least
-    assert Path(day["published"], "_MANIFEST.json").exists()
+    assert day["published"].endswith(f"tagged/dt={DAYS[0]}")
     assert summary["catalogue"] == str(first_run.catalogue)
 
 

@@ -14,7 +14,7 @@ DATE = "2026-11-20"
 
 
 def write_partition(root, files: int, rows: int, row_group_size: int = 1) -> None:
-    out = input_dir(root, DATE)
+    out = input_dir(root, DATE).path
     out.mkdir(parents=True)
     for i in range(files):
         table = pa.table({"product_id": [f"p{i}-{r}" for r in range(rows)]})

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from tagging.catalogue.table import commit_day
 from tagging.loop.quality import (
     check_live_quality,
     expectations,
@@ -75,15 +73,11 @@ def test_history_reads_manifests_and_plots(tmp_path):
     catalogue = tmp_path / "catalogue"
     for day, version, quality in (("2026-03-01", "v0001", {"accuracy": 0.5}),
                                   ("2026-03-02", "v0002", None)):
-        target = catalogue / "tagged" / ".versions" / f"dt={day}" / "x"
-        target.mkdir(parents=True)
-        pq.write_table(published(["bag", "coat"], [False, True], ["bag", "coat"]),
-                       target / "part-00000.parquet")
-        manifest = {"partition": day, "model_version": version}
+        rows = published(["bag", "coat"], [False, True], ["bag", "coat"])
+        manifest = {"partition": day, "model_version": version, "columns": rows.column_names}
         if quality:
             manifest["quality"] = quality
-        (target / "_MANIFEST.json").write_text(json.dumps(manifest))
-        (catalogue / "tagged" / f"dt={day}").symlink_to(target.relative_to(catalogue / "tagged"))
+        commit_day(catalogue, day, lambda rows=rows: rows.to_reader(), manifest)
     history = quality_history(catalogue)
     assert [h["partition"] for h in history] == ["2026-03-01", "2026-03-02"]
     assert history[0]["accuracy"] == 0.5  # recorded in the manifest

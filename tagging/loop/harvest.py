@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model_registry.files import sha256_file
+from tagging import storage
 from tagging.errors import ImageError, TaggingError
 from tagging.labels import parse_label
 from tagging.photos.decode import load_image_uri
@@ -199,13 +200,15 @@ def partition_rows(source: str, files: list[Path], *, image_root: Path,
     """The rows with `verified_category` of one catalogue partition's input files."""
     ids, labels, images, uris, stated = [], [], [], [], []
     for path in files:
-        names = pq.read_schema(path).names
-        if "verified_category" not in names:
-            continue
-        wanted = [c for c in ("product_id", "verified_category", "image", "image_uri",
-                              "verified_at") if c in names]
-        table = pq.read_table(path, columns=wanted,
-                              filters=pc.is_valid(pc.field("verified_category")))
+        fs, where = storage.arrow_fs(path)  # a local file or an S3 object
+        with storage.storage_errors(path):
+            names = pq.read_schema(where, filesystem=fs).names
+            if "verified_category" not in names:
+                continue
+            wanted = [c for c in ("product_id", "verified_category", "image", "image_uri",
+                                  "verified_at") if c in names]
+            table = pq.read_table(where, filesystem=fs, columns=wanted,
+                                  filters=pc.is_valid(pc.field("verified_category")))
         n = table.num_rows
         column = {c: table[c].to_pylist() if c in table.column_names else [None] * n
                   for c in ("product_id", "verified_category", "image", "image_uri",
@@ -258,18 +261,19 @@ def photo_folder_rows(folder: Path | str, *, previous: pa.Table | None = None,
 # ---------------------------------------------------------------- has a source changed?
 
 
-def files_key(files: list[Path], previous: list[dict] | None) -> list[dict]:
-    """Name, size, mtime and SHA-256 of each input file (the hash is reused when the file's
-    size and mtime are unchanged: hashing 30 days of photos every run would be slow), and
-    the preprocessing signature."""
-    known = {(p["file"], p["size"], p["mtime_ns"]): p["sha256"]
+def files_key(files: list[Path | storage.Root], previous: list[dict] | None) -> list[dict]:
+    """Name, size, mtime (an S3 object: ETag) and SHA-256 of each input file (the hash is
+    reused when size and mtime are unchanged: hashing 30 days of photos every run would be
+    slow), and the preprocessing signature."""
+    known = {(p["file"], p["size"], p.get("mtime_ns", p.get("etag"))): p["sha256"]
              for p in previous or [] if "file" in p}
     key: list[dict] = [{"preprocess": preprocess_signature()}]
-    for path in files:
-        stat = path.stat()
-        sha = known.get((path.name, stat.st_size, stat.st_mtime_ns)) or sha256_file(path)
-        key.append({"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                    "sha256": sha})
+    for path in map(storage.as_root, files):
+        identity = storage.identity(path)
+        stamp = ({"size": identity[1], "etag": identity[0]} if path.is_remote
+                 else {"size": identity[1], "mtime_ns": identity[2]})
+        sha = (known.get((path.name, *stamp.values())) or storage.sha256(path)[0])
+        key.append({"file": path.name, **stamp, "sha256": sha})
     return key
 
 

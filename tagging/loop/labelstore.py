@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.store import AlreadyExists, Conflict, open_store
-from tagging.catalogue.layout import input_dir, input_files
+from tagging.catalogue.layout import has_input, input_files
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.loop.harvest import (
     SCHEMA,
@@ -53,7 +53,8 @@ from tagging.loop.harvest import (
     photo_folder_rows,
     photo_folder_source,
 )
-from tagging.settings import Settings, path_or_url_of
+from tagging.settings import Settings
+from tagging.storage import Root, as_root
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,13 @@ class HarvestReport:
 class LabelStore:
     """The labelled-photo store of one catalogue (created on the first harvest)."""
 
-    def __init__(self, root: Path | str):
-        self.root = path_or_url_of(root)
+    def __init__(self, root: Root | Path | str):
+        self.root = as_root(root)
         self.objects = open_store(self.root)
 
     @classmethod
-    def of_catalogue(cls, catalogue_root: Path | str) -> LabelStore:
-        root = path_or_url_of(catalogue_root)
-        return cls(f"{root.rstrip('/')}/{STORE_DIR}" if isinstance(root, str)
-                   else root / STORE_DIR)
+    def of_catalogue(cls, catalogue_root: Root | Path | str) -> LabelStore:
+        return cls(as_root(catalogue_root) / STORE_DIR)
 
     # ------------------------------------------------------------ harvesting
 
@@ -107,7 +106,6 @@ class LabelStore:
                           image_root: Path | None = None, workers: int | None = None
                           ) -> HarvestReport:
         """Harvest one catalogue partition's verified rows (skipped if its files are unchanged)."""
-        catalogue_root = Path(catalogue_root)
         source = f"dt={date.fromisoformat(day).isoformat()}"
         image_root = image_root or _default_image_root(catalogue_root)
 
@@ -129,7 +127,7 @@ class LabelStore:
         reports = []
         for back in reversed(range(days)):
             current = (end - timedelta(days=back)).isoformat()
-            if any(input_dir(catalogue_root, current).glob("*.parquet")):
+            if has_input(catalogue_root, current):
                 reports.append(self.harvest_partition(catalogue_root, current,
                                                       image_root=image_root, workers=workers))
         return reports

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from tagging import settings
 from tagging.catalogue.layout import input_dir, published_dir
 from tagging.catalogue.published import read_manifest
+from tagging.catalogue.table import open_table, table_root
 from tagging.labels import CATEGORY_SLUGS
 from tagging.ops.airflow import last_error
 from tagging.ops.local import LocalAirflow
@@ -58,8 +59,15 @@ def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = 
             day["error"] = last_error(Path(day["log"]))
         days.append(day)
     return {"airflow_home": str(local.home), "catalogue": str(local.catalogue),
+            "table": str(table_root(local.catalogue)),
+            "table_version": _table_version(local.catalogue),
             "registry": str(local.registry), "champion": _champion(local.registry),
             "days": days, "failed": [d["partition"] for d in days if d["state"] != "success"]}
+
+
+def _table_version(catalogue: Path) -> int | None:
+    table = open_table(catalogue)
+    return table.version() if table is not None else None
 
 
 def _champion(registry: Path) -> str | None:
@@ -97,7 +105,7 @@ def real_photo_days(folder: Path | str, catalogue_root: Path | str, dates: list[
             "verified_category": pa.array([s if v else None for s, v in zip(
                 slugs, shown, strict=True)], pa.string()),
         })
-        out = input_dir(catalogue_root, day) / "part-0.parquet"
+        out = input_dir(catalogue_root, day).path / "part-0.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         pq.write_table(table, tmp, row_group_size=64)
