@@ -267,7 +267,7 @@ def test_an_unreadable_source_object_is_a_clear_error(tmp_path, photos, store):
 
 
 def test_the_store_of_a_catalogue_on_s3_is_beside_it(s3_env):
-    assert LabelStore.of_catalogue("s3://tagging/shop/catalogue/").root == \
+    assert str(LabelStore.of_catalogue("s3://tagging/shop/catalogue/").root) == \
         "s3://tagging/shop/catalogue/labels"
 
 
