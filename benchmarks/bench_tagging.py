@@ -183,13 +183,14 @@ def write_partition(root: Path, date: str, pool_path: Path, rows: int,
     import pyarrow.parquet as pq
 
     from tagging.catalogue.demo import broken_rows
+    from tagging.catalogue.layout import input_dir
 
     pool = pq.read_table(pool_path)
     images, labels = pool["image"].to_pylist(), pool["true_category"].to_pylist()
     if thumbs:
         images = [thumbnail(b) for b in images]
     broken = broken_rows(images[0])
-    out = root / "incoming" / f"dt={date}" / "part-0.parquet"
+    out = input_dir(root, date).path / "part-0.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("product_id", pa.string()), ("image", pa.binary()),
                         ("image_uri", pa.string()), ("true_category", pa.string()),

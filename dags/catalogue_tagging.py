@@ -1,10 +1,13 @@
 """Catalogue tagging: learn from verified labels, gate, tag a day in shards, publish, validate.
 
 ```
-harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards -> tag_shard[*]
-                                                     |-> retag     -> publish -> validate
+export_answers -> harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards
+                                 -> tag_shard[*] -> publish -> validate -> announce
+                  resolve_run -> retag -> republish_answered      publish -> fill_review_queue
 ```
 
+* **export_answers** writes the review queue's answers (tagging.review) per day to
+  `<catalogue>/reviews/dt=D/answers.parquet`; only days whose answers changed.
 * **harvest_labels** collects the rows with `verified_category` of the last `harvest_days`
   partitions (and the `TAGGING_REAL_PHOTOS` folder) into the label store
   (`<catalogue>/labels/`); unchanged partitions are skipped.
@@ -17,6 +20,9 @@ harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards -> t
   recorded in the registry's event log, the champion stays. No champion at all fails
   the run.
 * **retag**: after a promotion, re-tags and republishes the `retag_days` previous days.
+* **republish_answered** publishes again (re-tag path, the day's own model version) the
+  days whose review answers changed since their last publication: a person's answer wins
+  in `category` (`category_source = verified`).
 * **resolve_run** pins the model version (champion, or the `model_version` param) and
   the partition (the `partition` param, else the run's logical date) for every task.
 * **plan_shards** / **tag_shard** (dynamic task mapping, retries with exponential
@@ -24,8 +30,9 @@ harvest_labels -> retrain -> gate_and_promote -> resolve_run -> plan_shards -> t
 * **publish** commits the day to the tagged Delta table in one commit, only when every shard
   succeeded;
   **validate** checks it (live accuracy on verified rows and review rate against the
-  version's held-out figures too); **announce** emits the `catalogue_tagged` asset event, only
-  when the run published something new (it is skipped otherwise).
+  version's held-out figures too); **fill_review_queue** adds the day's needs_review rows
+  and its audit slice to the review queue; **announce** emits the `catalogue_tagged` asset
+  event, only when the run published something new (it is skipped otherwise).
 
 Queues (CeleryExecutor): retrain and gate_and_promote on the training queue, tag_shard
 on the tagging queue (each uses every core: workers serve them with concurrency 1), the
@@ -48,17 +55,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from tagging.settings import DAG_ID, Settings, TaggingLimits
+from tagging.pipeline.results import (
+    CandidateRef,
+    GateOutcome,
+    HarvestSummary,
+    Publication,
+    RetaggedDay,
+    RunPlan,
+    ValidatedRun,
+)
+from tagging.settings import DAG_ID, LoopPolicy, Settings, TaggingLimits
+
+if TYPE_CHECKING:  # planning reads Parquet: not imported when the DAG is parsed
+    from tagging.catalogue.planning import Shard
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_env()
 LIMITS = TaggingLimits()
+LOOP = LoopPolicy()
 
 # Lineage: what tag_shard reads (a day's incoming partition, the champion model) and
 # what announce emits (the day's published partition, as the event's partition key).
@@ -87,22 +107,22 @@ PARAMS = {
     "gate": Param({}, type="object",
                   description="GatePolicy overrides: min_accuracy, min_class_recall, tolerance, "
                               "real_photo_tolerance, holdout_tolerance, holdout_z."),
-    "harvest_days": Param(30, type="integer", minimum=1,
+    "harvest_days": Param(LOOP.harvest_days, type="integer", minimum=1,
                           description="Harvest verified labels from this many days, up to the "
                                       "run's partition."),
-    "min_new_labels": Param(50, type="integer", minimum=0,
+    "min_new_labels": Param(LOOP.min_new_labels, type="integer", minimum=0,
                             description="Retrain only when this many new train-side labels "
                                         "arrived since the champion was trained."),
-    "target_precision": Param(0.95, type="number", minimum=0, maximum=1,
+    "target_precision": Param(LOOP.target_precision, type="number", minimum=0, maximum=1,
                               description="Precision the tags published without review must "
                                           "reach on the held-out real photos."),
-    "retag_days": Param(7, type="integer", minimum=0,
+    "retag_days": Param(LOOP.retag_days, type="integer", minimum=0,
                         description="After a promotion, re-tag this many days before the "
                                     "run's partition."),
-    "live_accuracy_margin": Param(0.10, type="number", minimum=0, maximum=1,
+    "live_accuracy_margin": Param(LOOP.live_accuracy_margin, type="number", minimum=0, maximum=1,
                                   description="validate fails when live accuracy on verified "
                                               "rows is this far below the holdout's."),
-    "review_rate_margin": Param(0.15, type="number", minimum=0, maximum=1,
+    "review_rate_margin": Param(LOOP.review_rate_margin, type="number", minimum=0, maximum=1,
                                 description="validate fails when the review rate is this far "
                                             "above the version's expected rate."),
 }
@@ -136,7 +156,7 @@ def _no_retry(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def catalogue_tagging() -> None:
     @task(queue=SETTINGS.training_queue)  # decodes photos in a process pool: a solo worker
     def harvest_labels(params: dict | None = None, logical_date: datetime | None = None,
-                       data_interval_start: datetime | None = None) -> dict:
+                       data_interval_start: datetime | None = None) -> HarvestSummary:
         """Verified rows of the last harvest_days partitions -> the label store."""
         from tagging.pipeline.learn import harvest
         from tagging.pipeline.tag import choose_partition
@@ -145,9 +165,17 @@ def catalogue_tagging() -> None:
                                  data_interval_start)
         return _no_retry(harvest, partition, params["harvest_days"])
 
+    @task
+    def export_answers() -> dict:
+        """Review answers -> <catalogue>/reviews/dt=D/answers.parquet, for the label store
+        and the next publication of their day (a day is rewritten only when it changed)."""
+        from tagging.pipeline.review import export_review_answers
+
+        return _no_retry(export_review_answers)
+
     @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue, max_active_tis_per_dag=1,
           execution_timeout=timedelta(hours=3))
-    def retrain(params: dict | None = None, dag_run: Any = None) -> dict:
+    def retrain(params: dict | None = None, dag_run: Any = None) -> CandidateRef:
         """Train a candidate, or reuse the champion (nothing changed, or too few labels)."""
         from tagging.pipeline.learn import retrain
 
@@ -156,17 +184,17 @@ def catalogue_tagging() -> None:
                          target_precision=params["target_precision"])
 
     @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue)
-    def gate_and_promote(candidate: dict, params: dict | None = None,
-                         dag_run: Any = None) -> dict:
+    def gate_and_promote(candidate: CandidateRef, params: dict | None = None,
+                         dag_run: Any = None) -> GateOutcome:
         """Promote through the gate; a refusal keeps the champion and the run goes on."""
         from tagging.pipeline.learn import promote_unless_reused
 
         return _no_retry(promote_unless_reused, candidate, params["gate"], actor=_actor(dag_run))
 
     @task
-    def resolve_run(gate: dict, params: dict | None = None,
+    def resolve_run(gate: GateOutcome, params: dict | None = None,
                     logical_date: datetime | None = None,
-                    data_interval_start: datetime | None = None) -> dict:
+                    data_interval_start: datetime | None = None) -> RunPlan:
         """Pin the model version and the partition once for the whole run."""
         from tagging.pipeline.tag import choose_partition, plan_run
 
@@ -176,14 +204,22 @@ def catalogue_tagging() -> None:
         return _no_retry(plan_run, partition, params["model_version"])
 
     @task(queue=SETTINGS.tagging_queue)  # tags with every core, like tag_shard
-    def retag(gate: dict, run: dict, params: dict | None = None) -> list[dict]:
+    def retag(gate: GateOutcome, run: RunPlan, params: dict | None = None
+              ) -> list[RetaggedDay]:
         """After a promotion, re-tag and republish the previous retag_days days."""
         from tagging.pipeline.learn import retag_after_promotion
 
         return _no_retry(retag_after_promotion, gate, run["partition"], params["retag_days"])
 
+    @task(queue=SETTINGS.tagging_queue)  # re-tags, like retag
+    def republish_answered(run: dict, retagged: list[dict]) -> list[dict]:
+        """Publish again the days whose review answers changed since their publication."""
+        from tagging.pipeline.review import republish_answered
+
+        return _no_retry(republish_answered, run)
+
     @task
-    def plan_shards(run: dict, params: dict | None = None) -> list[dict]:
+    def plan_shards(run: RunPlan, params: dict | None = None) -> list[Shard]:
         """Shards of the partition's input (file x row-group range); none if already published."""
         from tagging.catalogue.planning import plan_shards
 
@@ -199,7 +235,7 @@ def catalogue_tagging() -> None:
           retry_delay=timedelta(seconds=SETTINGS.shard_retry_delay_s),
           retry_exponential_backoff=2.0, max_retry_delay=timedelta(minutes=30),
           execution_timeout=timedelta(hours=2))
-    def tag_shard(shard: dict, run: dict, params: dict | None = None,
+    def tag_shard(shard: Shard, run: RunPlan, params: dict | None = None,
                   dag_run: Any = None) -> str:
         """Tag one shard with the pinned model; returns the staged Parquet path."""
         from tagging.catalogue.tagger import tag_shard_to_staging
@@ -211,42 +247,51 @@ def catalogue_tagging() -> None:
             tagged_at=run["tagged_at"], review_threshold=params["review_threshold"])
 
     @task(trigger_rule="none_failed")
-    def publish(run: dict, staged: list[str]) -> dict:
+    def publish(run: RunPlan, staged: list[str]) -> Publication:
         """Commit the day to the tagged Delta table (runs only when no shard failed)."""
         from tagging.pipeline.tag import publish_run
 
         return _no_retry(publish_run, run, staged[:])
 
     @task
-    def validate(run: dict, published: dict, params: dict | None = None) -> dict:
+    def validate(run: RunPlan, published: Publication,
+                 params: dict | None = None) -> ValidatedRun:
         """Row count, schema and quality limits; a breach fails the run."""
         from tagging.pipeline.tag import validate_run
 
-        report = _no_retry(validate_run, run, max_error_rate=params["max_error_rate"],
-                           max_review_rate=params["max_review_rate"],
-                           live_accuracy_margin=params["live_accuracy_margin"],
-                           review_rate_margin=params["review_rate_margin"])
-        report["path"] = published["path"]
-        report["newly_published"] = published["newly_published"]
-        return report
+        return _no_retry(validate_run, run, published, max_error_rate=params["max_error_rate"],
+                         max_review_rate=params["max_review_rate"],
+                         live_accuracy_margin=params["live_accuracy_margin"],
+                         review_rate_margin=params["review_rate_margin"])
+
+    @task
+    def fill_review_queue(run: dict, published: dict) -> dict:
+        """Queue the day's needs_review rows and its audit slice for the review page."""
+        from tagging.pipeline.review import fill_review_queue
+
+        return _no_retry(fill_review_queue, run["partition"])
 
     @task(outlets=[TAGGED])
-    def announce(run: dict, report: dict, outlet_events: Any = None) -> None:
+    def announce(run: RunPlan, validated: ValidatedRun, outlet_events: Any = None) -> None:
         """Emit the catalogue_tagged event for a newly published day; skipped otherwise."""
-        if not report["newly_published"]:
+        if not validated["newly_published"]:
             raise AirflowSkipException(f"{run['partition']} was already published by "
                                        f"{run['model_version']}: no new catalogue_tagged event")
         event = outlet_events[TAGGED]
-        event.extra = {k: v for k, v in report.items() if k != "problems"}
+        report = {k: v for k, v in validated["validation"].items() if k != "problems"}
+        event.extra = {**report, "path": validated["path"],
+                       "newly_published": validated["newly_published"]}
         event.add_partitions(run["partition"])
 
     candidate = retrain()
-    harvest_labels() >> candidate
+    export_answers() >> harvest_labels() >> candidate
     gate = gate_and_promote(candidate)
     run = resolve_run(gate)
-    retag(gate, run)
+    republish_answered(run, retag(gate, run))
     staged = tag_shard.partial(run=run).expand(shard=plan_shards(run))
-    announce(run, validate(run, publish(run, staged)))
+    published = publish(run, staged)
+    fill_review_queue(run, published)
+    announce(run, validate(run, published))
 
 
 catalogue_tagging()

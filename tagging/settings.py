@@ -36,6 +36,13 @@ TAGGING_QUEUE_ENV = "TAGGING_TAGGING_QUEUE"
 WORKER_NAME_ENV = "TAGGING_WORKER_NAME"
 PG_BINDIR_ENV = "TAGGING_PG_BINDIR"
 PG_USER_ENV = "TAGGING_PG_USER"
+# The review queue (tagging.review): its store, who the reviewer is, what is asked.
+REVIEW_DB_ENV = "TAGGING_REVIEW_DB"
+REVIEW_USER_HEADER_ENV = "TAGGING_REVIEW_USER_HEADER"
+REVIEW_ORIGINS_ENV = "TAGGING_REVIEW_ORIGINS"
+REVIEW_AUDIT_SHARE_ENV = "TAGGING_REVIEW_AUDIT_SHARE"
+REVIEW_AUDIT_SEED_ENV = "TAGGING_REVIEW_AUDIT_SEED"
+REVIEW_LEASE_ENV = "TAGGING_REVIEW_LEASE_S"
 # Airflow's own setting: the most mapped task instances one task may expand to.
 MAX_MAP_LENGTH_ENV = "AIRFLOW__CORE__MAX_MAP_LENGTH"
 
@@ -62,6 +69,32 @@ class TableLimits:
     checkpoint_interval: int = 10  # a checkpoint every N commits (log clean-up needs one)
     commit_attempts: int = 5  # a publisher of a day re-tries after losing to another of it
     commit_retries: int = 15  # delta-rs's own retries against publishers of other days
+
+
+@dataclass(frozen=True)
+class LoopPolicy:
+    """The learning loop's defaults: the DAG's params, the CLI's options and the pipeline's
+    functions all start from these (the gate's own thresholds: model_registry.GatePolicy)."""
+
+    harvest_days: int = 30  # partitions harvested for verified labels, up to the run's day
+    min_new_labels: int = 50  # new train-side labels needed before a retrain
+    target_precision: float = 0.95  # of the tags published without review, on the holdout
+    retag_days: int = 7  # days before the run's re-tagged after a promotion
+    # validate: a day fails when its live accuracy is this far below the version's holdout
+    # accuracy (on at least min_verified verified rows), or its review rate this far above
+    # the version's expected rate
+    live_accuracy_margin: float = 0.10
+    review_rate_margin: float = 0.15
+    min_verified: int = 20
+
+
+@dataclass(frozen=True)
+class LoopDemoPolicy:
+    """`tagging demo --real-photos`: a few hundred photos over a few days, most of each day
+    verified, and a lower bar to retrain than in production, so the loop turns in days."""
+
+    reveal: float = 0.8  # share of each day's rows with verified_category
+    min_new_labels: int = 40
 
 
 @dataclass(frozen=True)
@@ -139,4 +172,54 @@ class Settings:
 
     def image_root_for(self, catalogue: Root | Path | str) -> Root:
         """Root that `image_uri` values are resolved under (never escaped)."""
-        return self.image_root or Root(catalogue) / "images"
+        from tagging.catalogue.layout import images_dir
+
+        return self.image_root or images_dir(catalogue)
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """The review queue: where answers are kept, who a reviewer is, what is asked."""
+
+    # A SQLite file (WAL) or a postgresql:// URL; default: <catalogue>/review/review.db.
+    db: str | None = None
+    # The trusted header the single-sign-on proxy sets to the signed-in user.
+    user_header: str = "X-Forwarded-User"
+    # Origins allowed to POST besides the app's own (a proxy that rewrites Host).
+    allowed_origins: tuple[str, ...] = ()
+    # Share of rows published without review that are asked anyway (unbiased ground
+    # truth), chosen by a hash of the product id and the seed: the same rows every fill.
+    audit_share: float = 0.05
+    audit_seed: str = "review-audit-v1"
+    lease_s: float = 600.0  # a claimed photo returns to the queue after this long
+    max_photo_bytes: int = 20 * 1024 * 1024  # photos larger than this are not served
+    fill_days: int = 30  # the newest published days the queue is filled from
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ReviewSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        try:
+            share = float(env.get(REVIEW_AUDIT_SHARE_ENV) or d.audit_share)
+            lease = float(env.get(REVIEW_LEASE_ENV) or d.lease_s)
+        except ValueError as e:
+            raise ConfigError(f"bad TAGGING_REVIEW_* environment variable: {e}") from None
+        if not 0 <= share <= 1 or lease <= 0:
+            raise ConfigError(f"{REVIEW_AUDIT_SHARE_ENV} must be in [0, 1] and "
+                              f"{REVIEW_LEASE_ENV} > 0 (got {share}, {lease})")
+        origins = tuple(o.strip().rstrip("/") for o in
+                        (env.get(REVIEW_ORIGINS_ENV) or "").split(",") if o.strip())
+        return cls(db=env.get(REVIEW_DB_ENV) or None,
+                   user_header=env.get(REVIEW_USER_HEADER_ENV) or d.user_header,
+                   allowed_origins=origins, audit_share=share,
+                   audit_seed=env.get(REVIEW_AUDIT_SEED_ENV) or d.audit_seed, lease_s=lease)
+
+    def db_for(self, catalogue: Root | Path | str) -> str:
+        """The store's location: TAGGING_REVIEW_DB, else a file under a local catalogue."""
+        if self.db:
+            return self.db
+        root = Root(catalogue)
+        if root.is_remote:
+            raise ConfigError(f"the catalogue {catalogue} is not a local path: set "
+                              f"{REVIEW_DB_ENV} (a SQLite file or a postgresql:// URL)")
+        return str(root.path / "review" / "review.db")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
 import os
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import photo
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -55,25 +52,6 @@ def champion_registry(tmp_path_factory, fmnist_dir) -> Path:
         created_by="tests", policy=GatePolicy(**LOW_GATE))
     assert decision is not None and decision.passed, decision
     return root
-
-
-def snapshot(catalogue) -> dict[str, str]:
-    """Every object of the tagged table (local or S3) with its content hash."""
-    from tagging import storage
-
-    tagged = storage.Root(catalogue) / "tagged"
-    return {str(o.root): hashlib.sha256(storage.read_bytes(o.root)).hexdigest()
-            for o in storage.list_objects(tagged)}
-
-
-def photo(pixels: np.ndarray, fmt: str) -> bytes:
-    """A Fashion-MNIST image as a product photo: negated, enlarged, on an off-white canvas."""
-    product = Image.fromarray(255 - pixels).resize((200, 200), Image.Resampling.BICUBIC)
-    canvas = Image.new("L", (260, 300), 245)
-    canvas.paste(product, (20, 60))
-    buffer = io.BytesIO()
-    canvas.convert("RGB").save(buffer, fmt)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

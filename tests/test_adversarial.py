@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import signal
-import stat
 import struct
 import subprocess
 import sys
@@ -30,11 +29,25 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import photo
+from helpers import (
+    copy_registry,
+    encode,
+    photo,
+    png_chunk,
+    png_claiming,
+    writable,
+    write_input,
+)
 from PIL import Image
 
 from model_registry import CorruptMetadataError, Registry
-from tagging.catalogue.layout import staging_dir
+from tagging.catalogue.layout import (
+    images_dir,
+    input_dir,
+    staging_day,
+    staging_dir,
+    staging_root,
+)
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_partition
 from tagging.catalogue.published import read_manifest, read_published
@@ -56,17 +69,6 @@ LOOSE = ["--max-error-rate", "1", "--max-review-rate", "1"]  # a day of nothing 
 # ---------------------------------------------------------------- builders
 
 
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return (struct.pack(">I", len(body)) + kind + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
-
-
 def png16(side: int) -> bytes:
     """A valid all-black 16-bit grey PNG of side x side pixels: tiny file, huge decode."""
     packer = zlib.compressobj(9)
@@ -77,13 +79,6 @@ def png16(side: int) -> bytes:
             + png_chunk(b"IEND", b""))
 
 
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG of a few hundred bytes whose header claims width x height pixels."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + png_chunk(b"IEND", b""))
-
-
 def items_table(rows: list[tuple], **extra: pa.Array) -> pa.Table:
     """rows: (product_id, image bytes | None, image_uri | None)."""
     return pa.table({"product_id": pa.array([r[0] for r in rows], pa.string()),
@@ -92,11 +87,9 @@ def items_table(rows: list[tuple], **extra: pa.Array) -> pa.Table:
 
 
 def write_day(root: Path, files: dict[str, pa.Table], date: str = DATE, **options) -> Path:
-    day = root / "incoming" / f"dt={date}"
-    day.mkdir(parents=True, exist_ok=True)
     for name, table in files.items():
-        pq.write_table(table, day / name, **options)
-    return day
+        write_input(root, date, table, name, **options)
+    return input_dir(root, date).path
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
@@ -159,14 +152,7 @@ def publish(root: Path, staged: list[str]) -> Path:
 @pytest.fixture
 def registry(tmp_path, champion_registry) -> Path:
     """A private, writable copy of the shared registry (its champion v0001)."""
-    root = tmp_path / "registry"
-    shutil.copytree(champion_registry, root)
-    return root
-
-
-def writable(path: Path) -> None:
-    for item in [path, *path.rglob("*")]:
-        item.chmod(item.stat().st_mode | stat.S_IWUSR)
+    return copy_registry(champion_registry, tmp_path / "registry")
 
 
 def register_variant(root: Path, tmp_path: Path, **changes) -> str:
@@ -188,7 +174,7 @@ def register_variant(root: Path, tmp_path: Path, **changes) -> str:
 
 def bad_rows(root: Path, good: list[bytes]) -> list[tuple[str, bytes | None, str | None, str]]:
     """(product_id, image, image_uri, expected): `expected` is "tagged" or a tag_error part."""
-    images = root / "images"
+    images = images_dir(root).path
     (images / "sub").mkdir(parents=True)
     (images / "ok.png").write_bytes(good[0])
     outside = root / "secret.png"
@@ -254,7 +240,7 @@ def bad_day(tmp_path_factory, good, champion_registry):
     """`tagging tag` (a real subprocess) over a day where every row is a different bad input."""
     root = tmp_path_factory.mktemp("bad-day")
     rows = bad_rows(root, good)
-    (root / "images" / "sub" / "looks.gif").write_bytes(encode(
+    (images_dir(root).path / "sub" / "looks.gif").write_bytes(encode(
         Image.open(io.BytesIO(good[1])).convert("RGB"), "JPEG"))
     day = write_day(root, {"part-0.parquet": items_table(rows)}, row_group_size=8)
     before = fingerprint(day)
@@ -343,7 +329,7 @@ def test_a_killed_decoder_costs_only_its_row(tmp_path, good, champion_registry):
     out = tmp_path / "shard.parquet"
     try:
         with Tagger(Classifier.from_registry(champion_registry), workers=2,
-                    image_root=root / "images") as tagger:
+                    image_root=images_dir(root).path) as tagger:
             stats = tagger.write_shard(shard, out, TAGGED_AT)
     finally:
         stop.set()
@@ -373,7 +359,7 @@ def test_reserved_input_columns_are_refused_before_tagging(tmp_path, capsys, goo
     code, out = cli(capsys, *tag_args(root, champion_registry))
     assert_one_line_error(code, out, "part-0.parquet", column)
     assert_nothing_published(root)
-    assert not (root / "_staging").exists()
+    assert not staging_root(root).path.exists()
     assert fingerprint(day) == before
 
 
@@ -614,13 +600,13 @@ def test_sigkill_while_tagging_then_rerun(tmp_path, good, champion_registry):
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list((root / "_staging").rglob("shard-*.parquet")):
+    while not list(staging_root(root).path.rglob("shard-*.parquet")):
         assert proc.poll() is None and time.monotonic() < deadline, "finished before the kill"
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its decoding processes, as a lost host
     proc.wait()
     assert_nothing_published(root)
-    leftover = next((root / "_staging" / f"dt={DATE}").iterdir())
+    leftover = next(staging_day(root, DATE).path.iterdir())
     old = time.time() - 3 * 24 * 3600
     for path in [leftover, *leftover.iterdir()]:
         os.utime(path, (old, old))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import psutil
 import pytest
-from conftest import DAG_CONF, FMNIST_DIR, snapshot
+from conftest import DAG_CONF, FMNIST_DIR
+from helpers import snapshot
 
 from model_registry import Registry
 from tagging import settings
+from tagging.catalogue.layout import tagged_root
 from tagging.catalogue.published import read_manifest
 from tagging.ops.local import LocalAirflow
 
@@ -46,12 +48,12 @@ def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
             manifest = read_manifest(local.catalogue, day)
             assert manifest["model_version"] == "v0001"
             assert manifest["counts"]["rows"] == 55
-        before = snapshot(local.catalogue)
+        before = snapshot(tagged_root(local.catalogue))
 
         # Re-running the same days (completed runs reprocessed, in parallel) changes nothing.
         rerun = local.wait_backfill(local.backfill(DAYS[0], DAYS[-1], conf=DAG_CONF,
                                                    reprocess="completed", max_active_runs=3))
         assert [r["state"] for r in rerun] == ["success"] * 3
-        assert snapshot(local.catalogue) == before
+        assert snapshot(tagged_root(local.catalogue)) == before
         assert Registry(local.registry).version_ids() == ["v0001"]
     assert local.processes == []

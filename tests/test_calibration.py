@@ -98,7 +98,7 @@ def test_chosen_threshold_holds_on_fresh_data():
 
 def test_too_little_evidence_sends_everything_to_review():
     probs, labels = synthetic(15, 1.0)
-    policy = choose_review_policy(probs, labels)
+    policy = choose_review_policy(probs, labels, target_precision=0.9)
     assert policy["confidence_threshold"] == 1.0
     assert needs_review(probs, policy).all()
     assert needs_review(np.eye(10)[:3], {"confidence_threshold": 1.0}).all()
@@ -117,15 +117,16 @@ def sink_class_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_confidently_wrong_tags_send_everything_to_review():
     """When the most confident tags are not precise enough, no threshold is safe."""
     probs, labels = sink_class_sample(3_000, seed=5)
-    policy = choose_review_policy(probs, labels, source="synthetic")
+    policy = choose_review_policy(probs, labels, target_precision=0.9, source="synthetic")
     assert policy["confidence_threshold"] == 1.0
     assert policy["selection_precision"] is None and policy["selection_coverage"] == 0.0
     clean, clean_labels = synthetic(3_000, 1.0, seed=5, spread=3.5)
-    assert choose_review_policy(clean, clean_labels)["confidence_threshold"] < 1.0
+    clean_policy = choose_review_policy(clean, clean_labels, target_precision=0.9)
+    assert clean_policy["confidence_threshold"] < 1.0
 
 
 def test_a_stricter_margin_raises_the_threshold():
     probs, labels = synthetic(600, 1.0, seed=4, spread=3.5)
-    loose = choose_review_policy(probs, labels, z=0.0)["confidence_threshold"]
-    strict = choose_review_policy(probs, labels, z=2.33)["confidence_threshold"]
-    assert strict > loose
+    loose = choose_review_policy(probs, labels, target_precision=0.9, z=0.0)
+    strict = choose_review_policy(probs, labels, target_precision=0.9, z=2.33)
+    assert strict["confidence_threshold"] > loose["confidence_threshold"]

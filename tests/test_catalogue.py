@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tagging.catalogue.demo import generate_demo_catalogue
-from tagging.catalogue.layout import input_dir
+from tagging.catalogue.layout import images_dir, incoming_root, input_dir
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_partition
 from tagging.catalogue.published import read_manifest, read_published
@@ -52,7 +52,7 @@ def bomb() -> bytes:
 def bad_catalogue(tmp_path, fmnist) -> Path:
     """One partition: good rows by bytes and by image_uri, and every kind of bad row."""
     root = tmp_path / "catalogue"
-    images = root / "images"
+    images = images_dir(root).path
     images.mkdir(parents=True)
     (images / "ok.jpg").write_bytes(_jpeg(fmnist.x_test[1]))
     good = _jpeg(fmnist.x_test[0])
@@ -127,7 +127,7 @@ def test_output_schema_and_types(bad_catalogue, champion_registry):
 
 def sha256s(root: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / "incoming").rglob("*")) if p.is_file()}
+            for p in sorted(incoming_root(root).path.rglob("*")) if p.is_file()}
 
 
 def test_rerun_is_identical_and_input_untouched(bad_catalogue, champion_registry):

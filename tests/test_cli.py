@@ -11,7 +11,7 @@ import pytest
 from tagging.catalogue.published import read_manifest
 
 COMMANDS = ["train", "evaluate", "tag", "demo-catalogue", "evaluate-photos", "demo",
-            "registry", "stack"]
+            "registry", "stack", "review"]
 
 
 def tagging(*args: str, env: dict | None = None, check: bool = True):
@@ -107,3 +107,33 @@ def test_expected_errors_are_one_line_and_tracebacks_need_verbose(champion_regis
     verbose = tagging("-v", *args, check=False)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
     assert "RegistryError" in verbose.stderr
+
+
+def test_the_loop_demo_table_has_one_line_per_day_in_120_columns(monkeypatch, tmp_path):
+    """`tagging demo --real-photos` output: the details go to the JSON file it names."""
+    from rich.console import Console
+
+    from tagging.cli import render
+    from tagging.ops.demo import GateEvent, LoopDay, LoopDemoRun
+
+    reasons = ["holdout: candidate 0.7412 vs champion 0.7021 on the same 51 photos " * 3]
+    days = [LoopDay(partition=f"2026-05-0{i}", ok=i != 4, trained=[f"v000{i}"],
+                    gate=[GateEvent(f"v000{i}", "promoted" if i % 2 else "refused", reasons)],
+                    champion="v0001", holdout_photos=51, holdout_accuracy=0.7412,
+                    holdout_coverage=0.39,
+                    quality={"accuracy": 0.66, "coverage": 0.31, "review_rate": 0.62},
+                    retagged=["2026-05-01", "2026-05-02"], error="TaggingError: x" * (i == 4))
+            for i in range(1, 6)]
+    run = LoopDemoRun(airflow_home=str(tmp_path / "airflow"), catalogue=str(tmp_path / "c"),
+                      registry=str(tmp_path / "r"), champion="v0005", days=days,
+                      details=str(tmp_path / "loop-demo.json"))
+    with open(os.devnull, "w") as sink:
+        console = Console(width=120, record=True, file=sink)
+        monkeypatch.setattr(render, "console", console)
+        render.print_loop_demo(run)
+    lines = console.export_text().splitlines()
+    rows = [line for line in lines if line.startswith("│ 2026-05-0")]
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert len(rows) == 5 and all(len(line) <= 120 for line in table)
+    assert "refused v0002" in rows[1] and "FAIL" in rows[3] and "2026-05-04 failed" in lines[-3]
+    assert any(run.details in line for line in lines)

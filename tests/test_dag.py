@@ -6,8 +6,8 @@ fails for real (a late input file whose data pages are corrupt).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import random
 import subprocess
 import sys
@@ -19,20 +19,25 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import DAG_CONF, FMNIST_DIR
+from helpers import read_input
 
 from model_registry import Registry
 from tagging import settings
+from tagging.catalogue.layout import input_dir, label_store_dir, published_dir
 from tagging.catalogue.published import read_manifest, read_published
+from tagging.catalogue.table import history
 from tagging.ops.airflow import DAGS_DIR
 from tagging.ops.demo import run_demo
 from tagging.ops.local import LocalAirflow
+from tagging.settings import LoopPolicy, TaggingLimits
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 FAST_RETRIES = {"TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"}
 
 
-def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
-    """Parsed by Airflow's DagBag in a fresh interpreter: no errors, no heavy modules."""
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory) -> dict:
+    """The DAG as Airflow's DagBag parses it in a fresh interpreter, summarised."""
     script = textwrap.dedent(f"""
         import json, sys
         from airflow.dag_processing.dagbag import DagBag
@@ -52,6 +57,7 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
             "training_pool": tasks["retrain"].pool,
             "max_active_runs": dag.max_active_runs,
             "params": sorted(dag.params),
+            "param_defaults": dag.params.dump(),
             "outlets": {{t: [a.uri for a in op.outlets] for t, op in tasks.items()
                          if op.outlets}},
             "inlets": [a.uri for a in tasks["tag_shard"].partial_kwargs["inlets"]],
@@ -60,17 +66,23 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
             "schedule": dag.timetable.expression,
         }}))
     """)
-    env = LocalAirflow.in_workdir(tmp_path).env()
+    env = LocalAirflow.in_workdir(tmp_path_factory.mktemp("parse")).env()
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_dag_file_parses_fast_without_heavy_imports(parsed):
+    """Parsed by Airflow's DagBag in a fresh interpreter: no errors, no heavy modules."""
+    info = parsed
     assert info["errors"] == {}
     assert info["heavy"] == []
     print(f"DagBag parse: {info['parse_seconds']:.2f} s")  # measured, not asserted
-    assert info["tasks"] == ["announce", "gate_and_promote", "harvest_labels", "plan_shards",
-                             "publish", "resolve_run", "retag", "retrain", "tag_shard",
-                             "validate"]
+    assert info["tasks"] == ["announce", "export_answers", "fill_review_queue",
+                             "gate_and_promote", "harvest_labels", "plan_shards", "publish",
+                             "republish_answered", "resolve_run", "retag", "retrain",
+                             "tag_shard", "validate"]
     assert info["mapped"] == ["tag_shard"]
     assert info["shard_retries"] >= 1 and info["shard_backoff"] > 1
     assert info["training_pool"] == "tagging_training"
@@ -81,12 +93,25 @@ def test_dag_file_parses_fast_without_heavy_imports(tmp_path):
     # Fixed logical URIs: the same wherever the catalogue lives (env-independent identity).
     assert info["outlets"] == {"announce": ["catalogue://tagged/"]}
     assert info["inlets"] == ["catalogue://incoming/", "model-registry://champion/"]
-    assert info["queues"] == {"harvest_labels": "training", "retrain": "training",
+    assert info["queues"] == {"export_answers": "default", "republish_answered": "tagging",
+                              "fill_review_queue": "default",
+                              "harvest_labels": "training", "retrain": "training",
                               "gate_and_promote": "training", "retag": "tagging",
                               "tag_shard": "tagging", "resolve_run": "default",
                               "plan_shards": "default", "publish": "default",
                               "validate": "default", "announce": "default"}
     assert info["schedule"] == "0 0 * * *"
+
+
+def test_dag_params_default_to_the_settings(parsed):
+    """One owner per default: the DAG's params start from LoopPolicy and TaggingLimits."""
+    loop, limits = dataclasses.asdict(LoopPolicy()), dataclasses.asdict(TaggingLimits())
+    defaults = parsed["param_defaults"]
+    shared = {name: value for name, value in {**loop, **limits}.items() if name in defaults}
+    assert set(shared) == {"harvest_days", "min_new_labels", "target_precision", "retag_days",
+                           "live_accuracy_margin", "review_rate_margin", "rows_per_shard",
+                           "max_error_rate", "max_review_rate"}
+    assert {name: defaults[name] for name in shared} == shared
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +129,10 @@ def local(tmp_path_factory) -> LocalAirflow:
 
 
 def published_state(catalogue: Path, day: str) -> dict:
-    """Everything a reader of the published partition sees."""
-    link = catalogue / "tagged" / f"dt={day}"
-    return {"target": os.readlink(link),
-            "files": {p.name: p.read_bytes() for p in sorted(link.iterdir())}}
+    """Everything a reader of the published day sees: its commits, manifest and rows."""
+    return {"commits": [c["version"] for c in history(catalogue, day)],
+            "manifest": read_manifest(catalogue, day),
+            "rows": read_published(catalogue, day).to_pylist()}
 
 
 def run_of(local: LocalAirflow, day: str) -> str:
@@ -134,7 +159,7 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
     manifest = read_manifest(local.catalogue, DAYS[0])
     assert manifest["model_version"] == "v0001"
     table = read_published(local.catalogue, DAYS[0])
-    source = pq.read_table(local.catalogue / "incoming" / f"dt={DAYS[0]}")
+    source = read_input(local.catalogue, DAYS[0])
     assert table.num_rows == source.num_rows == manifest["counts"]["rows"]
     assert table["product_id"].to_pylist() == source["product_id"].to_pylist()
     assert set(table["model_version"].to_pylist()) == {"v0001"}
@@ -161,7 +186,7 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
 
 def add_corrupt_input(catalogue: Path, day: str) -> Path:
     """A late second input file: readable footer (so it is planned), corrupt data pages."""
-    folder = catalogue / "incoming" / f"dt={day}"
+    folder = input_dir(catalogue, day).path
     table = pq.read_table(folder / "part-0.parquet")
     late_ids = pc.binary_join_element_wise(table["product_id"], pa.scalar("-late"), "")
     path = folder / "part-1.parquet"
@@ -230,19 +255,17 @@ def test_failing_shard_is_retried_and_blocks_publication(first_run):
 def test_run_demo_summarises_each_day(first_run, monkeypatch):
     """What `tagging demo` prints, on the fixture's work dir (the day is already published)."""
     monkeypatch.setenv(settings.DATA_ENV, FMNIST_DIR)
-    summary = run_demo(first_run.home.parent, DAYS[:1], train_overrides=DAG_CONF["train"],
-                       gate_overrides=DAG_CONF["gate"],
-                       params={"max_error_rate": 0.2, "max_review_rate": 1.0})
-    assert summary["failed"] == [] and summary["champion"] == "v0001"
-    [day] = summary["days"]
-    assert day["partition"] == DAYS[0] and day["state"] == "success"
-    assert day["model_version"] == "v0001"
-    assert (day["rows"], day["errors"]) == (55, 5)
-    assert day["tagged"] == 50
-    flagged = read_published(first_run.catalogue, DAYS[0], ["needs_review"])["needs_review"]
-    assert day["needs_review"] == sum(flagged.to_pylist()) >= 5  # the broken rows at least
-    assert day["published"].endswith(f"tagged/dt={DAYS[0]}")
-    assert summary["catalogue"] == str(first_run.catalogue)
+    run = run_demo(first_run.home.parent, DAYS[:1], train_overrides=DAG_CONF["train"],
+                   gate_overrides=DAG_CONF["gate"],
+                   params={"max_error_rate": 0.2, "max_review_rate": 1.0})
+    assert run.failed == [] and run.champion == "v0001"
+    [day] = run.days
+    assert day.partition == DAYS[0] and day.ok and day.model_version == "v0001"
+    assert (day.rows, day.errors, day.tagged) == (55, 5, 50)
+    flagged = read_published(first_run.catalogue, DAYS[0], columns=["needs_review"])
+    assert day.needs_review == sum(flagged["needs_review"].to_pylist()) >= 5  # broken rows
+    assert day.published == str(published_dir(first_run.catalogue, DAYS[0]))
+    assert run.catalogue == str(first_run.catalogue)
 
 
 @pytest.mark.slow
@@ -263,6 +286,6 @@ def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_
     meta = Registry(airflow.registry).get("champion").metadata
     labels = meta["metrics"]["labels"]
     assert labels["train"] + labels["holdout"] == 40 and labels["holdout"] > 0
-    assert meta["hyperparameters"]["label_store"] == str(airflow.catalogue / "labels")
+    assert meta["hyperparameters"]["label_store"] == str(label_store_dir(airflow.catalogue))
     assert meta["review"]["selection_source"].startswith(f"{labels['holdout']} held-out")
     assert read_manifest(airflow.catalogue, day)["model_version"] == "v0001"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import re
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from helpers import encode, png_claiming
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -16,12 +14,6 @@ from tagging.errors import ImageError
 from tagging.photos import segment
 from tagging.photos.decode import MAX_PIXELS, decode_photo, load_image_uri
 from tagging.photos.segment import preprocess, to_fashion_mnist
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def trouser_photo(size: tuple[int, int] = (300, 400), product=(40, 40, 60),
@@ -84,18 +76,6 @@ def test_truncated_png():
     data = encode(trouser_photo(), "PNG")
     with pytest.raises(ImageError, match=r"^(truncated|undecodable) image"):
         preprocess(data[: len(data) // 2])
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A few-hundred-byte PNG whose header claims width x height pixels."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    pixels = zlib.compress(b"\x00" * 1024)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
-            + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize(("width", "height"), [(50_000, 50_000), (10_000, 8_500)])

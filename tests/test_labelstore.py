@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import photo
+from helpers import photo, write_input
 
+from tagging.catalogue.layout import images_dir
 from tagging.labels import parse_label
 from tagging.loop.harvest import LabelStoreError, photo_folder_source
 from tagging.loop.labelstore import LabelStore, is_holdout
@@ -30,15 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def write_partition(root: Path, day: str, rows: list[dict], name: str = "part-0.parquet") -> Path:
     """catalogue/incoming/dt=DAY/NAME with the given rows (missing columns are null)."""
-    folder = root / "incoming" / f"dt={day}"
-    folder.mkdir(parents=True, exist_ok=True)
     columns = {"product_id": pa.string(), "image": pa.binary(), "image_uri": pa.string(),
                "verified_category": pa.string(), "title": pa.string()}
     table = pa.table({c: [r.get(c) for r in rows] for c in columns},
                      schema=pa.schema(list(columns.items())))
-    path = folder / name
-    pq.write_table(table, path)
-    return path
+    return write_input(root, day, table, name)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +61,8 @@ def test_parse_label_accepts_slugs_names_and_ids_only():
 
 
 def test_harvest_counts_rejects_and_stores_what_the_tagger_sees(tmp_path, photos, store):
-    (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "p5.png").write_bytes(photos[5][0])
+    images_dir(tmp_path).path.mkdir()
+    (images_dir(tmp_path).path / "p5.png").write_bytes(photos[5][0])
     rows = [
         {"product_id": "p0", "image": photos[0][0], "verified_category": "dress"},
         {"product_id": "p1", "image": photos[1][0], "verified_category": "7"},
@@ -144,11 +141,9 @@ def test_verified_at_from_the_input_decides_which_verification_is_latest(tmp_pat
                                                                          store):
     for day, label, when in (("2026-03-01", "coat", "2026-03-05T10:00:00+00:00"),
                              ("2026-03-02", "shirt", "2026-03-04T10:00:00+00:00")):
-        folder = tmp_path / "incoming" / f"dt={day}"
-        folder.mkdir(parents=True)
-        pq.write_table(pa.table({"product_id": ["q"], "image": [photos[3][0]],
-                                 "verified_category": [label], "verified_at": [when]}),
-                       folder / "part-0.parquet")
+        write_input(tmp_path, day, pa.table({"product_id": ["q"], "image": [photos[3][0]],
+                                             "verified_category": [label],
+                                             "verified_at": [when]}))
     store.harvest_recent(tmp_path, "2026-03-02")
     table = store.table()
     assert labels_of(store) == {"q": 4}  # verified on the 5th, the later verification

@@ -7,13 +7,11 @@ gates on the current holdout, re-tags after a promotion and records live quality
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from conftest import DAG_CONF, FMNIST_DIR
+from helpers import read_input, snapshot
 
 from model_registry import Registry
 from tagging.catalogue.published import read_manifest
@@ -25,18 +23,6 @@ from tagging.settings import DATA_ENV
 DAYS = ["2026-05-01", "2026-05-02", "2026-05-03"]
 TRAIN = {**DAG_CONF["train"], "real_photo_repeats": 5}
 CONF = {**DAG_CONF, "train": TRAIN, "retag_days": 7, "harvest_days": 30}
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and symlink under root: content hashes and link targets."""
-    state = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        if path.is_symlink():
-            state[key] = "-> " + os.readlink(path)
-        elif path.is_file() and path.name != ".lock":
-            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return state
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +37,7 @@ def loop(tmp_path_factory, photo_set) -> LocalAirflow:
 
 
 def verified_rows(catalogue: Path, day: str) -> int:
-    table = pq.read_table(catalogue / "incoming" / f"dt={day}")
+    table = read_input(catalogue, day)
     return len(table["verified_category"].drop_null())
 
 

@@ -6,6 +6,7 @@ import shutil
 from datetime import UTC, datetime
 
 import pytest
+from helpers import copy_registry
 
 from tagging.errors import TaggingError
 from tagging.model.registry import open_registry
@@ -33,8 +34,7 @@ def test_bad_partition_is_a_clear_error(requested, message):
 @pytest.fixture
 def registry(tmp_path, champion_registry, monkeypatch):
     """A private copy of the quick champion's registry, configured through the environment."""
-    root = tmp_path / "registry"
-    shutil.copytree(champion_registry, root, symlinks=True)
+    root = copy_registry(champion_registry, tmp_path / "registry")
     monkeypatch.setenv("TAGGING_REGISTRY", str(root))
     monkeypatch.setenv("TAGGING_CATALOGUE", str(tmp_path / "catalogue"))
     return open_registry(root)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from helpers import write_input
 
-from tagging.catalogue.layout import input_dir
 from tagging.catalogue.planning import plan_shards
 from tagging.errors import PartitionInvalid
 
@@ -14,11 +13,9 @@ DATE = "2026-11-20"
 
 
 def write_partition(root, files: int, rows: int, row_group_size: int = 1) -> None:
-    out = input_dir(root, DATE).path
-    out.mkdir(parents=True)
     for i in range(files):
         table = pa.table({"product_id": [f"p{i}-{r}" for r in range(rows)]})
-        pq.write_table(table, out / f"part-{i}.parquet", row_group_size=row_group_size)
+        write_input(root, DATE, table, f"part-{i}.parquet", row_group_size=row_group_size)
 
 
 def covered(shards) -> list[tuple[str, int]]:

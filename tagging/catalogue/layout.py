@@ -7,6 +7,10 @@ s3://bucket/prefix (tagging.storage); the layout is the same on both:
     tagged/                                      the Delta Lake table, partitioned by dt
     tagged/_manifests/dt=YYYY-MM-DD/<n>.json     a publication's manifest (tagging.catalogue
                                                  .table: the commit points at it)
+    images/                                      image_uri root (default; TAGGING_IMAGE_ROOT)
+    labels/                                      the label store (tagging.loop.labelstore)
+    reviews/dt=YYYY-MM-DD/answers.parquet        the day's review answers (tagging.review
+                                                 .export)
 """
 
 from __future__ import annotations
@@ -15,11 +19,17 @@ from tagging import storage
 from tagging.errors import PartitionNotFound
 from tagging.storage import Root, as_root
 
+ANSWERS = "answers.parquet"
 PARTITION_KEY = "dt"  # readers take the hive key from the path: an input column must not
 
 
+def incoming_root(catalogue_root: Root | str) -> Root:
+    """incoming/: the input partitions."""
+    return as_root(catalogue_root) / "incoming"
+
+
 def input_dir(catalogue_root: Root | str, date: str) -> Root:
-    return as_root(catalogue_root) / "incoming" / f"{PARTITION_KEY}={date}"
+    return incoming_root(catalogue_root) / f"{PARTITION_KEY}={date}"
 
 
 def input_files(catalogue_root: Root | str, date: str) -> list[Root]:
@@ -55,9 +65,24 @@ def published_dir(catalogue_root: Root | str, date: str) -> Root:
     return tagged_root(catalogue_root) / f"{PARTITION_KEY}={date}"
 
 
+def images_dir(catalogue_root: Root | str) -> Root:
+    """images/: where `image_uri` values resolve unless TAGGING_IMAGE_ROOT says otherwise."""
+    return as_root(catalogue_root) / "images"
+
+
+def label_store_dir(catalogue_root: Root | str) -> Root:
+    """labels/: the label store (tagging.loop.labelstore)."""
+    return as_root(catalogue_root) / "labels"
+
+
+def staging_root(catalogue_root: Root | str) -> Root:
+    """_staging/: shards written by runs not yet published."""
+    return as_root(catalogue_root) / "_staging"
+
+
 def staging_day(catalogue_root: Root | str, date: str) -> Root:
     """_staging/dt=DATE: one folder of shard objects per run tagging the day."""
-    return as_root(catalogue_root) / "_staging" / f"{PARTITION_KEY}={date}"
+    return staging_root(catalogue_root) / f"{PARTITION_KEY}={date}"
 
 
 def staging_dir(catalogue_root: Root | str, date: str, run_id: str) -> Root:
@@ -68,3 +93,12 @@ def staging_dir(catalogue_root: Root | str, date: str, run_id: str) -> Root:
 def shard_path(catalogue_root: Root | str, date: str, run_id: str, index: int) -> Root:
     """Where shard `index` of a run is staged."""
     return staging_dir(catalogue_root, date, run_id) / f"shard-{index:05d}.parquet"
+
+
+def reviews_root(catalogue_root: Root | str) -> Root:
+    return as_root(catalogue_root) / "reviews"
+
+
+def answers_path(catalogue_root: Root | str, date: str) -> Root:
+    """reviews/dt=DATE/answers.parquet: the day's winning review answers."""
+    return reviews_root(catalogue_root) / f"{PARTITION_KEY}={date}" / ANSWERS

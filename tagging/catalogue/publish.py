@@ -2,8 +2,10 @@
 one commit (tagging.catalogue.table), with the day's manifest: model version, input files
 with SHA-256 and row counts, counts, live quality, the day's columns.
 
-Re-publishing what is already published (same model, same input bytes) commits nothing,
-also when another run published it a moment before.
+Re-publishing what is already published (same model, same input bytes, same review
+answers) commits nothing, also when another run published it a moment before. The day's
+review answers are applied on the way (tagging.review.overlay: a person's answer wins over
+the model's tag in what search reads; the manifest's `reviews` says which answers).
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ from tagging.catalogue.published import read_manifest
 from tagging.catalogue.schema import INPUT_KEY, parse_time
 from tagging.catalogue.table import commit_day
 from tagging.errors import PartitionInvalid
-from tagging.loop.quality import COLUMNS as QUALITY_COLUMNS
-from tagging.loop.quality import live_quality
+from tagging.review.overlay import DayOverlay
 from tagging.settings import TaggingLimits
 from tagging.storage import Root, as_root
 
@@ -76,55 +77,58 @@ def publish_partition(catalogue_root: Root | str, date: str, *, staged: list[str
     if not shards:
         raise PartitionInvalid(f"{date}: nothing staged to publish")
     inputs = staged_inputs(date, shards)
-    summary = _summary(shards)
-    schema = parquet_file(shards[0]).schema_arrow
+    overlay = DayOverlay.load(root, date)
+    out_schema = overlay.schema(parquet_file(shards[0]).schema_arrow).remove_metadata()
     manifest = {
         "partition": date, "model_version": model_version,
         "tagged_at": parse_time(tagged_at).isoformat(),
         "published_at": datetime.now(UTC).isoformat(),
-        "inputs": inputs, "counts": summary["counts"], "quality": summary["quality"],
-        "columns": schema.names,
+        "inputs": inputs, "counts": _counts(shards, overlay),
+        "quality": overlay.quality(shards),  # of the model's tags, before the overlay
+        "reviews": overlay.manifest(),
+        "columns": out_schema.names,
     }
 
     def rows() -> pa.RecordBatchReader:
-        plain = schema.remove_metadata()
-        return pa.RecordBatchReader.from_batches(plain, _batches(shards, plain))
+        return pa.RecordBatchReader.from_batches(out_schema, _batches(shards, out_schema,
+                                                                      overlay))
 
     version = commit_day(root, date, rows, manifest,
-                         current=lambda now: _same(now, model_version, inputs))
+                         current=lambda now: _same(now, model_version, inputs)
+                         and _reviews_sha256(now) == overlay.sha256)
     log.info("published %s (table version %s): %s", published_dir(root, date), version,
-             summary["counts"])
+             manifest["counts"])
     for run_dir in {s.parent for s in shards}:
         storage.delete_prefix(run_dir)
     collect_staging(root, date)
     return str(published_dir(root, date))
 
 
-def _batches(shards: list[Root], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _reviews_sha256(manifest: dict | None) -> str | None:
+    return ((manifest or {}).get("reviews") or {}).get("sha256")
+
+
+def _batches(shards: list[Root], schema: pa.Schema,
+             overlay: DayOverlay) -> Iterator[pa.RecordBatch]:
+    """The staged rows with the day's answers applied, batch by batch (memory stays flat)."""
     for shard in shards:
         for batch in parquet_file(shard).iter_batches(batch_size=1024):
-            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+            yield from overlay.apply(pa.Table.from_batches([batch])).cast(schema).to_batches()
 
 
-def _summary(shards: list[Root]) -> dict:
-    """Counts and live quality of the staged rows (only the few columns they need)."""
+def _counts(shards: list[Root], overlay: DayOverlay) -> Counts:
+    """Counts of the rows as published (answers applied), from the few columns they need."""
     counts = Counts(rows=0, tagged=0, errors=0, needs_review=0)
-    tables = []
     for shard in shards:
         source = parquet_file(shard)
-        wanted = [c for c in dict.fromkeys(["tag_error", "needs_review", *QUALITY_COLUMNS])
-                  if c in source.schema_arrow.names]
-        table = source.read(columns=wanted)
+        table = overlay.apply(source.read(columns=[
+            c for c in source.schema_arrow.names if c in overlay.COLUMNS or c == "tag_error"]))
         errors = table.num_rows - table["tag_error"].null_count
         counts["rows"] += table.num_rows
         counts["errors"] += errors
         counts["tagged"] += table.num_rows - errors
         counts["needs_review"] += pc.sum(table["needs_review"]).as_py() or 0
-        tables.append(table.drop_columns(["tag_error"]))
-    if not tables:
-        tables = [pa.table({"category": pa.array([], pa.string()),
-                            "needs_review": pa.array([], pa.bool_())})]
-    return {"counts": counts, "quality": live_quality(pa.concat_tables(tables))}
+    return counts
 
 
 def staged_inputs(date: str, staged: list[Root]) -> list[InputFile]:

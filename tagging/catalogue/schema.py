@@ -23,6 +23,9 @@ OUTPUT_FIELDS = [
     pa.field("model_version", pa.string()),
     pa.field("tagged_at", TAGGED_AT_TYPE),
     pa.field("tag_error", pa.string()),
+    # "model": the tag is the prediction; "verified": a person's answer (tagging.review.overlay
+    # at publish); null: untagged
+    pa.field("category_source", pa.string()),
 ]
 OUTPUT_NAMES = [f.name for f in OUTPUT_FIELDS]
 INPUT_KEY = b"tagging.input"  # staged file metadata: the input file, its SHA-256 and rows

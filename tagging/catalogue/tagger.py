@@ -28,6 +28,7 @@ from tagging.catalogue.planning import Shard
 from tagging.catalogue.schema import (
     INPUT_KEY,
     OUTPUT_FIELDS,
+    OUTPUT_NAMES,
     SLUGS,
     TAGGED_AT_TYPE,
     TOP3_TYPE,
@@ -134,6 +135,7 @@ class Tagger:
             pa.repeat(pa.scalar(self.classifier.version, pa.string()), n),
             pa.repeat(pa.scalar(tagged_at, TAGGED_AT_TYPE), n),
             pa.array(errors, pa.string()),
+            pa.array(np.where(failed, None, "model"), pa.string()),  # publish may verify it
         ]
 
     def write_shard(self, shard: Shard, out_path: storage.Root | Path | str,
@@ -183,8 +185,10 @@ class Tagger:
                     list(batch.columns) + columns, schema=schema))
                 seconds["write"] += time.perf_counter() - start
                 stats.rows += batch.num_rows
-                stats.errors += len(columns[-1]) - columns[-1].null_count
-                stats.needs_review += pc.sum(columns[4]).as_py() or 0
+                errors_column = columns[OUTPUT_NAMES.index("tag_error")]
+                stats.errors += len(errors_column) - errors_column.null_count
+                stats.needs_review += pc.sum(
+                    columns[OUTPUT_NAMES.index("needs_review")]).as_py() or 0
                 if on_rows:
                     on_rows(batch.num_rows)
         return stats

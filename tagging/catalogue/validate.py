@@ -12,13 +12,8 @@ from tagging.catalogue.publish import parquet_file
 from tagging.catalogue.published import published_schema, read_manifest, read_published
 from tagging.catalogue.schema import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
-from tagging.loop.quality import (
-    ACCURACY_MARGIN,
-    REVIEW_MARGIN,
-    check_live_quality,
-    published_quality,
-)
-from tagging.settings import TaggingLimits
+from tagging.loop.quality import check_live_quality, published_quality
+from tagging.settings import LoopPolicy, TaggingLimits
 from tagging.storage import Root
 
 log = logging.getLogger(__name__)
@@ -38,8 +33,9 @@ def validate_partition(catalogue_root: Root | str, date: str, *,
                        max_error_rate: float = TaggingLimits.max_error_rate,
                        max_review_rate: float = TaggingLimits.max_review_rate,
                        expected: dict | None = None,
-                       live_accuracy_margin: float = ACCURACY_MARGIN,
-                       review_rate_margin: float = REVIEW_MARGIN) -> ValidationReport:
+                       live_accuracy_margin: float = LoopPolicy.live_accuracy_margin,
+                       review_rate_margin: float = LoopPolicy.review_rate_margin
+                       ) -> ValidationReport:
     """Check a published partition against its input and the quality limits.
 
     expected: the tagging version's held-out real-photo figures (tagging.loop.quality
@@ -101,9 +97,12 @@ def validate_partition(catalogue_root: Root | str, date: str, *,
 
 
 def truth_agreement(catalogue_root: Root | str, date: str) -> dict:
-    """Accuracy of the published tags against a known label column, when the input has one.
+    """Accuracy of the model's tags against a known label column, when the input has one.
 
     `verified_category` (merchandiser-confirmed) wins over `true_category` (demo data).
+    Rows with `verified_category` are published with the person's answer
+    (tagging.review.overlay), so their figures are the manifest's live quality, measured on
+    the model's own tags at publication; otherwise the model's guess is `category_top3[0]`.
     Rows without a label or without a tag are left out; `unflagged` covers rows not
     marked needs_review.
     """
@@ -112,9 +111,17 @@ def truth_agreement(catalogue_root: Root | str, date: str) -> dict:
     truth = next((c for c in ("verified_category", "true_category") if c in names), None)
     if truth is None:
         return {}
-    table = read_published(catalogue_root, date, columns=[truth, "category", "needs_review"])
-    rows = table.filter(pc.and_(pc.is_valid(table[truth]), pc.is_valid(table["category"])))
-    correct = pc.equal(rows[truth], rows["category"])
+    if truth == "verified_category":
+        quality = (read_manifest(catalogue_root, date) or {}).get("quality") or {}
+        return {"accuracy_vs_verified_category": quality.get("accuracy"),
+                "unflagged_precision": quality.get("unflagged_precision"),
+                "unflagged_coverage": quality.get("coverage")}
+    table = read_published(catalogue_root, date,
+                           columns=[truth, "category_top3", "needs_review"])
+    guess = pc.struct_field(pc.list_element(table["category_top3"], 0), "category")
+    table = table.append_column("guess", guess)
+    rows = table.filter(pc.and_(pc.is_valid(table[truth]), pc.is_valid(table["guess"])))
+    correct = pc.equal(rows[truth], rows["guess"])
     unflagged = pc.invert(rows["needs_review"])
     n_unflagged = pc.sum(unflagged).as_py() or 0
     return {

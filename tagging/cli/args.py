@@ -6,6 +6,7 @@ import argparse
 from datetime import date as Date
 from pathlib import Path
 
+from tagging.settings import LoopPolicy
 from tagging.storage import Root
 
 
@@ -36,34 +37,35 @@ def add_data_arg(p: argparse.ArgumentParser) -> None:
                    "else downloaded to ~/.cache)")
 
 
+def add_defaulted(p: argparse.ArgumentParser, owner: object, name: str, help: str) -> None:
+    """--NAME, whose default (and type) is the field `name` of `owner`, the dataclass that
+    owns that default (LoopPolicy, TaggingLimits, GatePolicy...)."""
+    default = getattr(owner, name)
+    p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
+                   help=f"{help} (default {default})")
+
+
 def add_gate_args(p: argparse.ArgumentParser) -> None:
     from model_registry import GatePolicy
 
-    d = GatePolicy()
-    p.add_argument("--min-accuracy", type=float, default=d.min_accuracy,
-                   help=f"absolute accuracy floor (default {d.min_accuracy})")
-    p.add_argument("--min-class-recall", type=float, default=d.min_class_recall,
-                   help=f"per-class recall floor (default {d.min_class_recall})")
-    p.add_argument("--tolerance", type=float, default=d.tolerance,
-                   help=f"how far below the champion's accuracy a candidate may be "
-                   f"(default {d.tolerance})")
-    p.add_argument("--real-photo-tolerance", type=float, default=d.real_photo_tolerance,
-                   help="how far below the champion's held-out accuracy on the same real "
-                   f"photos a candidate may be (default {d.real_photo_tolerance})")
-    p.add_argument("--holdout-tolerance", type=float, default=d.holdout_tolerance,
-                   help="how far below the champion a candidate may be on the current holdout, "
-                   f"beyond the confidence bound (default {d.holdout_tolerance})")
+    gate = GatePolicy()
+    for name, help in (
+            ("min_accuracy", "absolute accuracy floor"),
+            ("min_class_recall", "per-class recall floor"),
+            ("tolerance", "how far below the champion's accuracy a candidate may be"),
+            ("real_photo_tolerance", "how far below the champion's held-out accuracy on the "
+             "same real photos a candidate may be"),
+            ("holdout_tolerance", "how far below the champion a candidate may be on the "
+             "current holdout, beyond the confidence bound")):
+        add_defaulted(p, gate, name, help)
 
 
 def add_live_quality_args(p: argparse.ArgumentParser) -> None:
-    from tagging.loop.quality import ACCURACY_MARGIN, REVIEW_MARGIN
-
-    p.add_argument("--live-accuracy-margin", type=float, default=ACCURACY_MARGIN,
-                   help="validation fails when accuracy on verified rows is this far below the "
-                   f"version's holdout accuracy (default {ACCURACY_MARGIN})")
-    p.add_argument("--review-rate-margin", type=float, default=REVIEW_MARGIN,
-                   help="validation fails when the review rate is this far above the "
-                   f"version's expected rate (default {REVIEW_MARGIN})")
+    loop = LoopPolicy()
+    add_defaulted(p, loop, "live_accuracy_margin", "validation fails when accuracy on "
+                  "verified rows is this far below the version's holdout accuracy")
+    add_defaulted(p, loop, "review_rate_margin", "validation fails when the review rate is "
+                  "this far above the version's expected rate")
 
 
 def registry_of(args):

@@ -6,6 +6,7 @@ from datetime import date as Date
 from datetime import timedelta
 
 from tagging.cli.render import console, print_demo_summary, print_loop_demo, print_stack_status
+from tagging.cli.review import print_queue_hint
 
 
 def demo(args) -> int:
@@ -19,20 +20,21 @@ def demo(args) -> int:
     catalogue = args.workdir / "catalogue"
     generate_demo_catalogue(catalogue, dates, rows_per_day=args.rows_per_day,
                             data_dir=args.data_dir)
-    summary = run_demo(args.workdir, dates, data_dir=args.data_dir)
-    print_demo_summary(summary)
-    return 1 if summary["failed"] else 0
+    run = run_demo(args.workdir, dates, data_dir=args.data_dir)
+    print_demo_summary(run)
+    print_queue_hint(catalogue)
+    return 1 if run.failed else 0
 
 
 def demo_loop(args, dates: list[str]) -> int:
     """`tagging demo --real-photos DIR`: the learning loop on the real DAG, day by day."""
     from tagging.ops.demo import run_loop_demo
 
-    summary = run_loop_demo(args.workdir, args.real_photos, dates, reveal=args.reveal,
-                            params={"min_new_labels": args.min_new_labels},
-                            data_dir=args.data_dir)
-    print_loop_demo(summary)
-    return 1 if summary["failed"] else 0
+    run = run_loop_demo(args.workdir, args.real_photos, dates, reveal=args.reveal,
+                        params={"min_new_labels": args.min_new_labels}, data_dir=args.data_dir)
+    print_loop_demo(run)
+    print_queue_hint(run.catalogue)
+    return 1 if run.failed else 0
 
 
 def stack(args) -> int:

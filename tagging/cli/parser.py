@@ -7,16 +7,23 @@ from datetime import date as Date
 from pathlib import Path
 
 from tagging import settings
-from tagging.cli import catalogue, loop, model, ops
+from tagging.cli import catalogue, loop, model, ops, review
 from tagging.cli.args import (
     add_catalogue_arg,
     add_data_arg,
+    add_defaulted,
     add_gate_args,
     add_live_quality_args,
     add_registry_arg,
     iso_date,
 )
-from tagging.settings import Settings, TaggingLimits
+from tagging.settings import (
+    LoopDemoPolicy,
+    LoopPolicy,
+    ReviewSettings,
+    Settings,
+    TaggingLimits,
+)
 from tagging.storage import Root
 
 DESCRIPTION = """\
@@ -89,15 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the model's confidence threshold for needs_review")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     limits = TaggingLimits()
-    p.add_argument("--rows-per-shard", type=int, default=limits.rows_per_shard,
-                   help=f"rows per shard (default {limits.rows_per_shard})")
-    p.add_argument("--max-error-rate", type=float, default=limits.max_error_rate,
-                   help="validation fails above this share of untaggable rows "
-                   f"(default {limits.max_error_rate})")
-    p.add_argument("--max-review-rate", type=float, default=limits.max_review_rate,
-                   help="validation fails above this share of needs_review rows "
-                   f"(default {limits.max_review_rate}), unless the version has an expected "
-                   "review rate from held-out real photos")
+    add_defaulted(p, limits, "rows_per_shard", "rows per shard")
+    add_defaulted(p, limits, "max_error_rate", "validation fails above this share of "
+                  "untaggable rows")
+    add_defaulted(p, limits, "max_review_rate", "validation fails above this share of "
+                  "needs_review rows, unless the version has an expected review rate from "
+                  "held-out real photos")
     add_live_quality_args(p)
     p.set_defaults(func=catalogue.tag)
 
@@ -137,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-photos", type=Path, help="run the learning loop instead: spread "
                    "this labelled photo folder (manifest.csv + images/) over the days, with "
                    "verified_category revealed for part of each day")
-    p.add_argument("--reveal", type=float, default=0.8,
-                   help="with --real-photos: share of each day's rows verified (default 0.8)")
-    p.add_argument("--min-new-labels", type=int, default=40,
-                   help="with --real-photos: the DAG's min_new_labels (default 40)")
+    demo = LoopDemoPolicy()
+    add_defaulted(p, demo, "reveal", "with --real-photos: share of each day's rows verified")
+    add_defaulted(p, demo, "min_new_labels", "with --real-photos: the DAG's min_new_labels "
+                  f"(in production {LoopPolicy.min_new_labels})")
     p.set_defaults(func=ops.demo)
 
     p = sub.add_parser("stack", help="the distributed engine on this machine (no Docker)",
@@ -166,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalogue_arg(q)
     q.add_argument("--date", required=True, type=iso_date, help="last partition, YYYY-MM-DD")
     q.add_argument("--days", type=int, default=1,
-                   help="harvest this many days up to --date (default 1; the DAG uses 30)")
+                   help="harvest this many days up to --date (default 1; the DAG uses "
+                   f"{LoopPolicy.harvest_days})")
     q.add_argument("--real-photos", type=Path, help="also add a labelled photo folder")
     q.set_defaults(func=loop.labels_harvest)
     q = lab.add_parser("status", help="labels per side and class; rejected rows and why")
@@ -184,7 +189,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_registry_commands(sub)
     add_table_commands(sub)
+    add_review_commands(sub)
     return parser
+
+
+def add_review_commands(sub) -> None:
+    p = sub.add_parser("review", help="the review queue: merchandisers verify tags on a page",
+                       description="A web page (and an HTTP API) where people verify the "
+                       "categories of published rows that need review, plus an audit slice; "
+                       "their answers go to the label store and win in the next publication.")
+    rev = p.add_subparsers(required=True, metavar="ACTION")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        add_catalogue_arg(q)
+        q.add_argument("--db", default=None, help="the review store: a SQLite file or a "
+                       f"postgresql:// URL (default: ${settings.REVIEW_DB_ENV}, else "
+                       "<catalogue>/review/review.db)")
+
+    q = rev.add_parser("serve", help="serve the review page and its API (uvicorn)")
+    common(q)
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1; put the sign-in proxy in front for anything else)")
+    q.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    q.add_argument("--root-path", default="", help="the path the sign-in proxy serves the "
+                   "page under, e.g. /review (default: the root)")
+    q.add_argument("--single-user", metavar="NAME", help="on a laptop: every request is "
+                   f"reviewer NAME (instead of the proxy's {ReviewSettings().user_header} "
+                   "header); loopback only")
+    q.set_defaults(func=review.serve)
+    q = rev.add_parser("fill", help="add published rows needing review (+ an audit slice)")
+    common(q)
+    q.add_argument("--date", type=iso_date, help="only this day (default: the newest "
+                   f"{ReviewSettings().fill_days} published days)")
+    q.set_defaults(func=review.fill)
+    q = rev.add_parser("status", help="queue length, answers per reviewer, disagreements")
+    common(q)
+    q.set_defaults(func=review.status)
+    q = rev.add_parser("export", help="write each day's answers for the label store")
+    common(q)
+    q.set_defaults(func=review.export)
 
 
 def add_registry_commands(sub) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from tagging.labels import CATEGORY_SLUGS
+
+if TYPE_CHECKING:
+    from tagging.ops.demo import DemoRun, LoopDemoRun
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # wide tables in logs too
 
@@ -46,24 +50,26 @@ def photo_check_table(check: dict) -> Table:
     return table
 
 
-def print_demo_summary(summary: dict) -> None:
+def print_demo_summary(run: DemoRun) -> None:
+    """`tagging demo`: one row per day, then where each day was published."""
     table = Table(title="published partitions")
-    columns = {"partition": "partition", "state": "state", "rows": "rows", "tagged": "tagged",
-               "errors": "errors", "needs_review": "review", "model_version": "model",
-               "accuracy_vs_true_category": "accuracy", "seconds": "seconds"}
-    for header in columns.values():
+    for header in ("partition", "state", "rows", "tagged", "errors", "review", "model",
+                   "accuracy", "seconds"):
         table.add_column(header, no_wrap=True)
-    for day in summary["days"]:
-        table.add_row(*(str(day.get(key, "")) for key in columns))
+    for day in run.days:
+        table.add_row(day.partition, "success" if day.ok else "failed", str(day.rows),
+                      str(day.tagged), str(day.errors), str(day.needs_review),
+                      day.model_version or "", "" if day.accuracy is None else str(day.accuracy),
+                      str(day.seconds))
     console.print(table)
-    for day in summary["days"]:
-        where = day.get("published") or f"failed: {day.get('error')} (log: {day['log']})"
-        console.print(f"{day['partition']}: {where}", soft_wrap=True)
-    console.print(f"champion {summary['champion']} in {summary['registry']}", soft_wrap=True)
-    console.print(f"Airflow home (SQLite): {summary['airflow_home']}", soft_wrap=True)
-    if summary.get("table_version") is not None:
-        print_table_readers(summary["table"], summary["table_version"],
-                            [d["partition"] for d in summary["days"] if d.get("published")])
+    for day in run.days:
+        where = day.published or f"failed: {day.error} (log: {day.log})"
+        console.print(f"{day.partition}: {where}", soft_wrap=True)
+    console.print(f"champion {run.champion} in {run.registry}", soft_wrap=True)
+    console.print(f"Airflow home (SQLite): {run.airflow_home}", soft_wrap=True)
+    if run.table_version is not None:
+        print_table_readers(run.table, run.table_version,
+                            [d.partition for d in run.days if d.published])
 
 
 def print_table_readers(table: str, version: int, days: list[str]) -> None:
@@ -130,29 +136,26 @@ def quality_table(history: list[dict], title: str) -> Table:
     return table
 
 
-def print_loop_demo(summary: dict) -> None:
-    """`tagging demo --real-photos`: the learning loop, day by day."""
+def print_loop_demo(run: LoopDemoRun) -> None:
+    """`tagging demo --real-photos`: one line per day (fits 120 columns); the gate's reasons
+    and the full live quality are in the JSON file it names."""
     table = Table(title="the learning loop, day by day")
-    for header in ("day", "state", "trained", "gate", "champion", "held out", "holdout acc",
-                   "holdout cov", "live acc", "live cov", "review", "re-tagged"):
-        table.add_column(header, overflow="fold")
-    for day in summary["days"]:
-        quality = day["quality"]
-        gate = "; ".join(f"{g['version']} {g['event']}" for g in day["gate"]) or "-"
-        table.add_row(day["partition"], day["state"], ", ".join(day["trained"]) or "reused",
-                      gate, str(day["champion"]), str(day["holdout_photos"] or "-"),
-                      share(day["holdout_accuracy"]), share(day["holdout_coverage"]),
-                      share(quality.get("accuracy")), share(quality.get("coverage")),
-                      share(quality.get("review_rate")), ", ".join(day["retagged"]) or "-")
+    for header in ("day", "run", "trained", "gate", "champion", "hold acc", "live acc",
+                   "live cov", "review", "re-tagged"):
+        table.add_column(header, no_wrap=True, overflow="ellipsis")
+    for day in run.days:
+        gate = " ".join(f"{g.event} {g.version}" for g in day.gate) or "-"
+        table.add_row(day.partition, "ok" if day.ok else "FAIL", " ".join(day.trained) or "-",
+                      gate, day.champion or "-", share(day.holdout_accuracy),
+                      share(day.quality.get("accuracy")), share(day.quality.get("coverage")),
+                      share(day.quality.get("review_rate")), str(len(day.retagged) or "-"))
     console.print(table)
-    for day in summary["days"]:
-        for g in day["gate"]:
-            console.print(f"{day['partition']} gate {g['version']} {g['event']}: "
-                          + "; ".join(g["reasons"]), soft_wrap=True)
-        if day["state"] != "success":
-            console.print(f"{day['partition']} failed: {day.get('error')}", soft_wrap=True)
-    console.print(f"champion {summary['champion']} in {summary['registry']}; live quality: "
-                  f"tagging quality --catalogue {summary['catalogue']}", soft_wrap=True)
+    for day in run.days:
+        if not day.ok:
+            console.print(f"{day.partition} failed: {day.error}", soft_wrap=True)
+    console.print(f"details (gate reasons, holdout, live quality): {run.details}", soft_wrap=True)
+    console.print(f"champion {run.champion} in {run.registry}; live quality: "
+                  f"tagging quality --catalogue {run.catalogue}", soft_wrap=True)
 
 
 def print_stack_status(status: dict, stack) -> None:

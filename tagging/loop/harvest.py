@@ -31,6 +31,7 @@ from tagging.labels import parse_label
 from tagging.photos.decode import load_image_uri
 from tagging.photos.pool import DecodingPool
 from tagging.photos.segment import preprocess
+from tagging.review.store import UNUSABLE
 
 PIXELS = 28 * 28
 MAX_EXAMPLES = 20  # rejected rows named per source in the state (the rest are counted)
@@ -194,32 +195,56 @@ def build_rows(source: str, product_ids: list[Any], labels: list[Any], images: l
     return result
 
 
-def partition_rows(source: str, files: list[Path], *, image_root: Path,
-                   previous: pa.Table | None, now: datetime,
-                   workers: int | None = None) -> SourceRows:
-    """The rows with `verified_category` of one catalogue partition's input files."""
-    ids, labels, images, uris, stated = [], [], [], [], []
+def partition_rows(source: str, files: list[storage.Root], *, image_root: storage.Root | Path,
+                   previous: pa.Table | None, now: datetime, workers: int | None = None,
+                   answers: pa.Table | None = None) -> SourceRows:
+    """The verified rows of one catalogue partition's input files: `verified_category`, and
+    the review answers about the day (tagging.review.export; an answer wins over the
+    input's value). Photos answered "unusable" are counted, never trained on."""
+    answered = {} if answers is None else {
+        pid: (answer, at) for pid, answer, at in zip(
+            answers["product_id"].to_pylist(), answers["answer"].to_pylist(),
+            answers["answered_at"].to_pylist(), strict=True)}
+    ids, labels, images, uris, stated, unusable, found = [], [], [], [], [], [], set()
     for path in files:
         fs, where = storage.arrow_fs(path)  # a local file or an S3 object
         with storage.storage_errors(path):
             names = pq.read_schema(where, filesystem=fs).names
-            if "verified_category" not in names:
-                continue
-            wanted = [c for c in ("product_id", "verified_category", "image", "image_uri",
-                                  "verified_at") if c in names]
-            table = pq.read_table(where, filesystem=fs, columns=wanted,
-                                  filters=pc.is_valid(pc.field("verified_category")))
-        n = table.num_rows
-        column = {c: table[c].to_pylist() if c in table.column_names else [None] * n
-                  for c in ("product_id", "verified_category", "image", "image_uri",
-                            "verified_at")}
-        ids += column["product_id"]
-        labels += column["verified_category"]
-        images += column["image"]
-        uris += column["image_uri"]
-        stated += column["verified_at"]
-    return build_rows(source, ids, labels, images, uris, stated, ["catalogue"] * len(ids),
+        wanted = [c for c in ("product_id", "verified_category", "image", "image_uri",
+                              "verified_at") if c in names]
+        conditions = [pc.is_valid(pc.field("verified_category"))] \
+            if "verified_category" in names else []
+        if answered:
+            conditions.append(pc.field("product_id").isin(pa.array(list(answered), pa.string())))
+        if not conditions:
+            continue
+        condition = conditions[0] if len(conditions) == 1 else conditions[0] | conditions[1]
+        with storage.storage_errors(path):
+            table = pq.read_table(where, filesystem=fs, columns=wanted, filters=condition)
+        for row in table.to_pylist():
+            pid, label, when = row["product_id"], row.get("verified_category"), \
+                row.get("verified_at")
+            if pid in answered:
+                found.add(pid)
+                answer, answered_at = answered[pid]
+                if answer != UNUSABLE:
+                    label, when = answer, answered_at
+                elif label is None:
+                    unusable.append(pid)
+                    continue
+            ids.append(pid)
+            labels.append(label)
+            images.append(row.get("image"))
+            uris.append(row.get("image_uri"))
+            stated.append(when)
+    rows = build_rows(source, ids, labels, images, uris, stated, ["catalogue"] * len(ids),
                       image_root=image_root, previous=previous, now=now, workers=workers)
+    for pid in unusable:
+        rows.reject(pid, "unusable photo (review answer)")
+    for pid in sorted(set(answered) - found):
+        rows.reject(pid, "answered product not in the input")
+    rows.verified_rows += len(unusable) + len(set(answered) - found)
+    return rows
 
 
 # ---------------------------------------------------------------- photo folders

@@ -13,7 +13,8 @@ Each source object is the whole contribution of one source (rows built by
 tagging.loop.harvest) with its own state, so rows and state can never disagree and two
 sources never share an object: no lock and no shared state file. An object is replaced
 whole (atomically) when its source changed (a partition re-exported with more
-`verified_category` values filled in), by a compare-and-swap on its ETag (create-only for
+`verified_category` values filled in, or new review answers in
+reviews/dt=D/answers.parquet), by a compare-and-swap on its ETag (create-only for
 a new source): a harvester that lost the race to another harvest of the same source reads
 the inputs again and finds them harvested (or harvests the newer ones), so harvesting the
 same input again adds nothing. The store a trainer reads (tagging.loop.labelled) is the
@@ -33,14 +34,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.store import AlreadyExists, Conflict, open_store
-from tagging.catalogue.layout import has_input, input_files
+from tagging.catalogue.layout import has_input, input_files, label_store_dir
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.loop.harvest import (
     SCHEMA,
@@ -53,12 +54,12 @@ from tagging.loop.harvest import (
     photo_folder_rows,
     photo_folder_source,
 )
-from tagging.settings import Settings
+from tagging.review.overlay import DayOverlay
+from tagging.settings import LoopPolicy, Settings
 from tagging.storage import Root, as_root
 
 log = logging.getLogger(__name__)
 
-STORE_DIR = "labels"
 DATA = "data/"
 LEGACY_STATE = "_HARVEST.json"
 STATE_KEY = b"tagging.harvest"  # a source object's state, in its Parquet footer
@@ -74,6 +75,14 @@ def is_holdout(product_ids: list[str] | np.ndarray) -> np.ndarray:
                                     "big") < limit for p in product_ids], bool)
 
 
+class HarvestedSource(TypedDict):
+    source: str
+    harvested: bool
+    accepted: int
+    verified_rows: int
+    rejected: dict[str, int]
+
+
 @dataclass
 class HarvestReport:
     """What one harvest of one source did."""
@@ -84,9 +93,10 @@ class HarvestReport:
     verified_rows: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return {"source": self.source, "harvested": self.harvested, "accepted": self.accepted,
-                "verified_rows": self.verified_rows, "rejected": self.rejected}
+    def to_dict(self) -> HarvestedSource:
+        return HarvestedSource(source=self.source, harvested=self.harvested,
+                               accepted=self.accepted, verified_rows=self.verified_rows,
+                               rejected=self.rejected)
 
 
 class LabelStore:
@@ -98,28 +108,34 @@ class LabelStore:
 
     @classmethod
     def of_catalogue(cls, catalogue_root: Root | Path | str) -> LabelStore:
-        return cls(as_root(catalogue_root) / STORE_DIR)
+        return cls(label_store_dir(catalogue_root))
 
     # ------------------------------------------------------------ harvesting
 
     def harvest_partition(self, catalogue_root: Path | str, day: str, *,
                           image_root: Path | None = None, workers: int | None = None
                           ) -> HarvestReport:
-        """Harvest one catalogue partition's verified rows (skipped if its files are unchanged)."""
+        """Harvest one catalogue partition's verified rows and review answers (skipped if
+        its files and its answers file are unchanged)."""
         source = f"dt={date.fromisoformat(day).isoformat()}"
         image_root = image_root or _default_image_root(catalogue_root)
 
         def build(entry: dict | None, previous: pa.Table | None) -> tuple[Any, SourceRows | None]:
             files = input_files(catalogue_root, day)
+            answers = DayOverlay.load(catalogue_root, day)
             key = files_key(files, entry and entry.get("key"))
+            if answers.sha256:
+                key.append({"review_answers_sha256": answers.sha256})
             if entry is not None and entry.get("key") == key:
                 return key, None
             return key, partition_rows(source, files, image_root=image_root,
-                                       previous=previous, now=harvest_time(), workers=workers)
+                                       previous=previous, now=harvest_time(), workers=workers,
+                                       answers=answers.answers)
 
         return self._harvest(source, build)
 
-    def harvest_recent(self, catalogue_root: Path | str, day: str, days: int = 30, *,
+    def harvest_recent(self, catalogue_root: Path | str, day: str,
+                       days: int = LoopPolicy.harvest_days, *,
                        image_root: Path | None = None, workers: int | None = None
                        ) -> list[HarvestReport]:
         """Harvest the partitions of the `days` days ending with `day` that exist."""
@@ -303,5 +319,5 @@ def _decode(data: bytes, where: str) -> tuple[pa.Table, dict | None]:
                               "again") from None
 
 
-def _default_image_root(catalogue_root: Path) -> Path:
+def _default_image_root(catalogue_root: Root | Path | str) -> Root:
     return Settings.from_env().image_root_for(catalogue_root)

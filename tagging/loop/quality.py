@@ -24,10 +24,8 @@ from tagging.catalogue.published import (
 )
 from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.model.policy import wilson_lower_bound
+from tagging.settings import LoopPolicy
 
-MIN_VERIFIED = 20  # fewer verified rows in a day: accuracy is too noisy to check
-ACCURACY_MARGIN = 0.10  # live accuracy may be this far below the holdout's before failing
-REVIEW_MARGIN = 0.15  # live review rate may be this far above the expected one
 Z = 1.0  # one-sided ~84 % bound on live accuracy (a day is a sample too)
 COLUMNS = ["category", "needs_review", "verified_category"]
 
@@ -94,9 +92,9 @@ def expected_of(registry_root: Path | str, version: str) -> dict:
 
 
 def check_live_quality(quality: dict, expected: dict, *, version: str,
-                       accuracy_margin: float = ACCURACY_MARGIN,
-                       review_margin: float = REVIEW_MARGIN,
-                       min_verified: int = MIN_VERIFIED) -> list[str]:
+                       accuracy_margin: float = LoopPolicy.live_accuracy_margin,
+                       review_margin: float = LoopPolicy.review_rate_margin,
+                       min_verified: int = LoopPolicy.min_verified) -> list[str]:
     """Problems (empty: fine) of one day's quality against the tagging version's figures.
 
     Accuracy fails only when even its upper confidence bound is more than the margin

@@ -14,7 +14,6 @@ import numpy as np
 from tagging.model.calibration import apply_temperature, fit_temperature
 
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_TARGET_PRECISION = 0.9
 DEFAULT_Z = 1.0  # one-sided ~84 % confidence for the precision bound
 MIN_PUBLISHED = 10  # never trust a precision estimated on fewer published tags
 
@@ -53,7 +52,7 @@ def lowest_safe_threshold(confidence: np.ndarray, correct: np.ndarray, target: f
 
 
 def choose_review_policy(probs: np.ndarray, labels: np.ndarray, *,
-                         target_precision: float = DEFAULT_TARGET_PRECISION,
+                         target_precision: float,
                          z: float = DEFAULT_Z, min_threshold: float = DEFAULT_THRESHOLD,
                          source: str = "") -> dict:
     """The threshold so that the tags published without review reach `target_precision`.

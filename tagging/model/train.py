@@ -25,6 +25,7 @@ from tagging.model.registry import open_registry
 from tagging.model.report import evaluate, write_report
 from tagging.photos.evaluate import PhotoCheck, check_on_photos
 from tagging.photos.folder import LabelledPhotos, stratified_folds
+from tagging.settings import LoopPolicy
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class TrainConfig:
     real_photos: str | None = None  # labelled real photos (dir with manifest.csv + images/)
     label_store: str | None = None  # the shop's verified labels (tagging.loop.labelstore root)
     real_photo_repeats: int = 60  # copies of each train-side photo in the fit set; 0: none
-    review_target_precision: float = 0.95  # precision of the tags published without review
+    review_target_precision: float = LoopPolicy.target_precision  # of tags published unreviewed
     mirror_average: bool = True  # predict from each image and its mirror image (inference)
 
     @classmethod

@@ -9,10 +9,10 @@ this module never imports Airflow (nor TensorFlow) into the caller.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -115,16 +115,17 @@ class AirflowHarness:
 
     def wait_backfill(self, backfill_id: int, timeout: float = 1800) -> list[dict]:
         """Wait until the backfill completes; its runs, oldest logical date first."""
-        deadline = time.monotonic() + timeout
-        while not self.query(f"SELECT completed_at FROM backfill WHERE id = {self.PARAM}",
-                             backfill_id)[0][0]:
-            if dead := self.dead_services():
-                raise AirflowRunError(f"{dead} exited during backfill {backfill_id}; "
-                                      f"see {self.log_dir}")
-            if time.monotonic() > deadline:
-                raise AirflowRunError(f"backfill {backfill_id} not done after {timeout:.0f} s; "
-                                      f"see {self.log_dir / 'scheduler.log'}")
-            time.sleep(2)
+        def dead() -> str | None:
+            exited = self.dead_services()
+            return f"{exited} exited during backfill {backfill_id}; see {self.log_dir}" \
+                if exited else None
+
+        wait_for(lambda: bool(self.query(
+                     f"SELECT completed_at FROM backfill WHERE id = {self.PARAM}",
+                     backfill_id)[0][0]),
+                 failed=dead, timeout=timeout, interval=2,
+                 late=f"backfill {backfill_id} not done after {timeout:.0f} s; "
+                      f"see {self.log_dir / 'scheduler.log'}")
         return self.runs(backfill_id)
 
     # ------------------------------------------------------------ queries
@@ -159,17 +160,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(ready: Callable[[], bool], *, failed: Callable[[], str | None], late: str,
+             timeout: float, interval: float = 1.0,
+             errors: tuple[type[Exception], ...] = (),
+             error: type[AirflowRunError] = AirflowRunError) -> None:
+    """Poll `ready()` until it is true. `failed()` says why waiting is pointless (a process
+    died), `late` why it took too long; `errors` raised by `ready()` count as not ready yet
+    (the last one is quoted in the message)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = None
+        try:
+            if ready():
+                return
+        except errors as e:
+            last = e
+        why = failed() or (late if time.monotonic() > deadline else None)
+        if why:
+            raise error(why + (f" (last error: {last})" if last else "")) from last
+        time.sleep(interval)
+
+
 def wait_http(url: str, *, alive: Callable[[], bool], name: str, timeout: float) -> None:
     """Wait until `url` answers 200; fails when the service `name` exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise AirflowRunError(f"{name} exited while starting")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    raise AirflowRunError(f"{url} did not answer within {timeout:.0f} s")
+    def answers() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+
+    wait_for(answers, failed=lambda: None if alive() else f"{name} exited while starting",
+             late=f"{url} did not answer within {timeout:.0f} s", timeout=timeout,
+             interval=0.5, errors=(OSError,))
+
+
+def shell_exports(env: dict[str, str]) -> str:
+    """`export` lines for what `env` sets beyond this process's own environment."""
+    ours = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(ours.items()))
 
 
 def tail(path: Path, lines: int = 30) -> str:

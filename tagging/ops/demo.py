@@ -2,16 +2,19 @@
 
 `run_demo` (`make demo`) runs the DAG once per day over a demo catalogue and summarises what
 was published; `run_loop_demo` (`tagging demo --real-photos DIR`) spreads a labelled photo
-folder over days with part of each day verified and runs the learning loop day by day.
+folder over days with part of each day verified and runs the learning loop day by day. Both
+return typed summaries; the loop demo also writes its details (the gate's reasons, the live
+quality) to a JSON file.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,13 +27,52 @@ from tagging.catalogue.table import open_table, table_root
 from tagging.labels import CATEGORY_SLUGS
 from tagging.ops.airflow import last_error
 from tagging.ops.local import LocalAirflow
+from tagging.settings import LoopDemoPolicy
 
 log = logging.getLogger(__name__)
 
 
+# ---------------------------------------------------------------- the demo catalogue
+
+
+@dataclass
+class DemoDay:
+    """One day of `tagging demo`: the DAG run and what it published."""
+
+    partition: str
+    ok: bool
+    seconds: float
+    log: str
+    published: str | None = None  # where the day is in the tagged table
+    model_version: str | None = None
+    rows: int = 0
+    tagged: int = 0
+    errors: int = 0
+    needs_review: int = 0
+    accuracy: float | None = None  # against the demo's true_category
+    error: str | None = None  # why the run failed (the log's last exception)
+
+
+@dataclass
+class DemoRun:
+    """Where `tagging demo` ran, and each day."""
+
+    airflow_home: str
+    catalogue: str
+    table: str  # the tagged Delta table
+    table_version: int | None  # its version after the demo (None: nothing published)
+    registry: str
+    champion: str | None
+    days: list[DemoDay]
+
+    @property
+    def failed(self) -> list[str]:
+        return [d.partition for d in self.days if not d.ok]
+
+
 def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = None,
              gate_overrides: dict | None = None, params: dict | None = None,
-             data_dir: Path | None = None) -> dict:
+             data_dir: Path | None = None) -> DemoRun:
     """Run the DAG once per day (demo catalogue already under workdir/catalogue); summarise.
 
     `train_overrides` / `gate_overrides` become the runs' `train` / `gate` params; `params`
@@ -39,30 +81,36 @@ def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = 
     """
     from tagging.catalogue.validate import truth_agreement
 
-    extra_env = {settings.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
-    local = LocalAirflow.in_workdir(workdir, extra_env=extra_env)
+    local = _local_airflow(workdir, data_dir)
     local.setup()
     conf = {**(params or {}), "train": train_overrides or {}, "gate": gate_overrides or {}}
     days = []
     for date in dates:
         start = time.perf_counter()
         ok = local.dag_test(date, conf)
+        day = DemoDay(partition=date, ok=ok, seconds=round(time.perf_counter() - start, 1),
+                      log=str(local.dag_test_log(date)))
         manifest = read_manifest(local.catalogue, date) if ok else None
-        day: dict[str, Any] = {"partition": date, "state": "success" if ok else "failed",
-                               "seconds": round(time.perf_counter() - start, 1),
-                               "log": str(local.dag_test_log(date))}
         if manifest:
-            day |= {"published": str(published_dir(local.catalogue, date)),
-                    "model_version": manifest["model_version"], **manifest["counts"],
-                    **truth_agreement(local.catalogue, date)}
+            truth = truth_agreement(local.catalogue, date)
+            day.published = str(published_dir(local.catalogue, date))
+            day.model_version = manifest["model_version"]
+            counts = manifest["counts"]
+            day.rows, day.tagged = counts["rows"], counts["tagged"]
+            day.errors, day.needs_review = counts["errors"], counts["needs_review"]
+            day.accuracy = truth.get("accuracy_vs_true_category")
         elif not ok:
-            day["error"] = last_error(Path(day["log"]))
+            day.error = last_error(local.dag_test_log(date))
         days.append(day)
-    return {"airflow_home": str(local.home), "catalogue": str(local.catalogue),
-            "table": str(table_root(local.catalogue)),
-            "table_version": _table_version(local.catalogue),
-            "registry": str(local.registry), "champion": _champion(local.registry),
-            "days": days, "failed": [d["partition"] for d in days if d["state"] != "success"]}
+    return DemoRun(airflow_home=str(local.home), catalogue=str(local.catalogue),
+                   table=str(table_root(local.catalogue)),
+                   table_version=_table_version(local.catalogue),
+                   registry=str(local.registry), champion=_champion(local.registry), days=days)
+
+
+def _local_airflow(workdir: Path | str, data_dir: Path | str | None) -> LocalAirflow:
+    extra_env = {settings.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
+    return LocalAirflow.in_workdir(Path(workdir), extra_env=extra_env)
 
 
 def _table_version(catalogue: Path) -> int | None:
@@ -79,8 +127,48 @@ def _champion(registry: Path) -> str | None:
 # ---------------------------------------------------------------- the learning loop
 
 
+@dataclass
+class GateEvent:
+    version: str
+    event: str  # "promoted" or "refused"
+    reasons: list[str]
+
+
+@dataclass
+class LoopDay:
+    """One day of the loop demo: the run, the gate, the champion, the day's live quality."""
+
+    partition: str
+    ok: bool
+    trained: list[str]  # versions registered by the run
+    gate: list[GateEvent]
+    champion: str | None
+    holdout_photos: int | None  # the champion's held-out real-photo figures
+    holdout_accuracy: float | None
+    holdout_coverage: float | None
+    quality: dict  # the day's live quality (tagging.loop.quality.live_quality)
+    retagged: list[str]  # earlier days re-tagged by the run
+    error: str | None = None
+
+
+@dataclass
+class LoopDemoRun:
+    """Where the loop demo ran, each day, and the JSON file with all of it."""
+
+    airflow_home: str
+    catalogue: str
+    registry: str
+    champion: str | None
+    days: list[LoopDay]
+    details: str  # the JSON file
+
+    @property
+    def failed(self) -> list[str]:
+        return [d.partition for d in self.days if not d.ok]
+
+
 def real_photo_days(folder: Path | str, catalogue_root: Path | str, dates: list[str], *,
-                    reveal: float = 0.6, seed: int = 0) -> list[Path]:
+                    reveal: float, seed: int = 0) -> list[Path]:
     """Spread a labelled photo folder over `dates` as catalogue partitions.
 
     Each photo becomes one product (in a seeded order, so every day mixes classes); a
@@ -116,18 +204,18 @@ def real_photo_days(folder: Path | str, catalogue_root: Path | str, dates: list[
 
 
 def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
-                  reveal: float = 0.8, params: dict | None = None, train: dict | None = None,
-                  gate: dict | None = None, data_dir: Path | str | None = None) -> dict:
+                  reveal: float = LoopDemoPolicy.reveal, params: dict | None = None,
+                  train: dict | None = None, gate: dict | None = None,
+                  data_dir: Path | str | None = None) -> LoopDemoRun:
     """The loop end to end on the real DAG: a photo folder spread over `dates`, one run a day.
 
-    Returns, per day: whether the run succeeded, what the gate did (from the registry's
-    event log), the champion with its holdout figures, the live quality of the day's
-    published tags, and which earlier days were re-tagged.
+    Per day: whether the run succeeded, what the gate did (from the registry's event log),
+    the champion with its holdout figures, the live quality of the day's published tags, and
+    which earlier days were re-tagged; all of it also in `<workdir>/loop-demo.json`.
     """
     from tagging.model.registry import open_registry
 
-    extra_env = {settings.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
-    local = LocalAirflow.in_workdir(Path(workdir), extra_env=extra_env)
+    local = _local_airflow(workdir, data_dir)
     real_photo_days(photos, local.catalogue, dates, reveal=reveal)
     local.setup()
     conf = {**(params or {}), "train": train or {}, "gate": gate or {}}
@@ -141,25 +229,23 @@ def run_loop_demo(workdir: Path | str, photos: Path | str, dates: list[str], *,
         champion = registry.champion()
         real = (registry.get(champion).metadata["metrics"].get("real_photos") or {}
                 if champion else {})
-        manifest = read_manifest(local.catalogue, day) or {}
-        gated = [e for e in events if e["event"] in ("promoted", "refused")]
-        days.append({
-            "partition": day, "state": "success" if ok else "failed",
-            "trained": [e["version"] for e in events if e["event"] == "register"],
-            "gate": [{"version": e["version"], "event": e["event"], "reasons": e["reasons"]}
-                     for e in gated],
-            "champion": champion,
-            "holdout_photos": real.get("n"),
-            "holdout_accuracy": real.get("accuracy"),
-            "holdout_coverage": real.get("published_coverage"),
-            "quality": manifest.get("quality", {}),
-            "retagged": [d for d in dates if d != day and before[d] is not None
-                         and _tagged_by(local.catalogue, d) != before[d]],
-            **({} if ok else {"error": last_error(local.dag_test_log(day))}),
-        })
-    return {"airflow_home": str(local.home), "catalogue": str(local.catalogue),
-            "registry": str(local.registry), "champion": registry.champion(), "days": days,
-            "failed": [d["partition"] for d in days if d["state"] != "success"]}
+        days.append(LoopDay(
+            partition=day, ok=ok,
+            trained=[e["version"] for e in events if e["event"] == "register"],
+            gate=[GateEvent(e["version"], e["event"], e["reasons"]) for e in events
+                  if e["event"] in ("promoted", "refused")],
+            champion=champion, holdout_photos=real.get("n"),
+            holdout_accuracy=real.get("accuracy"),
+            holdout_coverage=real.get("published_coverage"),
+            quality=(read_manifest(local.catalogue, day) or {}).get("quality", {}),
+            retagged=[d for d in dates if d != day and before[d] is not None
+                      and _tagged_by(local.catalogue, d) != before[d]],
+            error=None if ok else last_error(local.dag_test_log(day))))
+    run = LoopDemoRun(airflow_home=str(local.home), catalogue=str(local.catalogue),
+                      registry=str(local.registry), champion=registry.champion(), days=days,
+                      details=str(Path(workdir).absolute() / "loop-demo.json"))
+    Path(run.details).write_text(json.dumps(asdict(run), indent=2))
+    return run
 
 
 def _tagged_by(catalogue_root: Path, day: str) -> str | None:

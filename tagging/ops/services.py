@@ -31,7 +31,7 @@ import psycopg2
 
 from tagging import settings
 from tagging.errors import StackError
-from tagging.ops.airflow import tail
+from tagging.ops.airflow import tail, wait_for
 
 DB_NAME = DB_USER = "airflow"
 
@@ -149,23 +149,19 @@ class Postgres:
 
     def wait_ready(self, alive: Callable[[], bool], timeout: float) -> None:
         """Wait until the server accepts connections; create the Airflow database."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with contextlib.closing(psycopg2.connect(
-                        host="127.0.0.1", port=self.port, dbname="postgres", user=DB_USER,
-                        password=self.password, connect_timeout=5)) as db:
-                    db.autocommit = True
-                    with db.cursor() as cur:
-                        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
-                        if not cur.fetchone():
-                            cur.execute(f"CREATE DATABASE {DB_NAME}")
-                return
-            except psycopg2.OperationalError as e:
-                if not alive() or time.monotonic() > deadline:
-                    raise StackError(f"PostgreSQL did not start ({e}), see "
-                                     f"{self.log_dir / 'postgres.log'}") from e
-                time.sleep(0.5)
+        def create_database() -> bool:
+            with contextlib.closing(psycopg2.connect(
+                    host="127.0.0.1", port=self.port, dbname="postgres", user=DB_USER,
+                    password=self.password, connect_timeout=5)) as db:
+                db.autocommit = True
+                with db.cursor() as cur:
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
+                    if not cur.fetchone():
+                        cur.execute(f"CREATE DATABASE {DB_NAME}")
+            return True
+
+        _wait_started("PostgreSQL", create_database, psycopg2.OperationalError, alive=alive,
+                      timeout=timeout, log=self.log_dir / "postgres.log", interval=0.5)
 
     def _run(self, argv: list[str]) -> None:
         user = self.user
@@ -200,21 +196,24 @@ class Redis:
                       f"appendonly no\nrequirepass {self.password}\ndaemonize no\n")
         return [server, str(conf)]
 
+    def env(self) -> dict[str, str]:
+        return user_env(None)
+
     def wait_ready(self, alive: Callable[[], bool], timeout: float) -> None:
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
                              socket_timeout=2)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError as e:
-                if not alive() or time.monotonic() > deadline:
-                    raise StackError(f"Redis did not start ({e}), see "
-                                     f"{self.log_dir / 'redis.log'}") from e
-                time.sleep(0.3)
+        _wait_started("Redis", client.ping, redis.RedisError, alive=alive, timeout=timeout,
+                      log=self.log_dir / "redis.log", interval=0.3)
+
+
+def _wait_started(name: str, answers: Callable[[], object], error: type[Exception], *,
+                  alive: Callable[[], bool], timeout: float, log: Path, interval: float) -> None:
+    """Wait until the server `name` answers (`answers()` raises `error` until then)."""
+    wait_for(lambda: bool(answers()), errors=(error,), timeout=timeout, interval=interval,
+             failed=lambda: None if alive() else f"{name} did not start, see {log}",
+             late=f"{name} did not start within {timeout:.0f} s, see {log}", error=StackError)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -24,7 +24,6 @@ import logging
 import os
 import pwd
 import secrets
-import shlex
 import shutil
 import socket
 import subprocess
@@ -39,7 +38,15 @@ import psycopg2
 
 from tagging import settings
 from tagging.errors import StackError
-from tagging.ops.airflow import AirflowHarness, airflow_env, free_port, tail, wait_http
+from tagging.ops.airflow import (
+    AirflowHarness,
+    airflow_env,
+    free_port,
+    shell_exports,
+    tail,
+    wait_for,
+    wait_http,
+)
 from tagging.ops.s3server import S3Server
 from tagging.ops.services import (
     DB_NAME,
@@ -296,26 +303,24 @@ class Stack(AirflowHarness):
     def wait_worker(self, name: str, timeout: float = 300) -> None:
         """Wait for the worker's "ready." log line (it then consumes its queues)."""
         service = self.service(name)
-        deadline = time.monotonic() + timeout
-        while "ready." not in Path(service.log).read_text(errors="replace"):
-            if not service.alive():
-                raise StackError(f"worker {name} exited while starting, see {service.log}:\n"
-                                 f"{tail(Path(service.log))}")
-            if time.monotonic() > deadline:
-                raise StackError(f"worker {name} not ready after {timeout:.0f} s, "
-                                 f"see {service.log}")
-            time.sleep(1)
+        log_file = Path(service.log)
+        wait_for(lambda: "ready." in log_file.read_text(errors="replace"),
+                 failed=lambda: None if service.alive() else (
+                     f"worker {name} exited while starting, see {log_file}:\n{tail(log_file)}"),
+                 late=f"worker {name} not ready after {timeout:.0f} s, see {log_file}",
+                 timeout=timeout, error=StackError)
 
     def wait_dag(self, timeout: float = 300) -> None:
         """Wait until the dag-processor has parsed and serialized the DAG."""
-        deadline = time.monotonic() + timeout
-        while not self.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s", DAG_ID):
-            if errors := self.query("SELECT filename, stacktrace FROM import_error"):
-                raise StackError(f"the DAG does not import: {errors}")
-            if time.monotonic() > deadline:
-                raise StackError(f"{DAG_ID} not parsed after {timeout:.0f} s, see "
-                                 f"{self.log_dir / 'dag-processor.log'}")
-            time.sleep(1)
+        def import_errors() -> str | None:
+            errors = self.query("SELECT filename, stacktrace FROM import_error")
+            return f"the DAG does not import: {errors}" if errors else None
+
+        wait_for(lambda: bool(self.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s",
+                                         DAG_ID)),
+                 failed=import_errors, timeout=timeout, error=StackError,
+                 late=f"{DAG_ID} not parsed after {timeout:.0f} s, see "
+                      f"{self.log_dir / 'dag-processor.log'}")
 
     # ------------------------------------------------------------ the harness's hooks
 
@@ -347,7 +352,7 @@ class Stack(AirflowHarness):
     def _start_redis(self, timeout: float) -> None:
         redis = Redis(self.root / "redis", self.state["ports"]["redis"],
                       self.state["secrets"]["redis"], self.log_dir)
-        self._spawn_process("redis", redis.prepare(), env=dict(os.environ))
+        self._spawn_process("redis", redis.prepare(), env=redis.env())
         redis.wait_ready(self.service("redis").alive, timeout)
 
     def _start_s3(self, timeout: float) -> None:
@@ -393,9 +398,7 @@ class Stack(AirflowHarness):
 
     def _write_env_file(self) -> None:
         """`source` it to run the airflow CLI against the stack (mode 0600: it has secrets)."""
-        ours = {k: v for k, v in self.env().items() if os.environ.get(k) != v}
-        write_private(self.env_file, "".join(f"export {k}={shlex.quote(v)}\n"
-                                         for k, v in sorted(ours.items())))
+        write_private(self.env_file, shell_exports(self.env()))
 
     def _save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")

@@ -8,6 +8,9 @@ kept; a garment worn by a model is separated from the head, skin and the other g
 object's contrast is normalised (faint, light products lifted). `preprocess` is the whole
 path from bytes (tagging.photos.decode, the security boundary) to pixels. No TensorFlow
 here: this runs in decoding worker processes.
+
+Over 400 lines on purpose: one algorithm, its parameters and the OpenCV primitives it runs on
+(each equal to the SciPy operation it replaced, see tests/test_imaging.py), read in order.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from tagging.catalogue.published import read_manifest
 from tagging.errors import TaggingError
 from tagging.loop.labelled import Labelled, load_labelled
 from tagging.loop.labelstore import LabelStore
-from tagging.pipeline.results import CandidateRef, GateOutcome
-from tagging.settings import Settings
+from tagging.pipeline.results import CandidateRef, GateOutcome, HarvestSummary, RetaggedDay
+from tagging.settings import LoopPolicy, Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- harvest
 
 
-def harvest_labels(catalogue_root: Path | str, day: str, *, harvest_days: int = 30,
+def harvest_labels(catalogue_root: Path | str, day: str, *,
+                   harvest_days: int = LoopPolicy.harvest_days,
                    real_photos: Path | str | None = None, image_root: Path | None = None,
-                   workers: int | None = None) -> dict:
+                   workers: int | None = None) -> HarvestSummary:
     """Harvest the last `harvest_days` partitions up to `day` (and a labelled photo folder)."""
     store = LabelStore.of_catalogue(catalogue_root)
     reports = store.harvest_recent(catalogue_root, day, harvest_days, image_root=image_root,
@@ -37,16 +38,14 @@ def harvest_labels(catalogue_root: Path | str, day: str, *, harvest_days: int = 
     if real_photos:
         reports.append(store.add_photo_folder(real_photos, workers=workers))
     status = store.status()
-    return {
-        "store": str(store.root),
-        "harvested": [r.to_dict() for r in reports if r.harvested],
-        "unchanged": [r.source for r in reports if not r.harvested],
-        "labels": status["labels"], "train": status["train"], "holdout": status["holdout"],
-        "rejected": status["rejected"],
-    }
+    return HarvestSummary(store=str(store.root),
+                          harvested=[r.to_dict() for r in reports if r.harvested],
+                          unchanged=[r.source for r in reports if not r.harvested],
+                          labels=status["labels"], train=status["train"],
+                          holdout=status["holdout"], rejected=status["rejected"])
 
 
-def harvest(day: str, harvest_days: int) -> dict[str, Any]:
+def harvest(day: str, harvest_days: int = LoopPolicy.harvest_days) -> HarvestSummary:
     """Harvest verified labels of the `harvest_days` days up to `day` into the label store
     (and the `TAGGING_REAL_PHOTOS` folder, which joins the same store)."""
     settings = Settings.from_env()
@@ -77,7 +76,8 @@ def train_config(overrides: dict, *, catalogue_root: Path | str, target_precisio
 
 
 def retrain(train_overrides: dict[str, Any], *, force: bool, actor: str,
-            min_new_labels: int = 0, target_precision: float = 0.95) -> CandidateRef:
+            min_new_labels: int = LoopPolicy.min_new_labels,
+            target_precision: float = LoopPolicy.target_precision) -> CandidateRef:
     """Train a candidate on Fashion-MNIST and the label store's train side, or reuse the
     champion when data and config are unchanged or too few new labels arrived."""
     from tagging.model.train import train_candidate
@@ -161,7 +161,7 @@ def current_labels(catalogue_root: Path | str) -> Labelled | None:
 
 
 def retag_after_promotion(outcome: GateOutcome, partition: str,
-                          retag_days: int) -> list[dict[str, Any]]:
+                          retag_days: int = LoopPolicy.retag_days) -> list[RetaggedDay]:
     """After a promotion, re-tag and republish the `retag_days` days before `partition`
     (those published by another version) with the new champion."""
     if not outcome["promoted"] or not retag_days:
@@ -188,7 +188,7 @@ def days_to_retag(catalogue_root: Path | str, day: str, retag_days: int,
 
 
 def retag(catalogue_root: Path | str, days: list[str], *, registry_root: Path | str,
-          version: str, workers: int | None = None) -> list[dict]:
+          version: str, workers: int | None = None) -> list[RetaggedDay]:
     """Re-tag and republish each day with `version` (each publish is atomic, as always)."""
     from tagging.pipeline.tag import tag_partition
 
@@ -197,5 +197,5 @@ def retag(catalogue_root: Path | str, days: list[str], *, registry_root: Path | 
         summary = tag_partition(catalogue_root, day, registry_root=registry_root, model=version,
                                 workers=workers)
         log.info("re-tagged %s with %s", day, version)
-        done.append({"partition": day, "model_version": version, "rows": summary["rows"]})
+        done.append(RetaggedDay(partition=day, model_version=version, rows=summary["rows"]))
     return done

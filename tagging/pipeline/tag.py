@@ -19,8 +19,8 @@ from tagging.catalogue.published import read_manifest
 from tagging.catalogue.tagger import STAGES, Tagger, rounded
 from tagging.errors import TaggingError
 from tagging.model.inference import Classifier
-from tagging.pipeline.results import Publication, RunPlan
-from tagging.settings import Settings, TaggingLimits
+from tagging.pipeline.results import Publication, RunPlan, ValidatedRun
+from tagging.settings import LoopPolicy, Settings, TaggingLimits
 from tagging.storage import Root
 
 log = logging.getLogger(__name__)
@@ -72,19 +72,24 @@ def publish_run(run: RunPlan, staged: list[str]) -> Publication:
     return Publication(path=str(path), newly_published=True)
 
 
-def validate_run(run: RunPlan, *, max_error_rate: float, max_review_rate: float,
-                 live_accuracy_margin: float, review_rate_margin: float) -> dict[str, Any]:
-    """validate_partition, with the live quality held against the tagging version's
-    held-out real-photo figures."""
+def validate_run(run: RunPlan, published: Publication, *,
+                 max_error_rate: float = TaggingLimits.max_error_rate,
+                 max_review_rate: float = TaggingLimits.max_review_rate,
+                 live_accuracy_margin: float = LoopPolicy.live_accuracy_margin,
+                 review_rate_margin: float = LoopPolicy.review_rate_margin) -> ValidatedRun:
+    """validate_partition of the run's publication, with the live quality held against the
+    tagging version's held-out real-photo figures."""
     from tagging.catalogue.validate import validate_partition
     from tagging.loop.quality import expected_of
 
     settings = Settings.from_env()
-    return dict(validate_partition(
+    report = validate_partition(
         settings.catalogue_root, run["partition"], max_error_rate=max_error_rate,
         max_review_rate=max_review_rate,
         expected=expected_of(settings.registry_root, run["model_version"]),
-        live_accuracy_margin=live_accuracy_margin, review_rate_margin=review_rate_margin))
+        live_accuracy_margin=live_accuracy_margin, review_rate_margin=review_rate_margin)
+    return ValidatedRun(validation=report, path=published["path"],
+                        newly_published=published["newly_published"])
 
 
 def tag_partition(catalogue_root: Root | str, date: str, *, registry_root: Root | str,
