@@ -37,7 +37,9 @@ SCHEME = "s3://"
 ENDPOINT, KEY_ID, SECRET = "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
 TOKEN, REGION, ALLOW_HTTP = "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ALLOW_HTTP"
 DEFAULT_REGION = "us-east-1"
-CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, MAX_RETRIES = 5, 60, 3
+# A request is retried MAX_RETRIES times with backoff from 100 ms doubling up to 2 s (a
+# server restarting answers 500 or refuses for a few seconds): about 6 s, then an error.
+CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S, MAX_RETRIES, MAX_BACKOFF_S = 5, 60, 6, 2
 
 
 class Root:
@@ -157,7 +159,9 @@ def delta_options(root: Root | str) -> dict[str, str]:
     config = s3_config()
     options = {"AWS_REGION": config.region, "AWS_ALLOW_HTTP": str(config.allow_http).lower(),
                "timeout": f"{REQUEST_TIMEOUT_S}s", "connect_timeout": f"{CONNECT_TIMEOUT_S}s",
-               "max_retries": str(MAX_RETRIES), "retry_timeout": f"{REQUEST_TIMEOUT_S}s"}
+               "max_retries": str(MAX_RETRIES), "retry_timeout": f"{REQUEST_TIMEOUT_S}s",
+               "backoff_config.init_backoff": "100ms",
+               "backoff_config.max_backoff": f"{MAX_BACKOFF_S}s", "backoff_config.base": "2"}
     for key, value in ((ENDPOINT, config.endpoint), (KEY_ID, config.key_id),
                        (SECRET, config.secret), (TOKEN, config.token)):
         if value:
@@ -183,7 +187,10 @@ def _s3_store(bucket: str, config: S3Config):
         "allow_http": config.allow_http, "connect_timeout": f"{CONNECT_TIMEOUT_S}s",
         "timeout": f"{REQUEST_TIMEOUT_S}s"},
         retry_config={"max_retries": MAX_RETRIES,
-                      "retry_timeout": timedelta(seconds=REQUEST_TIMEOUT_S)})
+                      "retry_timeout": timedelta(seconds=REQUEST_TIMEOUT_S),
+                      "backoff": {"init_backoff": timedelta(milliseconds=100),
+                                  "max_backoff": timedelta(seconds=MAX_BACKOFF_S),
+                                  "base": 2}})
 
 
 @functools.lru_cache(maxsize=1)

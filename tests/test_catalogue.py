@@ -202,4 +202,4 @@ def test_crash_mid_publish_keeps_previous_partition(bad_catalogue, champion_regi
     publish_partition(bad_catalogue, DATE, staged=staged, model_version="v0002",
                       tagged_at="2026-11-22T00:00:00")
     assert read_manifest(bad_catalogue, DATE)["tagged_at"].startswith("2026-11-22")
-    assert [h["version"] for h in history(bad_catalogue, DATE)] == [1, 0]
+    assert [h["version"] for h in history(bad_catalogue, DATE)] == [2, 1]

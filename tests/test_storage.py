@@ -130,8 +130,8 @@ def test_cli_history_restore_and_changes(s3_env):
     args = ("catalogue", "--catalogue", str(root))
     out = cli(*args, "history", "--date", "2026-11-20", env={}).stdout
     assert "publish" in out and "good" in out and "bad" in out
-    out = cli(*args, "restore", "--date", "2026-11-20", "--version", "0", env={}).stdout
-    assert "new table version 2" in out
-    out = cli(*args, "changes", "--since", "0", "--json", env={}).stdout
-    assert '"2026-11-20": {"versions": [1, 2], "insert": 20, "delete": 20}' in out
-    assert '"latest": 2' in out
+    out = cli(*args, "restore", "--date", "2026-11-20", "--version", "1", env={}).stdout
+    assert "new table version 3" in out
+    out = cli(*args, "changes", "--since", "1", "--json", env={}).stdout
+    assert '"2026-11-20": {"versions": [2, 3], "insert": 20, "delete": 20}' in out
+    assert '"latest": 3' in out

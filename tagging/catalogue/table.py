@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ PARTITION_KEY = "dt"
 MANIFESTS = "_manifests"
 # commitInfo keys of our commits (custom metadata)
 OPERATION, PARTITION, MANIFEST = "tagging.operation", "tagging.partition", "tagging.manifest"
+COMMIT_ID = "tagging.commit"  # one per commit: which table version was ours
 
 Batches = Callable[[], pa.RecordBatchReader]
 LIMITS = TableLimits()
@@ -199,6 +201,8 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
     from deltalake.exceptions import CommitFailedError
 
     root = table_root(catalogue)
+    if open_table(catalogue) is None:
+        _create(catalogue, limits)
     for attempt in range(1, limits.commit_attempts + 1):
         table = open_table(catalogue)
         now = read_manifest(catalogue, date, table=table)
@@ -207,8 +211,9 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
             return None
         pointer = _write_manifest(catalogue, date, manifest, after=_pointer(table, date))
         reader = _with_partition(rows(), date)
+        commit_id = uuid.uuid4().hex
         properties = CommitProperties(
-            custom_metadata={OPERATION: operation, PARTITION: date,
+            custom_metadata={OPERATION: operation, PARTITION: date, COMMIT_ID: commit_id,
                              MANIFEST: json.dumps(manifest, sort_keys=True)},
             app_transactions=[Transaction(app_id=app_id(date), version=pointer)],
             max_commit_retries=limits.commit_retries)
@@ -216,7 +221,6 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
             with storage.storage_errors(root):
                 write_deltalake(root.url, reader, partition_by=[PARTITION_KEY], mode="overwrite",
                                 predicate=f"{PARTITION_KEY} = '{date}'", schema_mode="merge",
-                                configuration=table_config(limits) if table is None else None,
                                 storage_options=storage.delta_options(root),
                                 writer_properties=writer_properties(reader.schema),
                                 commit_properties=properties)
@@ -228,13 +232,47 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
             raise
         except Exception as e:  # delta-rs reports a failed request as OSError or its own
             raise storage.describe(e, root) from e
-        version = open_table(catalogue).version()
+        version = _version_of(catalogue, commit_id)
         log.info("%s: %s %s as table version %d", root, operation, date, version)
         maintain(catalogue, limits)
         return version
     raise PartitionInvalid(
         f"{root}: {date} was published by other runs {limits.commit_attempts} times while "
         "this one tried: refusing to publish over them; re-run when they are done")
+
+
+def _version_of(catalogue: Root | str, commit_id: str) -> int:
+    """The table version of our commit (others may have committed after it), read from the
+    log entries themselves: history()'s version numbers were seen off by one while another
+    publisher committed."""
+    log_dir = table_root(catalogue) / "_delta_log"
+    latest = open_table(catalogue).version()
+    for version in range(latest, max(-1, latest - 50), -1):
+        entry = storage.read_bytes(log_dir / f"{version:020d}.json").decode()
+        infos = [json.loads(line).get("commitInfo") or {} for line in entry.splitlines()
+                 if line.strip()]
+        if any(info.get(COMMIT_ID) == commit_id for info in infos):
+            return version
+    raise PartitionInvalid(f"{table_root(catalogue)}: commit {commit_id} not in the last 50 "
+                           "versions of the table")
+
+
+def _create(catalogue: Root | str, limits: TableLimits) -> None:
+    """Create the empty table (product_id and dt; each day's columns merge in). Its own
+    commit first: publishers racing to create it with their rows were seen to mix (the
+    losers of version 0 appended at version 1 without a conflict check)."""
+    from deltalake import DeltaTable
+
+    root = table_root(catalogue)
+    schema = pa.schema([("product_id", pa.string()), (PARTITION_KEY, pa.string())])
+    try:
+        with storage.storage_errors(root):
+            DeltaTable.create(root.url, schema, partition_by=[PARTITION_KEY], mode="ignore",
+                              configuration=table_config(limits),
+                              storage_options=storage.delta_options(root))
+    except Exception as e:  # another publisher created it first
+        if open_table(catalogue) is None:
+            raise storage.describe(e, root) from e
 
 
 def _write_manifest(catalogue: Root | str, date: str, manifest: dict[str, Any], *,
@@ -314,17 +352,16 @@ def changes(catalogue: Root | str, since: int) -> dict[str, Any]:
     if since >= latest:
         return {"since": since, "latest": latest, "days": {}}
     try:
-        with storage.storage_errors(table_root(catalogue)):
-            feed = pa.RecordBatchReader.from_stream(table.load_cdf(
-                starting_version=since + 1,
-                columns=["product_id", PARTITION_KEY, "_change_type", "_commit_version"])
-            ).read_all()
-    except StorageError:
-        raise
-    except Exception as e:
+        feed = pa.RecordBatchReader.from_stream(table.load_cdf(
+            starting_version=since + 1,
+            columns=["product_id", PARTITION_KEY, "_change_type", "_commit_version"])
+        ).read_all()
+    except Exception as e:  # deltalake's and pyarrow's errors alike
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise PartitionInvalid(
-            f"{table_root(catalogue)}: no change feed from version {since + 1}: {e}; versions "
-            "older than the retention period are vacuumed, read the whole table instead") from e
+            f"{table_root(catalogue)}: no change feed from version {since + 1} ({first}); "
+            "files older than the retention period are vacuumed: read the whole table "
+            "instead") from e
     days: dict[str, dict[str, Any]] = {}
     for row in feed.select([PARTITION_KEY, "_change_type", "_commit_version"]).to_pylist():
         day = days.setdefault(row[PARTITION_KEY], {"versions": set(), "insert": 0, "delete": 0})
