@@ -24,13 +24,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-
 from tagging.errors import ObjectExists, StorageError
+
+if TYPE_CHECKING:  # pyarrow is imported where used: the DAG file imports settings -> Root
+    import pyarrow as pa
+    import pyarrow.fs as pafs
 
 SCHEME = "s3://"
 # The standard variables a client reads; nothing else configures object storage.
@@ -239,6 +240,7 @@ def describe(error: BaseException, what: Root | str) -> StorageError:
 def storage_errors(what: Root | str) -> Iterator[None]:
     """Turn a client's error about `what` into a StorageError (others pass through)."""
     import obstore.exceptions as oe
+    import pyarrow as pa
 
     try:
         yield
@@ -404,6 +406,7 @@ def atomic_writer(obj: Root | str) -> Iterator[pa.NativeFile]:
     (local: a temporary file renamed into place; S3: a multipart upload completed, or
     aborted on error). Pass it to pq.ParquetWriter."""
     import obstore
+    import pyarrow as pa
 
     store, key = object_store(obj)
     with storage_errors(obj), obstore.open_writer(store, key) as writer:
@@ -415,6 +418,8 @@ def atomic_writer(obj: Root | str) -> Iterator[pa.NativeFile]:
 
 @functools.lru_cache(maxsize=4)
 def _s3_filesystem(config: S3Config) -> pafs.S3FileSystem:
+    import pyarrow.fs as pafs
+
     kwargs: dict[str, Any] = {"region": config.region, "connect_timeout": CONNECT_TIMEOUT_S,
                               "request_timeout": REQUEST_TIMEOUT_S, "allow_bucket_creation": False,
                               "allow_bucket_deletion": False,
@@ -431,6 +436,8 @@ def _s3_filesystem(config: S3Config) -> pafs.S3FileSystem:
 
 def arrow_fs(root: Root | str) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the path of `root` in it (native readers, no Python I/O)."""
+    import pyarrow.fs as pafs
+
     root = as_root(root)
     if root.is_remote:
         return _s3_filesystem(s3_config()), f"{root.bucket}/{root.key}".rstrip("/")
