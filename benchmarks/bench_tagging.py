@@ -190,7 +190,7 @@ def write_partition(root: Path, date: str, pool_path: Path, rows: int,
     if thumbs:
         images = [thumbnail(b) for b in images]
     broken = broken_rows(images[0])
-    out = input_dir(root, date) / "part-0.parquet"
+    out = input_dir(root, date).path / "part-0.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("product_id", pa.string()), ("image", pa.binary()),
                         ("image_uri", pa.string()), ("true_category", pa.string()),
@@ -370,6 +370,29 @@ def tag_run(root: Path, date: str, registry: Path, workers: int, model: str = "c
     return result
 
 
+def s3_run(work: Path, root: Path, date: str, registry: Path, workers: int,
+           version: str) -> dict:
+    """The same partition tagged from an S3 server (SeaweedFS on loopback): input read
+    through pyarrow's S3 filesystem, shards staged and the day published on S3."""
+    from tagging import storage
+    from tagging.ops.s3server import S3Server
+
+    server = S3Server(work / "s3").start(buckets=("bench",))
+    saved = dict(os.environ)
+    try:
+        os.environ.update(server.env())  # the child (tag_run) inherits them
+        remote = storage.Root(f"s3://bench/catalogue-{time.time_ns()}")
+        for path in sorted((root / "incoming" / f"dt={date}").glob("*.parquet")):
+            storage.upload_file(path, remote / "incoming" / f"dt={date}" / path.name)
+        log(f"tagging the partition from {server.endpoint}")
+        return tag_run(remote, date, registry, workers, version)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        server.stop()
+        shutil.rmtree(work / "s3", ignore_errors=True)
+
+
 def scale_out(root: Path, registry: Path, version: str, workers: int) -> dict:
     """One partition as 1 shard x `workers` decoding processes vs `workers` shards x 1,
     each shard in its own process (like the DAG's mapped tasks), then publish."""
@@ -426,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--skip", nargs="*", default=[], choices=[
-        "train", "big", "thumbs", "naive", "scale", "photos", "photo-train", "peer"],
+        "train", "big", "thumbs", "naive", "scale", "photos", "photo-train", "peer", "s3"],
         help="steps to leave out")
     parser.add_argument("--real-photos", help="labelled dev photos (manifest.csv + images/; "
                         "default: $TAGGING_REAL_PHOTOS, else real-photos-dev beside the "
@@ -556,6 +579,11 @@ def photo_steps(args, sizes: dict, work: Path, registry: Path, demo_pool: Path,
     results["real_lower_bound"] = run_child("lower_bound", {
         "pool": str(pool), "rows": sizes["lower_bound_rows"], "workers": workers})
     results["real"] = tag_run(root, DATES["real"], photo_registry, workers, photo_model.version)
+    if "s3" not in args.skip:
+        results["real_s3"] = s3_run(work, root, DATES["real"], photo_registry, workers,
+                                    photo_model.version)
+        results["real_local_again"] = tag_run(root, DATES["real"], photo_registry, workers,
+                                              photo_model.version)
     peer_runs = {"demo": (demo_file, registry, Registry(registry).get("champion").version),
                  "real": (real_file, photo_registry, photo_model.version)}
     if held_out is not None:
@@ -680,6 +708,15 @@ def summarise_photos(add, r: dict) -> None:
         f"{real['peak_rss_mb']} MB), model {r['photo_model']['version']}")
     add("  time per stage (ms/image)", ", ".join(
         f"{k} {v}" for k, v in real["ms_per_image"].items()))
+    if "real_s3" in r:
+        s3, again = r["real_s3"], r["real_local_again"]
+        local = max(real["end_to_end_images_per_s"], again["end_to_end_images_per_s"])
+        ratio = s3["end_to_end_images_per_s"] / local
+        add("  from S3 (SeaweedFS on loopback) vs local disk", f"{s3['end_to_end_images_per_s']}"
+            f" vs {real['end_to_end_images_per_s']} / {again['end_to_end_images_per_s']} "
+            f"images/s (local before / after): {ratio:.0%} of the better local run (target "
+            f">= 80 %: {'met' if ratio >= 0.8 else 'not met'}); peak RSS {s3['peak_rss_mb']} "
+            f"vs {real['peak_rss_mb']} / {again['peak_rss_mb']} MB")
     lower = r["real_lower_bound"]
     add("  lower bound: decode+preprocess only", f"{lower['images_per_s']} images/s (worker "
         f"CPU {lower['worker_cpu_ms_per_image']} ms/image)")

@@ -27,7 +27,8 @@ export_answers -> harvest_labels -> retrain -> gate_and_promote -> resolve_run -
   the partition (the `partition` param, else the run's logical date) for every task.
 * **plan_shards** / **tag_shard** (dynamic task mapping, retries with exponential
   backoff) stage one Parquet file per shard; only paths travel through XCom.
-* **publish** swaps the partition in atomically, only when every shard succeeded;
+* **publish** commits the day to the tagged Delta table in one commit, only when every shard
+  succeeded;
   **validate** checks it (live accuracy on verified rows and review rate against the
   version's held-out figures too); **fill_review_queue** adds the day's needs_review rows
   and its audit slice to the review queue; **announce** emits the `catalogue_tagged` asset
@@ -247,7 +248,7 @@ def catalogue_tagging() -> None:
 
     @task(trigger_rule="none_failed")
     def publish(run: RunPlan, staged: list[str]) -> Publication:
-        """Swap the partition in atomically (runs only when no shard failed)."""
+        """Commit the day to the tagged Delta table (runs only when no shard failed)."""
         from tagging.pipeline.tag import publish_run
 
         return _no_retry(publish_run, run, staged[:])

@@ -37,6 +37,10 @@ class StorageError(TaggingError, OSError):
     """Object storage or a catalogue root could not be used (unreachable, denied, missing)."""
 
 
+class ObjectExists(StorageError):
+    """A create-only write found the object already there: another writer won."""
+
+
 class AirflowRunError(TaggingError, RuntimeError):
     """An Airflow command or run failed; the message names its log file."""
 

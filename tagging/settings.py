@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tagging.errors import ConfigError
+from tagging.errors import ConfigError, StorageError
+from tagging.storage import Root
 
 DAG_ID = "catalogue_tagging"  # the DAG (dags/catalogue_tagging.py) and whoever runs it
 
@@ -58,7 +59,16 @@ class TaggingLimits:
     # A run's staging folder no process has locked for this long is a killed run's leftover
     # (longer than any run, shard retries included): the day's next publish removes it.
     staging_max_age_s: float = 24 * 3600.0
-    publish_lock_timeout_s: float = 600.0  # waiting for another publisher of the same day
+
+
+@dataclass(frozen=True)
+class TableLimits:
+    """The tagged Delta table: how long old versions stay readable, how commits retry."""
+
+    retention_days: int = 7  # superseded files and log entries kept (time travel, restore)
+    checkpoint_interval: int = 10  # a checkpoint every N commits (log clean-up needs one)
+    commit_attempts: int = 5  # a publisher of a day re-tries after losing to another of it
+    commit_retries: int = 15  # delta-rs's own retries against publishers of other days
 
 
 @dataclass(frozen=True)
@@ -92,9 +102,10 @@ class Settings:
     """Where things live and how the DAG runs; every field has an environment variable."""
 
     home: Path = Path("var")
-    registry: Path | str | None = None  # default: home/registry; or s3://bucket/prefix
-    catalogue: Path | None = None  # default: home/catalogue
-    image_root: Path | None = None  # default: catalogue/images
+    # Roots: a local path or s3://bucket/prefix (tagging.storage; AWS_* for the endpoint)
+    registry: Root | None = None  # default: home/registry
+    catalogue: Root | None = None  # default: home/catalogue
+    image_root: Root | None = None  # default: catalogue/images
     fashion_mnist_dir: Path = DEFAULT_CACHE
     real_photos: str | None = None
     schedule: str = "@daily"
@@ -122,15 +133,15 @@ class Settings:
         def path(name: str) -> Path | None:
             return Path(env[name]) if env.get(name) else None
 
-        def path_or_url(name: str) -> Path | str | None:
-            return path_or_url_of(env[name]) if env.get(name) else None
+        def root(name: str) -> Root | None:
+            return Root(env[name]) if env.get(name) else None
 
         try:
             return cls(
                 home=path(HOME_ENV) or d.home,
-                registry=path_or_url(REGISTRY_ENV),
-                catalogue=path(CATALOGUE_ENV),
-                image_root=path(IMAGE_ROOT_ENV),
+                registry=root(REGISTRY_ENV),
+                catalogue=root(CATALOGUE_ENV),
+                image_root=root(IMAGE_ROOT_ENV),
                 fashion_mnist_dir=path(DATA_ENV) or d.fashion_mnist_dir,
                 real_photos=env.get(REAL_PHOTOS_ENV) or None,
                 schedule=env.get(SCHEDULE_ENV) or d.schedule,
@@ -148,28 +159,22 @@ class Settings:
                 pg_bindir=path(PG_BINDIR_ENV),
                 pg_user=env.get(PG_USER_ENV) or d.pg_user,
             )
-        except ValueError as e:
+        except (ValueError, StorageError) as e:
             raise ConfigError(f"bad TAGGING_* environment variable: {e}") from None
 
     @property
-    def registry_root(self) -> Path | str:
-        return self.registry or self.home / "registry"
+    def registry_root(self) -> Root:
+        return self.registry or Root(self.home / "registry")
 
     @property
-    def catalogue_root(self) -> Path:
-        return self.catalogue or self.home / "catalogue"
+    def catalogue_root(self) -> Root:
+        return self.catalogue or Root(self.home / "catalogue")
 
-    def image_root_for(self, catalogue: Path | str) -> Path:
+    def image_root_for(self, catalogue: Root | Path | str) -> Root:
         """Root that `image_uri` values are resolved under (never escaped)."""
         from tagging.catalogue.layout import images_dir
 
         return self.image_root or images_dir(catalogue)
-
-
-def path_or_url_of(value: str | Path) -> Path | str:
-    """A root as given: a URL (s3://bucket/prefix) stays a string, anything else is a path
-    (Path would fold "s3://" into "s3:/")."""
-    return value if isinstance(value, str) and "://" in value else Path(value)
 
 
 @dataclass(frozen=True)
@@ -209,11 +214,12 @@ class ReviewSettings:
                    allowed_origins=origins, audit_share=share,
                    audit_seed=env.get(REVIEW_AUDIT_SEED_ENV) or d.audit_seed, lease_s=lease)
 
-    def db_for(self, catalogue: Path | str) -> str:
+    def db_for(self, catalogue: Root | Path | str) -> str:
         """The store's location: TAGGING_REVIEW_DB, else a file under a local catalogue."""
         if self.db:
             return self.db
-        if "://" in str(catalogue):
+        root = Root(catalogue)
+        if root.is_remote:
             raise ConfigError(f"the catalogue {catalogue} is not a local path: set "
                               f"{REVIEW_DB_ENV} (a SQLite file or a postgresql:// URL)")
-        return str(Path(catalogue) / "review" / "review.db")
+        return str(root.path / "review" / "review.db")

@@ -113,3 +113,22 @@ def registry_root(request, tmp_path) -> Path | str:
 def labels_root(request, tmp_path) -> Path | str:
     """An empty label store's root: a local folder, or a fresh prefix on the S3 server."""
     return fresh_root(request, tmp_path, "labels")
+
+
+@pytest.fixture(params=["local", "s3"])
+def place(request):
+    """Where a test's catalogue lives: place(local_root) gives the root to use: the local
+    folder itself, or a copy of its files under a fresh prefix of the test S3 server."""
+    if request.param == "local":
+        return lambda local: local
+    request.getfixturevalue("s3_env")
+    from tagging import storage
+
+    def upload(local: Path):
+        remote = storage.Root(f"s3://tagging/{local.name}-{uuid.uuid4().hex[:8]}")
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                storage.write_bytes(remote / str(path.relative_to(local)), path.read_bytes())
+        return remote
+
+    return upload

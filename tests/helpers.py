@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from tagging import storage
 from tagging.catalogue.layout import input_dir
 
 # ---------------------------------------------------------------- photos
@@ -57,7 +58,7 @@ def png_claiming(width: int, height: int) -> bytes:
 def write_input(catalogue: Path, day: str, table: pa.Table, name: str = "part-0.parquet",
                 **options) -> Path:
     """One input file of a day: incoming/dt=DAY/NAME (Parquet writer `options`)."""
-    folder = input_dir(catalogue, day)
+    folder = input_dir(catalogue, day).path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     pq.write_table(table, path, **options)
@@ -66,7 +67,7 @@ def write_input(catalogue: Path, day: str, table: pa.Table, name: str = "part-0.
 
 def read_input(catalogue: Path, day: str) -> pa.Table:
     """Every input row of a day."""
-    return pq.read_table(input_dir(catalogue, day))
+    return pq.read_table(input_dir(catalogue, day).path)
 
 
 # ---------------------------------------------------------------- registries and trees
@@ -85,8 +86,14 @@ def writable(path: Path) -> Path:
     return path
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file and symlink under `folder` (lock files aside): content hashes, link targets."""
+def snapshot(folder: Path | storage.Root) -> dict[str, str]:
+    """Every file and symlink under `folder` (a local folder or an S3 prefix; lock files
+    aside): content hashes, link targets."""
+    root = storage.as_root(folder)
+    if root.is_remote:
+        return {str(o.root): hashlib.sha256(storage.read_bytes(o.root)).hexdigest()
+                for o in storage.list_objects(root)}
+    folder = root.path
     state = {}
     for path in sorted(folder.rglob("*")):
         key = str(path.relative_to(folder))

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import zlib
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,17 +44,14 @@ from model_registry import CorruptMetadataError, Registry
 from tagging.catalogue.layout import (
     images_dir,
     input_dir,
-    published_dir,
     staging_day,
     staging_dir,
-    staging_lock,
     staging_root,
-    tagged_root,
-    versions_dir,
 )
 from tagging.catalogue.planning import plan_shards
-from tagging.catalogue.publish import is_published, publish_lock, publish_partition
+from tagging.catalogue.publish import is_published, publish_partition
 from tagging.catalogue.published import read_manifest, read_published
+from tagging.catalogue.table import history
 from tagging.catalogue.tagger import Tagger
 from tagging.catalogue.validate import validate_partition
 from tagging.cli import main
@@ -91,7 +89,7 @@ def items_table(rows: list[tuple], **extra: pa.Array) -> pa.Table:
 def write_day(root: Path, files: dict[str, pa.Table], date: str = DATE, **options) -> Path:
     for name, table in files.items():
         write_input(root, date, table, name, **options)
-    return input_dir(root, date)
+    return input_dir(root, date).path
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
@@ -176,7 +174,7 @@ def register_variant(root: Path, tmp_path: Path, **changes) -> str:
 
 def bad_rows(root: Path, good: list[bytes]) -> list[tuple[str, bytes | None, str | None, str]]:
     """(product_id, image, image_uri, expected): `expected` is "tagged" or a tag_error part."""
-    images = images_dir(root)
+    images = images_dir(root).path
     (images / "sub").mkdir(parents=True)
     (images / "ok.png").write_bytes(good[0])
     outside = root / "secret.png"
@@ -242,7 +240,7 @@ def bad_day(tmp_path_factory, good, champion_registry):
     """`tagging tag` (a real subprocess) over a day where every row is a different bad input."""
     root = tmp_path_factory.mktemp("bad-day")
     rows = bad_rows(root, good)
-    (images_dir(root) / "sub" / "looks.gif").write_bytes(encode(
+    (images_dir(root).path / "sub" / "looks.gif").write_bytes(encode(
         Image.open(io.BytesIO(good[1])).convert("RGB"), "JPEG"))
     day = write_day(root, {"part-0.parquet": items_table(rows)}, row_group_size=8)
     before = fingerprint(day)
@@ -263,7 +261,7 @@ def test_a_day_of_bad_rows_is_tagged_with_every_row_present(bad_day):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout
     table = published_rows(bad_day["root"])
-    assert table["product_id"].to_pylist() == [r[0] for r in bad_day["rows"]]
+    assert Counter(table["product_id"].to_pylist()) == Counter(r[0] for r in bad_day["rows"])
     assert fingerprint(bad_day["day"]) == bad_day["before"]
 
 
@@ -272,8 +270,8 @@ def test_each_bad_row_gets_its_reason(bad_day, index):
     if bad_day["proc"].returncode != 0:
         pytest.fail(bad_day["proc"].stdout + bad_day["proc"].stderr)
     product_id, _, _, expected = bad_day["rows"][index]
-    row = published_rows(bad_day["root"]).slice(index, 1).to_pylist()[0]
-    assert row["product_id"] == product_id
+    row, = [r for r in published_rows(bad_day["root"]).to_pylist()
+            if r["product_id"] == product_id]  # a Delta table keeps no row order
     if expected == "tagged":
         assert row["tag_error"] is None and row["category"] is not None, row["tag_error"]
         assert 0 < row["category_confidence"] <= 1
@@ -331,7 +329,7 @@ def test_a_killed_decoder_costs_only_its_row(tmp_path, good, champion_registry):
     out = tmp_path / "shard.parquet"
     try:
         with Tagger(Classifier.from_registry(champion_registry), workers=2,
-                    image_root=images_dir(root)) as tagger:
+                    image_root=images_dir(root).path) as tagger:
             stats = tagger.write_shard(shard, out, TAGGED_AT)
     finally:
         stop.set()
@@ -348,7 +346,7 @@ def test_a_killed_decoder_costs_only_its_row(tmp_path, good, champion_registry):
 
 
 def assert_nothing_published(root: Path) -> None:
-    assert not published_dir(root, DATE).exists()
+    assert read_manifest(root, DATE) is None
 
 
 @pytest.mark.parametrize("column", ["dt", "category", "tag_error"])  # hole 5
@@ -361,7 +359,7 @@ def test_reserved_input_columns_are_refused_before_tagging(tmp_path, capsys, goo
     code, out = cli(capsys, *tag_args(root, champion_registry))
     assert_one_line_error(code, out, "part-0.parquet", column)
     assert_nothing_published(root)
-    assert not staging_root(root).exists()
+    assert not staging_root(root).path.exists()
     assert fingerprint(day) == before
 
 
@@ -459,7 +457,7 @@ def test_manifest_names_the_bytes_actually_read(tmp_path, good, tagger, moment):
         staged = [stage(tagger, root, s) for s in shards]
         replace()
         publish(root, staged)
-        assert published_rows(root)["product_id"].to_pylist()[0] == "old-0"
+        assert "old-0" in published_rows(root)["product_id"].to_pylist()
         old_sha = hashlib.sha256(pq_bytes(old)).hexdigest()
         assert read_manifest(root, DATE)["inputs"][0]["sha256"] == old_sha
         assert not is_published(root, DATE, "v0001")  # the new content is still to be tagged
@@ -576,25 +574,19 @@ def test_concurrent_promotions_leave_one_consistent_champion(tmp_path, registry)
 # ---------------------------------------------------------------- staging, kills, publishing
 
 
-def test_staging_leftovers_are_collected_but_never_a_live_runs(tmp_path, good,
-                                                              tagger):  # hole 8
+def test_staging_leftovers_are_collected_but_never_a_fresh_runs(tmp_path, good,
+                                                               tagger):  # hole 8
     root = tmp_path / "catalogue"
     write_day(root, {"part-0.parquet": items_table([(f"p{i}", good[i], None) for i in range(4)])})
     shard, = plan_shards(root, DATE)
     dead = Path(stage(tagger, root, shard, "killed-yesterday")).parent
-    fresh = Path(stage(tagger, root, shard, "still-running")).parent
+    fresh = Path(stage(tagger, root, shard, "still-running")).parent  # between shard tasks
     old = time.time() - 3 * 24 * 3600
     for path in [dead, *dead.iterdir()]:
         os.utime(path, (old, old))
-    live = staging_dir(root, DATE, "old-but-live")
-    live.mkdir(parents=True)
-    (live / "shard-00000.parquet").write_bytes(b"")
-    for path in [live, *live.iterdir()]:
-        os.utime(path, (old, old))
-    with staging_lock(live):
-        staged = stage(tagger, root, shard, "this-one")
-        publish(root, [staged])
-    assert not dead.exists() and fresh.exists() and live.exists()
+    staged = stage(tagger, root, shard, "this-one")
+    publish(root, [staged])
+    assert not dead.exists() and fresh.exists()
     assert not Path(staged).parent.exists()
 
 
@@ -608,41 +600,21 @@ def test_sigkill_while_tagging_then_rerun(tmp_path, good, champion_registry):
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list(staging_root(root).rglob("shard-*.parquet")):
+    while not list(staging_root(root).path.rglob("shard-*.parquet")):
         assert proc.poll() is None and time.monotonic() < deadline, "finished before the kill"
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its decoding processes, as a lost host
     proc.wait()
     assert_nothing_published(root)
-    leftover = next(staging_day(root, DATE).iterdir())
+    leftover = next(staging_day(root, DATE).path.iterdir())
     old = time.time() - 3 * 24 * 3600
     for path in [leftover, *leftover.iterdir()]:
         os.utime(path, (old, old))
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert published_rows(root)["product_id"].to_pylist() == [r[0] for r in rows]
+    assert sorted(published_rows(root)["product_id"].to_pylist()) == sorted(r[0] for r in rows)
     assert not leftover.exists()
     assert fingerprint(day) == before
-
-
-def test_a_publisher_waits_for_the_partition_lock(tmp_path, good, tagger):  # hole 9
-    root = tmp_path / "catalogue"
-    write_day(root, {"part-0.parquet": items_table([(f"p{i}", good[i], None) for i in range(4)])})
-    shard, = plan_shards(root, DATE)
-    staged = stage(tagger, root, shard)
-    done = threading.Event()
-
-    def waiting_publisher() -> None:
-        publish(root, [staged])
-        done.set()
-
-    with publish_lock(root, DATE):  # another run is publishing this day
-        worker = threading.Thread(target=waiting_publisher)
-        worker.start()
-        assert not done.wait(1.0)
-        assert_nothing_published(root)
-    worker.join(timeout=60)
-    assert done.is_set() and published_rows(root).num_rows == 4
 
 
 PUBLISH = """
@@ -653,7 +625,7 @@ publish_partition(sys.argv[1], sys.argv[2], staged=sys.argv[3:], model_version="
 """
 
 
-def test_concurrent_publishes_never_leave_a_dangling_day(tmp_path, good, tagger):
+def test_concurrent_publishes_of_the_same_result_commit_once(tmp_path, good, tagger):
     root = tmp_path / "catalogue"
     write_day(root, {"part-0.parquet": items_table([(f"p{i}", good[i], None) for i in range(4)])})
     shard, = plan_shards(root, DATE)
@@ -665,6 +637,4 @@ def test_concurrent_publishes_never_leave_a_dangling_day(tmp_path, good, tagger)
         assert proc.returncode == 0, err
     assert published_rows(root).num_rows == 4
     validate_partition(root, DATE)
-    versions = versions_dir(root, DATE)
-    assert len(list(versions.iterdir())) <= 2
-    assert not list(tagged_root(root).glob(f".dt={DATE}.*.link"))
+    assert len(history(root, DATE)) == 1  # the same model on the same input: one commit

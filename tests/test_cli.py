@@ -68,7 +68,7 @@ def test_tag_a_demo_partition(tmp_path, fmnist_dir, champion_registry):
     assert strict.returncode == 1 and "error rate 0.143 > limit 0.05" in strict.stdout
     out = tagging(*tag, "--max-error-rate", "0.2", "--max-review-rate", "1", env=env).stdout
     assert "rows" in out and "35" in out and "accuracy vs true category" in out
-    assert read_manifest(tmp_path / "catalogue", "2026-11-02") is not None
+    assert read_manifest(tmp_path / "catalogue", "2026-11-02")["counts"]["rows"] == 35
 
 
 def test_clear_errors_not_tracebacks(tmp_path):

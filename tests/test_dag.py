@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from model_registry import Registry
 from tagging import settings
 from tagging.catalogue.layout import input_dir, label_store_dir, published_dir
 from tagging.catalogue.published import read_manifest, read_published
+from tagging.catalogue.table import history
 from tagging.ops.airflow import DAGS_DIR
 from tagging.ops.demo import run_demo
 from tagging.ops.local import LocalAirflow
@@ -129,10 +129,10 @@ def local(tmp_path_factory) -> LocalAirflow:
 
 
 def published_state(catalogue: Path, day: str) -> dict:
-    """Everything a reader of the published partition sees."""
-    link = published_dir(catalogue, day)
-    return {"target": os.readlink(link),
-            "files": {p.name: p.read_bytes() for p in sorted(link.iterdir())}}
+    """Everything a reader of the published day sees: its commits, manifest and rows."""
+    return {"commits": [c["version"] for c in history(catalogue, day)],
+            "manifest": read_manifest(catalogue, day),
+            "rows": read_published(catalogue, day).to_pylist()}
 
 
 def run_of(local: LocalAirflow, day: str) -> str:
@@ -186,7 +186,7 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
 
 def add_corrupt_input(catalogue: Path, day: str) -> Path:
     """A late second input file: readable footer (so it is planned), corrupt data pages."""
-    folder = input_dir(catalogue, day)
+    folder = input_dir(catalogue, day).path
     table = pq.read_table(folder / "part-0.parquet")
     late_ids = pc.binary_join_element_wise(table["product_id"], pa.scalar("-late"), "")
     path = folder / "part-1.parquet"

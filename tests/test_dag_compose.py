@@ -67,14 +67,16 @@ def test_workers_serve_the_queues_like_the_native_stack(tmp_path):
         assert env[name] == f"${{{name}:-{default}}}"
 
 
-def test_catalogue_and_registry_on_shared_volumes():
+def test_catalogue_and_registry_on_object_storage():
     for name in AIRFLOW_SERVICES:
-        mounts = dict(v.rsplit(":", 1)[::-1] for v in SERVICES[name]["volumes"])
-        assert mounts["/data/catalogue"] == "catalogue"
-        assert mounts["/data/registry"] == "registry"
-        assert env_of(name)["TAGGING_CATALOGUE"] == "/data/catalogue"
-        assert env_of(name)["TAGGING_REGISTRY"] == "/data/registry"
-    assert {"catalogue", "registry", "postgres-db-volume"} <= set(COMPOSE["volumes"])
+        env = env_of(name)
+        assert env["TAGGING_CATALOGUE"] == "${TAGGING_CATALOGUE:-s3://tagging/catalogue}"
+        assert env["TAGGING_REGISTRY"] == "${TAGGING_REGISTRY:-s3://tagging/registry}"
+        assert env["AWS_ENDPOINT_URL"] == "${AWS_ENDPOINT_URL:-http://s3:8333}"
+        assert not any("/data/" in v for v in SERVICES[name]["volumes"])  # no shared disk
+    s3 = SERVICES["s3"]
+    assert "weed mini" in " ".join(s3["command"]) and "s3-data:/data" in s3["volumes"]
+    assert {"s3-data", "postgres-db-volume"} <= set(COMPOSE["volumes"])
     init = " ".join(SERVICES["airflow-init"]["command"])
     assert "pools set tagging_training 1" in init
 

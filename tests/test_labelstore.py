@@ -61,8 +61,8 @@ def test_parse_label_accepts_slugs_names_and_ids_only():
 
 
 def test_harvest_counts_rejects_and_stores_what_the_tagger_sees(tmp_path, photos, store):
-    images_dir(tmp_path).mkdir()
-    (images_dir(tmp_path) / "p5.png").write_bytes(photos[5][0])
+    images_dir(tmp_path).path.mkdir()
+    (images_dir(tmp_path).path / "p5.png").write_bytes(photos[5][0])
     rows = [
         {"product_id": "p0", "image": photos[0][0], "verified_category": "dress"},
         {"product_id": "p1", "image": photos[1][0], "verified_category": "7"},
@@ -262,7 +262,7 @@ def test_an_unreadable_source_object_is_a_clear_error(tmp_path, photos, store):
 
 
 def test_the_store_of_a_catalogue_on_s3_is_beside_it(s3_env):
-    assert LabelStore.of_catalogue("s3://tagging/shop/catalogue/").root == \
+    assert str(LabelStore.of_catalogue("s3://tagging/shop/catalogue/").root) == \
         "s3://tagging/shop/catalogue/labels"
 
 

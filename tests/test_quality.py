@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from tagging.catalogue.layout import published_dir, tagged_root, versions_dir
+from tagging.catalogue.table import commit_day
 from tagging.loop.quality import (
     check_live_quality,
     expectations,
@@ -76,15 +73,11 @@ def test_history_reads_manifests_and_plots(tmp_path):
     catalogue = tmp_path / "catalogue"
     for day, version, quality in (("2026-03-01", "v0001", {"accuracy": 0.5}),
                                   ("2026-03-02", "v0002", None)):
-        target = versions_dir(catalogue, day) / "x"
-        target.mkdir(parents=True)
-        pq.write_table(published(["bag", "coat"], [False, True], ["bag", "coat"]),
-                       target / "part-00000.parquet")
-        manifest = {"partition": day, "model_version": version}
+        rows = published(["bag", "coat"], [False, True], ["bag", "coat"])
+        manifest = {"partition": day, "model_version": version, "columns": rows.column_names}
         if quality:
             manifest["quality"] = quality
-        (target / "_MANIFEST.json").write_text(json.dumps(manifest))
-        published_dir(catalogue, day).symlink_to(target.relative_to(tagged_root(catalogue)))
+        commit_day(catalogue, day, lambda rows=rows: rows.to_reader(), manifest)
     history = quality_history(catalogue)
     assert [h["partition"] for h in history] == ["2026-03-01", "2026-03-02"]
     assert history[0]["accuracy"] == 0.5  # recorded in the manifest

@@ -63,7 +63,7 @@ def test_answers_reach_the_label_store_and_search_through_the_dag(tmp_path, fmni
     assert states["export_answers"] == states["republish_answered"] == "success"
     assert states["fill_review_queue"] == "success"
     assert Registry(local.registry).version_ids() == ["v0001"]  # reused, not retrained
-    assert answers_path(local.catalogue, DAY).exists()
+    assert answers_path(local.catalogue, DAY).path.exists()
 
     # the label store learnt the answers; the unusable photo is counted, not kept
     labels = LabelStore.of_catalogue(local.catalogue)

@@ -71,7 +71,7 @@ def test_answers_are_exported_harvested_and_win_in_the_next_publication(catalogu
 
     [day] = export_answers(store, catalogue)
     assert day["written"] and day["answers"] == 3 and day["unusable"] == 1
-    path = answers_path(catalogue, DAY)
+    path = answers_path(catalogue, DAY).path
     mtime = path.stat().st_mtime_ns
     assert export_answers(store, catalogue)[0]["written"] is False  # idempotent
     assert path.stat().st_mtime_ns == mtime

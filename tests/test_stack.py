@@ -1,12 +1,14 @@
 """The stack test: the DAG on the real distributed engine, started by `tagging.ops.stack`.
 
-PostgreSQL, Redis, api-server, scheduler, dag-processor, triggerer and Celery workers
-(general, training, tagging-1, tagging-2) as local processes on 127.0.0.1; two days
-backfilled with `airflow backfill create`, then a tagging worker SIGKILLed mid-shard.
+PostgreSQL, Redis, an S3 server (SeaweedFS), api-server, scheduler, dag-processor,
+triggerer and Celery workers (general, training, tagging-1, tagging-2) as local processes on
+127.0.0.1, the catalogue on S3 (no shared disk); two days backfilled with `airflow backfill
+create`, then a tagging worker SIGKILLed mid-shard.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -19,12 +21,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import DAG_CONF, FMNIST_DIR
-from helpers import read_input, snapshot
+from helpers import snapshot
 
 from model_registry import Registry
-from tagging import settings
-from tagging.catalogue.layout import tagged_root, versions_dir
+from tagging import settings, storage
+from tagging.catalogue.layout import tagged_root
 from tagging.catalogue.published import read_manifest, read_published
+from tagging.catalogue.table import history
 from tagging.ops.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -36,21 +39,23 @@ CONF = {**DAG_CONF, "rows_per_shard": ROWS_PER_SHARD}
 TAGGING_WORKERS = {"tagging-1", "tagging-2"}
 
 
-def write_days(catalogue: Path, days: list[str], rows: int) -> None:
-    """Demo partitions rewritten in row groups of ROWS_PER_SHARD rows (several shards)."""
+def write_days(local: Path, catalogue: storage.Root, days: list[str], rows: int) -> None:
+    """Demo partitions in row groups of ROWS_PER_SHARD rows (several shards), written
+    locally, then uploaded to the catalogue on the stack's S3 server."""
     from tagging.catalogue.demo import generate_demo_catalogue
 
-    for path in generate_demo_catalogue(catalogue, days, rows_per_day=rows,
-                                        data_dir=FMNIST_DIR, workers=1):
+    for path in generate_demo_catalogue(local, days, rows_per_day=rows, data_dir=FMNIST_DIR,
+                                        workers=1):
         pq.write_table(pq.read_table(path), path, row_group_size=ROWS_PER_SHARD)
+        storage.write_bytes(catalogue / str(path.relative_to(local)), path.read_bytes())
 
 
 def assert_published_once_with_every_row(stack: Stack, day: str) -> None:
-    source = read_input(stack.catalogue, day)
+    source = pq.read_table(stack.workdir / "source" / "incoming" / f"dt={day}")
     table = read_published(stack.catalogue, day)
-    assert table["product_id"].to_pylist() == source["product_id"].to_pylist()
+    assert sorted(table["product_id"].to_pylist()) == sorted(source["product_id"].to_pylist())
     assert read_manifest(stack.catalogue, day)["counts"]["rows"] == source.num_rows
-    assert len(list(versions_dir(stack.catalogue, day).iterdir())) == 1
+    assert len(history(stack.catalogue, day)) == 1
 
 
 def tagged_events(stack: Stack) -> int:
@@ -67,14 +72,19 @@ def stack() -> Iterator[Stack]:
     workdir.chmod(0o755)
     stack = Stack(workdir, heartbeat_timeout=30, extra_env={
         settings.DATA_ENV: FMNIST_DIR, settings.SHARD_RETRY_DELAY_ENV: "2"})
+    saved = dict(os.environ)
     try:
-        write_days(stack.catalogue, [*DAYS, FAULT_DAY], rows=40)
         started = time.monotonic()
         status = stack.up(timeout=400)
         print(f"stack start-up: {time.monotonic() - started:.0f} s wall")
         assert status["up"], status
+        assert status["catalogue"].startswith("s3://")
+        os.environ.update(stack.s3_env())  # this process reads and writes the catalogue too
+        write_days(workdir / "source", stack.catalogue, [*DAYS, FAULT_DAY], rows=40)
         yield stack
     finally:
+        os.environ.clear()
+        os.environ.update(saved)
         services = stack.services
         stack.down()
         assert not [p for s in services for p in s.session()]
@@ -91,7 +101,7 @@ def test_every_service_listens_on_loopback_only(stack):
                           if c.status == psutil.CONN_LISTEN}
     assert addresses == {"127.0.0.1"}
     assert {s.name for s in stack.services} == {
-        "postgres", "redis", "api-server", "scheduler", "dag-processor", "triggerer",
+        "postgres", "redis", "s3", "api-server", "scheduler", "dag-processor", "triggerer",
         "general", "training", *TAGGING_WORKERS}
 
 

@@ -85,7 +85,7 @@ def generate_demo_catalogue(catalogue_root: Path | str, dates: list[str], *,
                       for i in range(0, rows_per_day, 64)]
             photos = [p for chunk in pool.map(_render_many, chunks) for p in chunk]
             table = demo_table(date, photos, data.y_test[picks])
-            out = input_dir(catalogue_root, date) / "part-0.parquet"
+            out = input_dir(catalogue_root, date).path / "part-0.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(".tmp")
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="none")

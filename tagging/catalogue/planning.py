@@ -9,16 +9,14 @@ name them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-from pathlib import Path
 from typing import NamedTuple, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagging.catalogue.layout import PARTITION_KEY, file_identity, input_files
+from tagging import storage
+from tagging.catalogue.layout import PARTITION_KEY, input_files
 from tagging.catalogue.schema import OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
 from tagging.settings import MAX_MAP_LENGTH_ENV, Settings, TaggingLimits
@@ -44,10 +42,10 @@ class Shard(TypedDict):
     rows: int
     file_rows: int  # rows of the whole file
     sha256: str  # of the whole file, as planned
-    identity: list[int]  # st_ino, st_size, st_mtime_ns of the file hashed
+    identity: list  # of the object hashed (tagging.storage.identity)
 
 
-def plan_shards(catalogue_root: Path | str, date: str, *,
+def plan_shards(catalogue_root: storage.Root | str, date: str, *,
                 rows_per_shard: int = TaggingLimits.rows_per_shard,
                 max_shards: int = Settings.max_map_length) -> list[Shard]:
     """Check the day's input, then split it into shards of whole row groups (about
@@ -64,17 +62,17 @@ def plan_shards(catalogue_root: Path | str, date: str, *,
             f"may be mapped (Airflow's [core] max_map_length, {MAX_MAP_LENGTH_ENV}): "
             "merge the files or raise the limit")
     inputs: list[_Input] = []
-    first: tuple[Path, pa.Schema] | None = None
+    first: tuple[storage.Root, pa.Schema] | None = None
     for path in files:
-        with open(path, "rb") as handle:
-            identity = file_identity(os.fstat(handle.fileno()))
-            sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
-            handle.seek(0)
+        sha256, identity = storage.sha256(path)
+        with storage.open_input(path) as handle:
             try:
                 source = pq.ParquetFile(handle)
             except (pa.ArrowException, OSError) as e:
                 raise PartitionInvalid(f"{path}: not a readable Parquet file: {e}") from None
             schema, meta = source.schema_arrow, source.metadata
+        if storage.identity(path) != identity:
+            raise PartitionInvalid(f"{path}: replaced while it was planned; plan again")
         check_schema(path, schema)
         if first is None:
             first = (path, schema)
@@ -101,7 +99,7 @@ def plan_shards(catalogue_root: Path | str, date: str, *,
 class _Input(NamedTuple):
     """One checked input file, as planned."""
 
-    path: Path
+    path: storage.Root
     group_rows: list[int]
     file_rows: int
     sha256: str
@@ -124,7 +122,7 @@ def _cut(date: str, inputs: list[_Input], rows_per_shard: int) -> list[Shard]:
     return shards
 
 
-def check_schema(path: Path, schema: pa.Schema) -> None:
+def check_schema(path: storage.Root, schema: pa.Schema) -> None:
     """The contract's column rules for one input file; PartitionInvalid naming the column."""
     clash = [name for name in schema.names if name in RESERVED]
     if clash:
@@ -141,7 +139,7 @@ def check_schema(path: Path, schema: pa.Schema) -> None:
             raise PartitionInvalid(f"{path}: column {name!r} is {kind}, must be {wanted}")
 
 
-def check_same_schema(path: Path, schema: pa.Schema, first_path: Path,
+def check_same_schema(path: storage.Root, schema: pa.Schema, first_path: storage.Root,
                       first: pa.Schema) -> None:
     """One schema per day: readers of the whole catalogue would drop or fail on a column."""
     if schema.equals(first, check_metadata=False):

@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tagging.catalogue.layout import file_identity, shard_path, staging_lock
+from tagging import storage
+from tagging.catalogue.layout import shard_path
 from tagging.catalogue.planning import Shard
 from tagging.catalogue.schema import (
     INPUT_KEY,
@@ -72,7 +71,7 @@ class Tagger:
     """A pinned model version plus warm decoding workers, reused across shards."""
 
     def __init__(self, classifier: Classifier, *, review_threshold: float | None = None,
-                 image_root: Path, workers: int | None = None):
+                 image_root: storage.Root | Path | str, workers: int | None = None):
         self.decoder = DecodingPool(image_root, workers)  # first: it refuses a daemonic process
         self.classifier = classifier
         # an explicit threshold replaces the model's policy
@@ -139,57 +138,60 @@ class Tagger:
             pa.array(np.where(failed, None, "model"), pa.string()),  # publish may verify it
         ]
 
-    def write_shard(self, shard: Shard, out_path: Path, tagged_at: datetime,
-                  on_rows: Callable[[int], None] | None = None) -> ShardStats:
+    def write_shard(self, shard: Shard, out_path: storage.Root | Path | str,
+                    tagged_at: datetime,
+                    on_rows: Callable[[int], None] | None = None) -> ShardStats:
         """Stream the shard's row groups through decode -> predict -> write; atomic output.
 
-        The input is read from the very file planned (same inode, size and mtime), so the
-        SHA-256 the plan took, stored in the output's metadata for the manifest, is that of
-        the bytes read; a file replaced since is an error, never tagged under the old hash.
+        The input must be the very object planned (same identity: inode, size and mtime of
+        a file; ETag and size of an S3 object) before and after it is read, so the SHA-256
+        the plan took, stored in the output's metadata for the manifest, is that of the
+        bytes read; an object replaced since is an error, never tagged under the old hash.
         """
-        with open(shard["file"], "rb") as handle:
-            if file_identity(os.fstat(handle.fileno())) != shard["identity"]:
-                raise PartitionInvalid(f"{shard['file']}: changed since the run was planned "
-                                       "(replaced or rewritten); a new run tags its content")
-            return self._write(handle, shard, out_path, tagged_at, on_rows)
+        source = storage.as_root(shard["file"])
+        self._check_identity(shard, source)
+        with storage.open_input(source) as handle:
+            stats = self._write(handle, shard, storage.as_root(out_path), tagged_at, on_rows)
+        self._check_identity(shard, source)
+        return stats
 
-    def _write(self, handle: io.BufferedReader, shard: Shard, out_path: Path,
+    @staticmethod
+    def _check_identity(shard: Shard, source: storage.Root) -> None:
+        if storage.identity(source) != shard["identity"]:
+            raise PartitionInvalid(f"{shard['file']}: changed since the run was planned "
+                                   "(replaced or rewritten); a new run tags its content")
+
+    def _write(self, handle: pa.NativeFile, shard: Shard, out_path: storage.Root,
                tagged_at: datetime, on_rows: Callable[[int], None] | None) -> ShardStats:
         # pre_buffer would keep every row group's column chunks of the shard cached until the
         # end: memory would grow with the shard; without it, one record batch at a time.
         source = pq.ParquetFile(handle, pre_buffer=False)
-        origin = {"file": Path(shard["file"]).name, "sha256": shard["sha256"],
+        origin = {"file": storage.as_root(shard["file"]).name, "sha256": shard["sha256"],
                   "rows": shard["file_rows"], "row_groups": shard["row_groups"]}
         schema = pa.schema(list(source.schema_arrow) + OUTPUT_FIELDS,
                            metadata={INPUT_KEY: json.dumps(origin)})
         batches = source.iter_batches(batch_size=READ_BATCH_ROWS,
                                       row_groups=range(*shard["row_groups"]))
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
         stats = ShardStats()
         seconds = stats.seconds
-        try:
-            with pq.ParquetWriter(tmp, schema, **writer_options(schema)) as writer:
-                for batch, pixels, errors in self._decoded(batches, seconds):
-                    start = time.perf_counter()
-                    columns = self.tag_columns(batch, pixels, errors, tagged_at)
-                    seconds["predict"] += time.perf_counter() - start
-                    start = time.perf_counter()
-                    writer.write_batch(pa.RecordBatch.from_arrays(
-                        list(batch.columns) + columns, schema=schema))
-                    seconds["write"] += time.perf_counter() - start
-                    stats.rows += batch.num_rows
-                    errors_column = columns[OUTPUT_NAMES.index("tag_error")]
-                    stats.errors += len(errors_column) - errors_column.null_count
-                    stats.needs_review += pc.sum(
-                        columns[OUTPUT_NAMES.index("needs_review")]).as_py() or 0
-                    if on_rows:
-                        on_rows(batch.num_rows)
-            os.replace(tmp, out_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with storage.atomic_writer(out_path) as sink, \
+                pq.ParquetWriter(sink, schema, **writer_options(schema)) as writer:
+            for batch, pixels, errors in self._decoded(batches, seconds):
+                start = time.perf_counter()
+                columns = self.tag_columns(batch, pixels, errors, tagged_at)
+                seconds["predict"] += time.perf_counter() - start
+                start = time.perf_counter()
+                writer.write_batch(pa.RecordBatch.from_arrays(
+                    list(batch.columns) + columns, schema=schema))
+                seconds["write"] += time.perf_counter() - start
+                stats.rows += batch.num_rows
+                errors_column = columns[OUTPUT_NAMES.index("tag_error")]
+                stats.errors += len(errors_column) - errors_column.null_count
+                stats.needs_review += pc.sum(
+                    columns[OUTPUT_NAMES.index("needs_review")]).as_py() or 0
+                if on_rows:
+                    on_rows(batch.num_rows)
         return stats
-
 
 
 def top3_column(top: np.ndarray, confidence: np.ndarray, failed: np.ndarray) -> pa.Array:
@@ -218,8 +220,9 @@ def parquet_columns(schema: pa.Schema) -> list[str]:
     return [column.path for column in pq.ParquetFile(buffer).schema]
 
 
-def tag_shard_to_staging(shard: Shard, *, catalogue_root: Path | str,
-                         registry_root: Path | str, model_version: str, run_id: str,
+def tag_shard_to_staging(shard: Shard, *, catalogue_root: storage.Root | Path | str,
+                         registry_root: storage.Root | Path | str, model_version: str,
+                         run_id: str,
                          tagged_at: str, review_threshold: float | None = None,
                          workers: int | None = None) -> str:
     """Tag one shard with a pinned model version; returns the staged Parquet path."""
@@ -227,8 +230,7 @@ def tag_shard_to_staging(shard: Shard, *, catalogue_root: Path | str,
     classifier = Classifier.from_registry(registry_root, model_version)
     start = time.perf_counter()
     with Tagger(classifier, review_threshold=review_threshold, workers=workers,
-                image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger, \
-            staging_lock(out.parent):
+                image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger:
         stats = tagger.write_shard(shard, out, parse_time(tagged_at))
     log.info("shard %d: %d rows (%d errors, %d need review) in %.1f s (stages: %s) -> %s",
              shard["index"], stats.rows, stats.errors, stats.needs_review,

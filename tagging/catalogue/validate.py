@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TypedDict
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tagging.catalogue.layout import input_files, published_dir
+from tagging.catalogue.publish import parquet_file
 from tagging.catalogue.published import published_schema, read_manifest, read_published
 from tagging.catalogue.schema import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
 from tagging.loop.quality import check_live_quality, published_quality
 from tagging.settings import LoopPolicy, TaggingLimits
+from tagging.storage import Root
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class ValidationReport(TypedDict):
     problems: list[str]
 
 
-def validate_partition(catalogue_root: Path | str, date: str, *,
+def validate_partition(catalogue_root: Root | str, date: str, *,
                        max_error_rate: float = TaggingLimits.max_error_rate,
                        max_review_rate: float = TaggingLimits.max_review_rate,
                        expected: dict | None = None,
@@ -46,7 +46,7 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
     if manifest is None:
         raise PartitionInvalid(f"{published_dir(catalogue_root, date)}: not published")
     problems = []
-    input_rows = sum(pq.ParquetFile(p).metadata.num_rows
+    input_rows = sum(parquet_file(p).metadata.num_rows
                      for p in input_files(catalogue_root, date))
     schema = published_schema(catalogue_root, date)
     missing = [] if schema is None else [
@@ -96,7 +96,7 @@ def validate_partition(catalogue_root: Path | str, date: str, *,
     return report
 
 
-def truth_agreement(catalogue_root: Path | str, date: str) -> dict:
+def truth_agreement(catalogue_root: Root | str, date: str) -> dict:
     """Accuracy of the model's tags against a known label column, when the input has one.
 
     `verified_category` (merchandiser-confirmed) wins over `true_category` (demo data).

@@ -6,7 +6,8 @@ import argparse
 from datetime import date as Date
 from pathlib import Path
 
-from tagging.settings import LoopPolicy, path_or_url_of
+from tagging.settings import LoopPolicy
+from tagging.storage import Root
 
 
 def iso_date(value: str) -> str:
@@ -17,14 +18,17 @@ def iso_date(value: str) -> str:
 
 
 def add_registry_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--registry", type=path_or_url_of, default=None,
+    p.add_argument("--registry", type=Root, default=None,
                    help="model registry: a folder or s3://bucket/prefix (default: "
                    "$TAGGING_REGISTRY or var/registry)")
 
 
 def add_catalogue_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalogue", type=Path, default=None,
-                   help="catalogue root (default: $TAGGING_CATALOGUE or var/catalogue)")
+    from tagging.storage import Root
+
+    p.add_argument("--catalogue", type=Root, default=None,
+                   help="catalogue root, a folder or s3://bucket/prefix (default: "
+                   "$TAGGING_CATALOGUE or var/catalogue)")
 
 
 def add_data_arg(p: argparse.ArgumentParser) -> None:

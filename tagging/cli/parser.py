@@ -23,8 +23,8 @@ from tagging.settings import (
     ReviewSettings,
     Settings,
     TaggingLimits,
-    path_or_url_of,
 )
+from tagging.storage import Root
 
 DESCRIPTION = """\
 Tag an online shop's product photos with Fashion-MNIST clothing categories.
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the needs_review threshold (default: "
                    f"${settings.REAL_PHOTOS_ENV}; without them, calibration uses the validation "
                    "split, which suits Fashion-MNIST-like photos only)")
-    p.add_argument("--label-store", type=path_or_url_of, help="a catalogue's label store "
+    p.add_argument("--label-store", type=Root, help="a catalogue's label store "
                    "(<catalogue>/labels, see `tagging labels`): learn from its verified labels "
                    "the same way")
     p.add_argument("--real-photo-repeats", type=int, help="copies of each train-side photo in "
@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tag", help="tag one day's catalogue partition and publish it",
                        description="Read catalogue/incoming/dt=DATE/*.parquet, predict a "
-                       "category for every photo, and publish catalogue/tagged/dt=DATE "
-                       "atomically with a _MANIFEST.json.")
+                       "category for every photo, and publish the day as one commit of the Delta "
+                       "table catalogue/tagged, with its manifest.")
     add_catalogue_arg(p)
     p.add_argument("--date", required=True, type=iso_date, help="partition date YYYY-MM-DD")
     add_registry_arg(p)
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=loop.quality)
 
     add_registry_commands(sub)
+    add_table_commands(sub)
     add_review_commands(sub)
     return parser
 
@@ -247,3 +248,25 @@ def add_registry_commands(sub) -> None:
     q.set_defaults(func=model.rollback)
     q = reg.add_parser("events", help="the registry's event log")
     q.set_defaults(func=model.events)
+
+
+def add_table_commands(sub) -> None:
+    p = sub.add_parser("catalogue", help="the published table: history, restore a day, changes",
+                       description="The tagged Delta table (<catalogue>/tagged): the commits "
+                       "of a day, a day restored to an earlier table version (the rollback), "
+                       "and what changed since a table version (search's incremental feed).")
+    add_catalogue_arg(p)
+    table = p.add_subparsers(required=True, metavar="ACTION")
+    q = table.add_parser("history", help="the table's commits (of one day)")
+    q.add_argument("--date", type=iso_date, default=None)
+    q.set_defaults(func=catalogue.history)
+    q = table.add_parser("restore", help="restore a day's rows as of a table version, as a "
+                         "new commit")
+    q.add_argument("--date", type=iso_date, required=True)
+    q.add_argument("--version", type=int, required=True, help="table version (see history)")
+    q.set_defaults(func=catalogue.restore)
+    q = table.add_parser("changes", help="days and rows changed since a table version")
+    q.add_argument("--since", type=int, required=True,
+                   help="the table version last indexed (-1: everything)")
+    q.add_argument("--json", action="store_true", help="print JSON (for a search indexer)")
+    q.set_defaults(func=catalogue.changes)

@@ -67,6 +67,23 @@ def print_demo_summary(run: DemoRun) -> None:
         console.print(f"{day.partition}: {where}", soft_wrap=True)
     console.print(f"champion {run.champion} in {run.registry}", soft_wrap=True)
     console.print(f"Airflow home (SQLite): {run.airflow_home}", soft_wrap=True)
+    if run.table_version is not None:
+        print_table_readers(run.table, run.table_version,
+                            [d.partition for d in run.days if d.published])
+
+
+def print_table_readers(table: str, version: int, days: list[str]) -> None:
+    """How to read the published Delta table (README: "Reading the published catalogue")."""
+    day = days[-1] if days else "YYYY-MM-DD"
+    console.print(f"published: the Delta table {table} (table version {version}, one dt= "
+                  "partition a day); read it as a Delta table, not by globbing its Parquet "
+                  "files (a glob sees superseded files):", soft_wrap=True, markup=False)
+    console.print(f"  python -c \"from deltalake import DeltaTable; print(DeltaTable('{table}')"
+                  f".to_pandas(filters=[('dt', '=', '{day}')]))\"", soft_wrap=True, markup=False)
+    console.print(f"  tagging catalogue --catalogue {table.removesuffix('/tagged')} history "
+                  f"--date {day}", soft_wrap=True, markup=False)
+    console.print("  DuckDB, Spark, the change feed: README, \"Reading the published "
+                  "catalogue\"", soft_wrap=True, markup=False)
 
 
 def share(value: float | None) -> str:
@@ -154,5 +171,8 @@ def print_stack_status(status: dict, stack) -> None:
         console.print(f"Airflow UI and API: {status['api_url']} (users and passwords: "
                       f"{stack.home / 'simple_auth_manager_passwords.json.generated'})",
                       soft_wrap=True)
+        console.print(f"catalogue {status['catalogue']}, registry {status['registry']}"
+                      + (f" (S3 server {status['s3']}; AWS_* in {stack.env_file})"
+                         if status.get("s3") else ""), soft_wrap=True)
         console.print(f"started in {status['startup_seconds']} s; for the airflow CLI: "
                       f"source {stack.env_file}", soft_wrap=True)

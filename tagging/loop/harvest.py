@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model_registry.files import sha256_file
+from tagging import storage
 from tagging.errors import ImageError, TaggingError
 from tagging.labels import parse_label
 from tagging.photos.decode import load_image_uri
@@ -194,7 +195,7 @@ def build_rows(source: str, product_ids: list[Any], labels: list[Any], images: l
     return result
 
 
-def partition_rows(source: str, files: list[Path], *, image_root: Path,
+def partition_rows(source: str, files: list[storage.Root], *, image_root: storage.Root | Path,
                    previous: pa.Table | None, now: datetime, workers: int | None = None,
                    answers: pa.Table | None = None) -> SourceRows:
     """The verified rows of one catalogue partition's input files: `verified_category`, and
@@ -206,7 +207,9 @@ def partition_rows(source: str, files: list[Path], *, image_root: Path,
             answers["answered_at"].to_pylist(), strict=True)}
     ids, labels, images, uris, stated, unusable, found = [], [], [], [], [], [], set()
     for path in files:
-        names = pq.read_schema(path).names
+        fs, where = storage.arrow_fs(path)  # a local file or an S3 object
+        with storage.storage_errors(path):
+            names = pq.read_schema(where, filesystem=fs).names
         wanted = [c for c in ("product_id", "verified_category", "image", "image_uri",
                               "verified_at") if c in names]
         conditions = [pc.is_valid(pc.field("verified_category"))] \
@@ -216,7 +219,9 @@ def partition_rows(source: str, files: list[Path], *, image_root: Path,
         if not conditions:
             continue
         condition = conditions[0] if len(conditions) == 1 else conditions[0] | conditions[1]
-        for row in pq.read_table(path, columns=wanted, filters=condition).to_pylist():
+        with storage.storage_errors(path):
+            table = pq.read_table(where, filesystem=fs, columns=wanted, filters=condition)
+        for row in table.to_pylist():
             pid, label, when = row["product_id"], row.get("verified_category"), \
                 row.get("verified_at")
             if pid in answered:
@@ -281,18 +286,19 @@ def photo_folder_rows(folder: Path | str, *, previous: pa.Table | None = None,
 # ---------------------------------------------------------------- has a source changed?
 
 
-def files_key(files: list[Path], previous: list[dict] | None) -> list[dict]:
-    """Name, size, mtime and SHA-256 of each input file (the hash is reused when the file's
-    size and mtime are unchanged: hashing 30 days of photos every run would be slow), and
-    the preprocessing signature."""
-    known = {(p["file"], p["size"], p["mtime_ns"]): p["sha256"]
+def files_key(files: list[Path | storage.Root], previous: list[dict] | None) -> list[dict]:
+    """Name, size, mtime (an S3 object: ETag) and SHA-256 of each input file (the hash is
+    reused when size and mtime are unchanged: hashing 30 days of photos every run would be
+    slow), and the preprocessing signature."""
+    known = {(p["file"], p["size"], p.get("mtime_ns", p.get("etag"))): p["sha256"]
              for p in previous or [] if "file" in p}
     key: list[dict] = [{"preprocess": preprocess_signature()}]
-    for path in files:
-        stat = path.stat()
-        sha = known.get((path.name, stat.st_size, stat.st_mtime_ns)) or sha256_file(path)
-        key.append({"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                    "sha256": sha})
+    for path in map(storage.as_root, files):
+        identity = storage.identity(path)
+        stamp = ({"size": identity[1], "etag": identity[0]} if path.is_remote
+                 else {"size": identity[1], "mtime_ns": identity[2]})
+        sha = (known.get((path.name, *stamp.values())) or storage.sha256(path)[0])
+        key.append({"file": path.name, **stamp, "sha256": sha})
     return key
 
 

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.store import AlreadyExists, Conflict, open_store
-from tagging.catalogue.layout import input_dir, input_files, label_store_dir
+from tagging.catalogue.layout import has_input, input_files, label_store_dir
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.loop.harvest import (
     SCHEMA,
@@ -55,7 +55,8 @@ from tagging.loop.harvest import (
     photo_folder_source,
 )
 from tagging.review.overlay import DayOverlay
-from tagging.settings import LoopPolicy, Settings, path_or_url_of
+from tagging.settings import LoopPolicy, Settings
+from tagging.storage import Root, as_root
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,12 @@ class HarvestReport:
 class LabelStore:
     """The labelled-photo store of one catalogue (created on the first harvest)."""
 
-    def __init__(self, root: Path | str):
-        self.root = path_or_url_of(root)
+    def __init__(self, root: Root | Path | str):
+        self.root = as_root(root)
         self.objects = open_store(self.root)
 
     @classmethod
-    def of_catalogue(cls, catalogue_root: Path | str) -> LabelStore:
+    def of_catalogue(cls, catalogue_root: Root | Path | str) -> LabelStore:
         return cls(label_store_dir(catalogue_root))
 
     # ------------------------------------------------------------ harvesting
@@ -116,7 +117,6 @@ class LabelStore:
                           ) -> HarvestReport:
         """Harvest one catalogue partition's verified rows and review answers (skipped if
         its files and its answers file are unchanged)."""
-        catalogue_root = Path(catalogue_root)
         source = f"dt={date.fromisoformat(day).isoformat()}"
         image_root = image_root or _default_image_root(catalogue_root)
 
@@ -143,7 +143,7 @@ class LabelStore:
         reports = []
         for back in reversed(range(days)):
             current = (end - timedelta(days=back)).isoformat()
-            if any(input_dir(catalogue_root, current).glob("*.parquet")):
+            if has_input(catalogue_root, current):
                 reports.append(self.harvest_partition(catalogue_root, current,
                                                       image_root=image_root, workers=workers))
         return reports
@@ -319,5 +319,5 @@ def _decode(data: bytes, where: str) -> tuple[pa.Table, dict | None]:
                               "again") from None
 
 
-def _default_image_root(catalogue_root: Path) -> Path:
+def _default_image_root(catalogue_root: Root | Path | str) -> Root:
     return Settings.from_env().image_root_for(catalogue_root)

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tagging.catalogue.published import (
     published_days,
@@ -61,12 +60,6 @@ def live_quality(table: pa.Table) -> dict:
         "review_rate": _share(int(review.sum()), tagged.num_rows),
         "predicted": counts,
     }
-
-
-def partition_quality(parts: list[Path]) -> dict:
-    """live_quality of Parquet files of published rows (publish: the staged copy)."""
-    names = pq.read_schema(parts[0]).names if parts else []
-    return _quality_of(names, lambda columns: pq.read_table(parts, columns=columns))
 
 
 def published_quality(catalogue_root: Path | str, date: str) -> dict:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from tagging import settings
 from tagging.catalogue.layout import input_dir, published_dir
 from tagging.catalogue.published import read_manifest
+from tagging.catalogue.table import open_table, table_root
 from tagging.labels import CATEGORY_SLUGS
 from tagging.ops.airflow import last_error
 from tagging.ops.local import LocalAirflow
@@ -42,7 +43,7 @@ class DemoDay:
     ok: bool
     seconds: float
     log: str
-    published: str | None = None  # the published partition's folder
+    published: str | None = None  # where the day is in the tagged table
     model_version: str | None = None
     rows: int = 0
     tagged: int = 0
@@ -58,6 +59,8 @@ class DemoRun:
 
     airflow_home: str
     catalogue: str
+    table: str  # the tagged Delta table
+    table_version: int | None  # its version after the demo (None: nothing published)
     registry: str
     champion: str | None
     days: list[DemoDay]
@@ -100,12 +103,19 @@ def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = 
             day.error = last_error(local.dag_test_log(date))
         days.append(day)
     return DemoRun(airflow_home=str(local.home), catalogue=str(local.catalogue),
+                   table=str(table_root(local.catalogue)),
+                   table_version=_table_version(local.catalogue),
                    registry=str(local.registry), champion=_champion(local.registry), days=days)
 
 
 def _local_airflow(workdir: Path | str, data_dir: Path | str | None) -> LocalAirflow:
     extra_env = {settings.DATA_ENV: str(Path(data_dir).absolute())} if data_dir else {}
     return LocalAirflow.in_workdir(Path(workdir), extra_env=extra_env)
+
+
+def _table_version(catalogue: Path) -> int | None:
+    table = open_table(catalogue)
+    return table.version() if table is not None else None
 
 
 def _champion(registry: Path) -> str | None:
@@ -183,7 +193,7 @@ def real_photo_days(folder: Path | str, catalogue_root: Path | str, dates: list[
             "verified_category": pa.array([s if v else None for s, v in zip(
                 slugs, shown, strict=True)], pa.string()),
         })
-        out = input_dir(catalogue_root, day) / "part-0.parquet"
+        out = input_dir(catalogue_root, day).path / "part-0.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         pq.write_table(table, tmp, row_group_size=64)

@@ -2,7 +2,9 @@
 
 Starts the services of docker-compose.yml as local processes: PostgreSQL (a cluster under
 the work dir, run by the Debian binaries as an unprivileged user), Redis, and Airflow's
-api-server, scheduler, dag-processor, triggerer and Celery workers (CeleryExecutor), laid
+api-server, scheduler, dag-processor, triggerer and Celery workers (CeleryExecutor), and an
+S3 server (SeaweedFS, tagging.ops.s3server) holding the catalogue (and the registry, with
+`registry_on_s3`): the workers share no disk, as on several machines. Laid
 out as in the compose file: `general` (default queue, 2 tasks), `training` (training
 queue, 1) and N `tagging-i` (tagging queue, 1: a shard uses every core). Everything
 listens on 127.0.0.1 only, on free ports. Each service runs in its own session, so `down`
@@ -45,6 +47,7 @@ from tagging.ops.airflow import (
     wait_for,
     wait_http,
 )
+from tagging.ops.s3server import S3Server
 from tagging.ops.services import (
     DB_NAME,
     DB_USER,
@@ -55,10 +58,12 @@ from tagging.ops.services import (
     write_private,
 )
 from tagging.settings import DAG_ID
+from tagging.storage import Root
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "default"  # Airflow's [operators] default_queue
+BUCKET = "tagging"  # the stack's S3 bucket
 VISIBILITY_TIMEOUT = 4 * 3600
 
 
@@ -88,6 +93,10 @@ class Stack(AirflowHarness):
     tagging_workers: int = 2
     heartbeat_timeout: int = 300
     scheduled: bool = False
+    # The catalogue on the stack's S3 server (else a folder of the work dir); the registry
+    # too with registry_on_s3 (model_registry on object storage: the `registry` branch).
+    object_storage: bool = True
+    registry_on_s3: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -119,12 +128,27 @@ class Stack(AirflowHarness):
         return self.root / "postgres"
 
     @property
-    def catalogue(self) -> Path:
-        return self.workdir / "catalogue"
+    def catalogue(self) -> Root:
+        if self.object_storage:
+            return Root(f"s3://{BUCKET}/catalogue")
+        return Root(self.workdir / "catalogue")
 
     @property
-    def registry(self) -> Path:
+    def registry(self) -> Path | str:
+        if self.object_storage and self.registry_on_s3:
+            return f"s3://{BUCKET}/registry"
         return self.workdir / "registry"
+
+    @property
+    def s3(self) -> S3Server:
+        """The stack's S3 server (its ports and keys kept in the state file)."""
+        saved = self.state["s3"]
+        return S3Server(self.root / "s3", access_key=saved["access_key"],
+                        secret_key=saved["secret_key"], ports=saved["ports"])
+
+    def s3_env(self) -> dict[str, str]:
+        """The AWS_* variables of the stack's S3 server (empty without object storage)."""
+        return self.s3.env() if self.state.get("s3") else {}
 
     @property
     def services(self) -> list[Service]:
@@ -170,6 +194,7 @@ class Stack(AirflowHarness):
                 max(2, min(10, self.heartbeat_timeout // 3))),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
         }
+        env |= self.s3_env()
         env.pop(settings.WORKER_NAME_ENV, None)
         if worker:
             env[settings.WORKER_NAME_ENV] = worker
@@ -194,6 +219,8 @@ class Stack(AirflowHarness):
         try:
             self._start_postgres(timeout)
             self._start_redis(timeout)
+            if self.object_storage:
+                self._start_s3(timeout)
             self.migrate(timeout=timeout)
             self._spawn("api-server", "api-server", "--host", "127.0.0.1", "--port",
                         str(self.state["ports"]["api"]), "--workers", "1")
@@ -218,7 +245,7 @@ class Stack(AirflowHarness):
 
     def down(self) -> None:
         """Stop every service, Airflow first and PostgreSQL last; leaves no process behind."""
-        airflow = [s for s in self.services if s.name not in ("postgres", "redis")]
+        airflow = [s for s in self.services if s.name not in ("postgres", "redis", "s3")]
         for group in (airflow, [s for s in self.services if s not in airflow]):
             for service in group:  # all at once: their clean exits overlap
                 service.terminate()
@@ -241,6 +268,7 @@ class Stack(AirflowHarness):
                 "workdir": str(self.workdir), "api_url": self.api_url,
                 "ports": self.state["ports"], "startup_seconds": self.state.get("startup_seconds"),
                 "airflow_home": str(self.home), "catalogue": str(self.catalogue),
+                "s3": self.s3.endpoint if self.state.get("s3") else None,
                 "registry": str(self.registry), "services": services}
 
     # ------------------------------------------------------------ workers
@@ -326,6 +354,16 @@ class Stack(AirflowHarness):
                       self.state["secrets"]["redis"], self.log_dir)
         self._spawn_process("redis", redis.prepare(), env=redis.env())
         redis.wait_ready(self.service("redis").alive, timeout)
+
+    def _start_s3(self, timeout: float) -> None:
+        server = S3Server(self.root / "s3").start(buckets=(BUCKET,), timeout=timeout)
+        self.state["s3"] = {"access_key": server.access_key, "secret_key": server.secret_key,
+                            "ports": server.ports}
+        proc = psutil.Process(server.process.pid)
+        self.state["services"].append(vars(Service(
+            name="s3", pid=proc.pid, argv=proc.cmdline(), log=str(server.workdir / "weed.log"),
+            created=proc.create_time())))
+        self._save()
 
     # ------------------------------------------------------------ processes
 

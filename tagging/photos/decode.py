@@ -33,13 +33,16 @@ DRAFT_LONG_EDGE = 224  # JPEGs are decoded at the smallest scale keeping this ma
 BACKGROUND = (255, 255, 255)  # transparent areas are composited onto white
 
 
-def load_image_uri(uri: str, image_root: Path) -> bytes:
-    """Read the bytes of `uri`, a relative path that must stay inside `image_root`."""
+def load_image_uri(uri: str, image_root: Path | str) -> bytes:
+    """Read the bytes of `uri`, a relative path that must stay inside `image_root` (a
+    folder, or an s3:// prefix)."""
     if not uri:
         raise ImageError("missing image")
     shown = uri if len(uri) <= 200 else uri[:200] + "..."
     if _URL.match(uri):
         raise ImageError(f"image_uri is a URL, not a path under the image root: {shown}")
+    if str(image_root).startswith("s3://"):
+        return _load_remote(uri, str(image_root), shown)
     try:
         root = Path(image_root).resolve()
         path = (root / uri).resolve()
@@ -58,6 +61,31 @@ def load_image_uri(uri: str, image_root: Path) -> bytes:
         raise ImageError(f"image_uri not found: {shown}") from e
     except OSError as e:
         raise ImageError(f"image_uri unreadable: {shown}: {e.strerror or e}") from e
+
+
+def _load_remote(uri: str, image_root: str, shown: str) -> bytes:
+    """load_image_uri under an s3:// image root: the same refusals as on disk (an object
+    store has no symlinks, so the key's own `..` and absolute paths are what escapes)."""
+    import posixpath
+
+    from tagging import storage
+    from tagging.errors import StorageError
+
+    if "\0" in uri:
+        raise ImageError(f"invalid image_uri: {shown}")
+    key = posixpath.normpath(uri)
+    if uri.startswith("/") or key == ".." or key.startswith("../") or key == ".":
+        raise ImageError(f"image_uri escapes the image root: {shown}")
+    obj = storage.Root(image_root) / key
+    try:
+        size = storage.identity(obj)[1]
+        if size > MAX_FILE_BYTES:
+            raise ImageError(f"image file too large: {size} bytes (limit {MAX_FILE_BYTES})")
+        return storage.read_bytes(obj)
+    except StorageError as e:
+        if str(e).endswith(": not found"):
+            raise ImageError(f"image_uri not found: {shown}") from None
+        raise
 
 
 def decode_photo(data: bytes | None) -> Image.Image:

@@ -40,13 +40,21 @@ def decode_chunk(images: list[bytes | None], uris: list[str | None],
     for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
         try:
             if data is None and uri:
-                data = load_image_uri(uri, Path(image_root))
+                data = load_image_uri(uri, image_root)
             pixels[i] = preprocess(data)
         except ImageError as e:
             errors[i] = str(e)
         except Exception as e:  # a row must never take the batch down
             errors[i] = f"preprocessing failed: {type(e).__name__}: {e}"
     return pixels, errors, time.process_time() - start
+
+
+def aws_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+
+
+def use_env(env: dict[str, str]) -> None:
+    os.environ.update(env)
 
 
 class DecodingPool:
@@ -70,7 +78,10 @@ class DecodingPool:
         self.pool.shutdown(cancel_futures=True)
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
+        # The forkserver keeps the environment it started with: the workers get this
+        # process's AWS_* variables (an s3:// image root) from here.
+        return ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"),
+                                   initializer=use_env, initargs=(aws_env(),))
 
     def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
         """A worker died, so the pool is broken: start a fresh one (once per breakage)."""

@@ -8,12 +8,11 @@ import logging
 import time
 import uuid
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress
 
-from tagging.catalogue.layout import published_dir, shard_path, staging_dir, staging_lock
+from tagging.catalogue.layout import published_dir, shard_path
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_partition
 from tagging.catalogue.published import read_manifest
@@ -22,6 +21,7 @@ from tagging.errors import TaggingError
 from tagging.model.inference import Classifier
 from tagging.pipeline.results import Publication, RunPlan, ValidatedRun
 from tagging.settings import LoopPolicy, Settings, TaggingLimits
+from tagging.storage import Root
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,12 @@ def plan_run(partition: str, model_ref: str | None) -> RunPlan:
 
 
 def publish_run(run: RunPlan, staged: list[str]) -> Publication:
-    """Swap the partition in atomically (unless it was already published)."""
+    """Commit the day to the tagged Delta table (unless it was already published)."""
     catalogue = Settings.from_env().catalogue_root
     if run["already_published"]:
         return Publication(path=str(published_dir(catalogue, run["partition"])),
                            newly_published=False)
-    path: Path = publish_partition(catalogue, run["partition"], staged=staged,
+    path = publish_partition(catalogue, run["partition"], staged=staged,
                                    model_version=run["model_version"],
                                    tagged_at=run["tagged_at"])
     return Publication(path=str(path), newly_published=True)
@@ -92,7 +92,7 @@ def validate_run(run: RunPlan, published: Publication, *,
                         newly_published=published["newly_published"])
 
 
-def tag_partition(catalogue_root: Path | str, date: str, *, registry_root: Path | str,
+def tag_partition(catalogue_root: Root | str, date: str, *, registry_root: Root | str,
                   model: str = "champion", review_threshold: float | None = None,
                   workers: int | None = None,
                   rows_per_shard: int = TaggingLimits.rows_per_shard,
@@ -106,7 +106,6 @@ def tag_partition(catalogue_root: Path | str, date: str, *, registry_root: Path 
     staged, seconds = [], dict.fromkeys(STAGES, 0.0)
     with Tagger(classifier, review_threshold=review_threshold, workers=workers,
                 image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger, \
-            staging_lock(staging_dir(catalogue_root, date, run_id)), \
             Progress(disable=not progress) as bar:
         task = bar.add_task(f"tagging {date}", total=sum(s["rows"] for s in shards))
         for shard in shards:

@@ -13,16 +13,16 @@ import io
 import json
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model_registry.files import atomic_write_bytes, sha256_file
+from tagging import storage
 from tagging.catalogue.layout import ANSWERS, PARTITION_KEY, answers_path, reviews_root
 from tagging.labels import CATEGORY_SLUGS
 from tagging.review.store import UNUSABLE, ReviewStore
+from tagging.storage import Root
 
 log = logging.getLogger(__name__)
 
@@ -66,47 +66,50 @@ def answers_table(store: ReviewStore, day: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def export_day(store: ReviewStore, catalogue_root: Path | str, day: str) -> dict[str, Any]:
+def export_day(store: ReviewStore, catalogue_root: Root | str, day: str) -> dict[str, Any]:
     """Write the day's answers file if its content changed; what was done."""
     table = answers_table(store, day)
     path = answers_path(catalogue_root, day)
-    unchanged = path.exists() and read_answers_file(path).equals(table)
+    unchanged = storage.exists(path) and read_answers_file(path).equals(table)
     if not unchanged:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        atomic_write_bytes(path, buffer.getvalue())
+        storage.write_bytes(path, buffer.getvalue())
         log.info("exported %d answers of %s to %s", table.num_rows, day, path)
     return {"partition": day, "answers": table.num_rows, "path": str(path),
             "written": not unchanged,
             "unusable": sum(a == UNUSABLE for a in table["answer"].to_pylist())}
 
 
-def export_answers(store: ReviewStore, catalogue_root: Path | str,
+def export_answers(store: ReviewStore, catalogue_root: Root | str,
                    days: list[str] | None = None) -> list[dict[str, Any]]:
     """Export every day that has answers (or `days`); idempotent."""
     return [export_day(store, catalogue_root, day)
             for day in (days if days is not None else store.answered_partitions())]
 
 
-def read_answers_file(path: Path) -> pa.Table:
-    return pq.read_table(path, schema=SCHEMA)
+def read_answers_file(path: Root | str) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(path)), schema=SCHEMA)
 
 
-def read_answers(catalogue_root: Path | str, day: str) -> pa.Table | None:
+def read_answers(catalogue_root: Root | str, day: str) -> pa.Table | None:
     """The day's exported answers (None: nobody answered about that day)."""
     path = answers_path(catalogue_root, day)
-    return read_answers_file(path) if path.exists() else None
+    return read_answers_file(path) if storage.exists(path) else None
 
 
-def exported_days(catalogue_root: Path | str) -> list[str]:
+def exported_days(catalogue_root: Root | str) -> list[str]:
     """The days with an answers file, oldest first."""
+    folder = reviews_root(catalogue_root)
     prefix = f"{PARTITION_KEY}="
-    return sorted(p.parent.name.removeprefix(prefix)
-                  for p in reviews_root(catalogue_root).glob(f"{prefix}*/{ANSWERS}"))
+    return sorted(o.root.parent.name.removeprefix(prefix)
+                  for o in storage.list_objects(folder)
+                  if o.root.name == ANSWERS and o.root.parent.parent == folder
+                  and o.root.parent.name.startswith(prefix))
 
 
-def answers_fingerprint(catalogue_root: Path | str, day: str) -> str | None:
+def answers_fingerprint(catalogue_root: Root | str, day: str) -> str | None:
     """The SHA-256 of the day's answers file (None: none): a publication records the one it
     applied, so a day whose answers changed since is published again."""
     path = answers_path(catalogue_root, day)
-    return sha256_file(path) if path.exists() else None
+    return storage.sha256(path)[0] if storage.exists(path) else None

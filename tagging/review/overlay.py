@@ -10,35 +10,36 @@ For each published row:
 
 `category_top3` stays the model's guess, so the model's own top class is always readable.
 Live quality is measured on the model's output before the overlay (`staged_quality`).
-Publishing uses `DayOverlay`: the day's answers file read once, applied to every shard,
-and recorded in the manifest (its SHA-256), so a day whose answers changed since its last
-publication is known (tagging.pipeline.review.days_with_new_answers).
+Publishing uses `DayOverlay`: the day's answers file read once, applied to every batch
+of the day's rows before the Delta commit, and recorded in the manifest (its SHA-256), so
+a day whose answers changed since its last publication is known
+(tagging.pipeline.review.days_with_new_answers).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tagging import storage
 from tagging.catalogue.layout import answers_path
-from tagging.catalogue.tagger import READ_BATCH_ROWS, writer_options
 from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.loop.quality import live_quality
 from tagging.review.export import SCHEMA as ANSWERS_SCHEMA
 from tagging.review.store import UNUSABLE
+from tagging.storage import Root
 
 SOURCE = "category_source"
 VERIFIED, MODEL = "verified", "model"
+
+
+def _parquet(obj: Root) -> pq.ParquetFile:
+    return pq.ParquetFile(storage.open_input(obj), pre_buffer=False)
 
 
 def _answers_by_product(answers: pa.Table | None) -> dict[str, str]:
@@ -85,51 +86,17 @@ def apply_answers(table: pa.Table, answers: pa.Table | None) -> pa.Table:
     return table
 
 
-def touches(table: pa.Table, answers: pa.Table | None) -> bool:
-    """Would apply_answers change anything in rows with these product ids / verified values?"""
-    if "verified_category" in table.column_names and table["verified_category"].null_count \
-            < table.num_rows:
-        return True
-    if answers is None or not answers.num_rows:
-        return False
-    return bool(pc.any(pc.is_in(table["product_id"], answers["product_id"])).as_py())
-
-
-def overlay_shard(src: Path, dest: Path, answers: pa.Table | None) -> None:
-    """Write staged shard `src` as published file `dest` with the answers applied, batch
-    by batch (memory stays flat); a shard nothing applies to is linked as it is."""
-    schema = pq.read_schema(src)
-    probe = pq.read_table(src, columns=[c for c in ("product_id", "verified_category")
-                                        if c in schema.names])
-    if not touches(probe, answers) and SOURCE in schema.names:
-        try:
-            os.link(src, dest)
-        except OSError:
-            shutil.copy2(src, dest)
-        return
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    out_schema = apply_answers(schema.empty_table(), None).schema.with_metadata(schema.metadata)
-    try:
-        with pq.ParquetWriter(tmp, out_schema, **writer_options(out_schema)) as writer:
-            for batch in pq.ParquetFile(src).iter_batches(batch_size=READ_BATCH_ROWS):
-                writer.write_table(apply_answers(pa.Table.from_batches([batch]), answers)
-                                   .cast(out_schema))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def staged_quality(staged: list[Path], answers: pa.Table | None) -> dict:
+def staged_quality(staged: list[Root], answers: pa.Table | None) -> dict:
     """Live quality of the model's own tags (the staged shards, before the overlay), on the
     day's unbiased truth: `verified_category` from the input, else the answer to an audit
     question. Answers to rows the model flagged are left out: those are the hard photos."""
-    names = pq.read_schema(staged[0]).names if staged else []
+    names = _parquet(staged[0]).schema_arrow.names if staged else []
     columns = [c for c in ("product_id", "category", "needs_review", "verified_category")
                if c in names]
     if not staged or "category" not in columns:
         return live_quality(pa.table({"category": pa.array([], pa.string()),
                                       "needs_review": pa.array([], pa.bool_())}))
-    table = pq.read_table(staged, columns=columns, partitioning=None)
+    table = pa.concat_tables(_parquet(s).read(columns=columns) for s in staged)
     audit = {} if answers is None else {
         p: a for p, a, r in zip(answers["product_id"].to_pylist(),
                                 answers["answer"].to_pylist(),
@@ -151,23 +118,27 @@ class DayOverlay:
     answers: pa.Table | None  # tagging.review.export.SCHEMA; None: nobody answered
     sha256: str | None
 
+    COLUMNS = ("product_id", "verified_category", "category", "category_id",
+               "category_confidence", "needs_review")  # what apply reads
+
     @classmethod
-    def load(cls, catalogue_root: Path | str, date: str) -> DayOverlay:
+    def load(cls, catalogue_root: Root | str, date: str) -> DayOverlay:
         path = answers_path(catalogue_root, date)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        if not storage.exists(path):
             return cls(None, None)
+        data = storage.read_bytes(path)
         return cls(pq.read_table(io.BytesIO(data), schema=ANSWERS_SCHEMA),
                    hashlib.sha256(data).hexdigest())
 
     def apply(self, table: pa.Table) -> pa.Table:
         return apply_answers(table, self.answers)
 
-    def publish_shard(self, src: Path, dest: Path) -> None:
-        overlay_shard(src, dest, self.answers)
+    @staticmethod
+    def schema(staged: pa.Schema) -> pa.Schema:
+        """The published schema of rows staged with `staged` (category_source added)."""
+        return apply_answers(staged.empty_table(), None).schema
 
-    def quality(self, staged: list[Path]) -> dict:
+    def quality(self, staged: list[Root]) -> dict:
         return staged_quality(staged, self.answers)
 
     def manifest(self) -> dict[str, Any]:
