@@ -58,8 +58,9 @@ def input_checksums(catalogue_root: Root | str, date: str) -> list[InputFile]:
 
 def is_published(catalogue_root: Root | str, date: str, model_version: str) -> bool:
     """True when the partition is published by this model version from the same input files."""
-    return _same(read_manifest(catalogue_root, date), model_version,
-                 input_checksums(catalogue_root, date))
+    manifest = read_manifest(catalogue_root, date)
+    return bool(manifest and manifest["model_version"] == model_version
+                and _same(manifest, model_version, input_checksums(catalogue_root, date)))
 
 
 def _same(manifest: dict | None, model_version: str, inputs: list[InputFile]) -> bool:
