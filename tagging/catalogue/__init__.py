@@ -4,7 +4,8 @@ layout    where every file lives (incoming/, tagged/, _staging/)
 schema    the output contract: the tag columns every published row gets
 planning  the partition cut into shards of whole row groups
 tagger    decode -> preprocess -> predict -> the tag columns, one shard at a time
-publish   staged shards swapped in as tagged/dt=D in one atomic step
+table     the tagged Delta table: a day's commit and manifest, history, restore, changes
+publish   staged shards become the day's rows of the table in one commit
 validate  a published partition checked against its input and the quality limits
 published the read seam: published days, rows, schema and manifests (every reader)
 demo      a demo catalogue rendered from Fashion-MNIST test images
