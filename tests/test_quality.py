@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
+import shutil
 
+import pyarrow as pa
+import pytest
+
+from model_registry import Registry
+from tagging.catalogue.demo import generate_demo_catalogue
 from tagging.catalogue.table import commit_day
+from tagging.catalogue.validate import validate_partition
+from tagging.errors import PartitionInvalid
 from tagging.loop.quality import (
     check_live_quality,
     expectations,
+    expected_of,
     live_quality,
     plot_quality,
     quality_history,
 )
+from tagging.model.train import expected_review_rate
+from tagging.pipeline.tag import tag_partition
 
 
 def published(categories, review, verified) -> pa.Table:
@@ -38,35 +48,100 @@ def test_live_quality_counts_only_verified_tagged_rows():
 def test_checks_fail_below_the_holdout_and_above_the_expected_review_rate():
     expected = {"holdout_accuracy": 0.8, "expected_review_rate": 0.4}
     fine = {"verified": 200, "accuracy": 0.74, "review_rate": 0.5}
-    assert check_live_quality(fine, expected, version="v0002") == []
+    assert check_live_quality(fine, expected, version="v0002") == ([], [])
     bad = {"verified": 200, "accuracy": 0.6, "review_rate": 0.6}
-    problems = check_live_quality(bad, expected, version="v0002")
+    problems = check_live_quality(bad, expected, version="v0002").problems
     assert len(problems) == 2
     assert problems[0].startswith("live accuracy 0.600 on 200 verified rows")
     assert "v0002's expected 0.400" in problems[1]
     # 0.64 on 25 rows is within the noise (not on 200); on 5 rows it is not checked at all
-    assert check_live_quality({"verified": 25, "accuracy": 0.64}, expected, version="v") == []
-    assert check_live_quality({"verified": 200, "accuracy": 0.64}, expected, version="v")
-    assert check_live_quality({"verified": 5, "accuracy": 0.0}, expected, version="v") == []
-    assert check_live_quality(bad, {}, version="v") == []  # a version without real photos
+    assert not check_live_quality({"verified": 25, "accuracy": 0.64}, expected,
+                                  version="v").problems
+    assert check_live_quality({"verified": 200, "accuracy": 0.64}, expected,
+                              version="v").problems
+    assert not check_live_quality({"verified": 5, "accuracy": 0.0}, expected,
+                                  version="v").problems
+    assert check_live_quality(bad, {}, version="v") == ([], [])  # no real-photo figures
 
 
 def test_a_tiny_holdout_sets_no_firm_expectation():
     """3 of 4 held-out photos right says little: 0.49 live is within both noises; not 0.2."""
     expected = {"holdout_accuracy": 0.75, "holdout_photos": 4, "expected_review_rate": 1.0}
-    assert check_live_quality({"verified": 37, "accuracy": 0.486}, expected, version="v") == []
-    [problem] = check_live_quality({"verified": 37, "accuracy": 0.2}, expected, version="v")
+    assert not check_live_quality({"verified": 37, "accuracy": 0.486}, expected,
+                                  version="v").problems
+    [problem] = check_live_quality({"verified": 37, "accuracy": 0.2}, expected,
+                                   version="v").problems
     assert "on 4 photos (lower bound" in problem
     firm = {**expected, "holdout_photos": 400}
-    assert check_live_quality({"verified": 37, "accuracy": 0.486}, firm, version="v")
+    assert check_live_quality({"verified": 37, "accuracy": 0.486}, firm, version="v").problems
 
 
 def test_expectations_come_from_the_versions_held_out_figures():
-    meta = {"metrics": {"real_photos": {"accuracy": 0.71, "expected_review_rate": 0.55}}}
+    meta = {"metrics": {"real_photos": {"accuracy": 0.71, "expected_review_rate": 0.55}},
+            "review": {"confidence_threshold": 0.8}}
     assert expectations(meta) == {"holdout_accuracy": 0.71, "holdout_photos": None,
-                                  "expected_review_rate": 0.55}
+                                  "expected_review_rate": 0.55, "reviews_everything": False}
     assert expectations({"metrics": {}}) == {"holdout_accuracy": None, "holdout_photos": None,
-                                             "expected_review_rate": None}
+                                             "expected_review_rate": None,
+                                             "reviews_everything": False}
+
+
+def test_the_expected_review_rate_is_the_stored_policys():
+    """A threshold of 1.0 reviews everything: expected 1.0, whatever else was measured."""
+    assert expected_review_rate({"confidence_threshold": 1.0, "selection_coverage": 0.0}) == 1.0
+    assert expected_review_rate({"confidence_threshold": 0.9, "selection_coverage": 0.62}) == 0.38
+    # an old version's contradiction: threshold 1.0 stored, 0.844 from another calculation
+    old = {"metrics": {"real_photos": {"accuracy": 0.7, "n": 20, "expected_review_rate": 0.844}},
+           "review": {"confidence_threshold": 1.0}}
+    assert expectations(old)["expected_review_rate"] == 1.0
+    check = check_live_quality({"verified": 60, "accuracy": 0.7, "review_rate": 1.0},
+                               expectations(old), version="v0004")
+    assert check.problems == []
+    assert check.warnings == [
+        "v0004's review policy sends every tag to review (needs-review rate 1.000): it had too "
+        "little held-out evidence to certify its target precision, so search gets no trusted "
+        "tag from it"]
+
+
+@pytest.fixture
+def careful_registry(tmp_path, champion_registry) -> Registry:
+    """The champion's weights registered twice more: as a version whose policy reviews
+    everything (with the contradictory expected rate of issue 18), and as one that reviews
+    little but expects less."""
+    registry = Registry(tmp_path / "registry")
+    champion = Registry(champion_registry).get("champion")
+    for threshold, expected in ((1.0, 0.844), (0.0, 0.1)):
+        artifact = tmp_path / f"artifact-{threshold}"
+        shutil.copytree(champion.path, artifact,
+                        ignore=shutil.ignore_patterns("metadata.json"))
+        meta = {k: champion.metadata[k] for k in (
+            "eval_data_fingerprint", "training_data_fingerprint", "hyperparameters",
+            "library_versions", "calibration")}
+        meta["metrics"] = {**champion.metadata["metrics"], "real_photos": {
+            "accuracy": 0.7, "n": 20, "expected_review_rate": expected}}
+        meta["review"] = {"confidence_threshold": threshold}
+        registry.register(artifact, meta, created_by="tests")
+    return registry
+
+
+def test_a_version_that_reviews_everything_passes_validation_with_a_warning(
+        tmp_path, careful_registry, fmnist_dir):
+    """Issue 18's day 4 in miniature: everything flagged by a careful version is valid."""
+    catalogue = tmp_path / "catalogue"
+    day = "2026-06-04"
+    generate_demo_catalogue(catalogue, [day], rows_per_day=30, data_dir=fmnist_dir, workers=1)
+    tag_partition(catalogue, day, registry_root=careful_registry.root, model="v0001",
+                  workers=1)
+    expected = expected_of(careful_registry.root, "v0001")
+    report = validate_partition(catalogue, day, max_error_rate=0.2, expected=expected)
+    assert report["review_rate"] == 1.0 and report["problems"] == []
+    assert "sends every tag to review" in report["warnings"][0]
+    # a version that promised a low review rate still fails when it reviews far more
+    tag_partition(catalogue, day, registry_root=careful_registry.root, model="v0002",
+                  review_threshold=1.0, workers=1)
+    with pytest.raises(PartitionInvalid, match=r"needs-review rate 1\.000 > v0002.s expected"):
+        validate_partition(catalogue, day, max_error_rate=0.2,
+                           expected=expected_of(careful_registry.root, "v0002"))
 
 
 def test_history_reads_manifests_and_plots(tmp_path):

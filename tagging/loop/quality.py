@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -78,10 +79,17 @@ def _quality_of(names: list[str], read: Callable[[list[str]], pa.Table]) -> dict
 
 
 def expectations(version_metadata: dict) -> dict:
-    """What a version expects on real photos: its held-out accuracy and review rate."""
+    """What a version expects on real photos: its held-out accuracy and review rate.
+
+    The expected review rate is the one its stored review policy produces: a threshold of
+    1.0 (too little evidence to trust any tag) reviews everything, so it expects 1.0.
+    """
     real = version_metadata.get("metrics", {}).get("real_photos") or {}
+    threshold = (version_metadata.get("review") or {}).get("confidence_threshold")
+    everything = threshold is not None and float(threshold) >= 1.0
     return {"holdout_accuracy": real.get("accuracy"), "holdout_photos": real.get("n"),
-            "expected_review_rate": real.get("expected_review_rate")}
+            "expected_review_rate": 1.0 if everything else real.get("expected_review_rate"),
+            "reviews_everything": everything}
 
 
 def expected_of(registry_root: Path | str, version: str) -> dict:
@@ -91,18 +99,27 @@ def expected_of(registry_root: Path | str, version: str) -> dict:
     return expectations(open_registry(registry_root).get(version).metadata)
 
 
+class LiveCheck(NamedTuple):
+    """What a day's live quality says about its tags: failures, and what is only reported."""
+
+    problems: list[str]
+    warnings: list[str]
+
+
 def check_live_quality(quality: dict, expected: dict, *, version: str,
                        accuracy_margin: float = LoopPolicy.live_accuracy_margin,
                        review_margin: float = LoopPolicy.review_rate_margin,
-                       min_verified: int = LoopPolicy.min_verified) -> list[str]:
-    """Problems (empty: fine) of one day's quality against the tagging version's figures.
+                       min_verified: int = LoopPolicy.min_verified) -> LiveCheck:
+    """Problems (empty: fine) and warnings of one day's quality against the tagging
+    version's figures.
 
     Accuracy fails only when even its upper confidence bound is more than the margin
     below the lower bound of the holdout accuracy: both are small samples (a day of 30
     verified rows; a holdout of a few photos while the store is young). The review rate
-    fails above the version's expected rate plus the margin.
+    fails above the version's expected rate plus the margin; a version whose policy
+    reviews everything never fails for it (the safe answer): that is a warning.
     """
-    problems = []
+    problems, warnings = [], []
     n, accuracy = quality.get("verified", 0), quality.get("accuracy")
     holdout = expected.get("holdout_accuracy")
     if holdout is not None and accuracy is not None and n >= min_verified:
@@ -118,10 +135,19 @@ def check_live_quality(quality: dict, expected: dict, *, version: str,
                 f"{holdout:.3f}" + (f" on {photos} photos (lower bound {lower:.3f})"
                                     if photos else ""))
     rate, wanted = quality.get("review_rate"), expected.get("expected_review_rate")
-    if rate is not None and wanted is not None and rate > min(1.0, wanted + review_margin):
+    if expected.get("reviews_everything"):
+        warnings.append(reviews_everything_warning(version, rate))
+    elif rate is not None and wanted is not None and rate > min(1.0, wanted + review_margin):
         problems.append(f"needs-review rate {rate:.3f} > {version}'s expected {wanted:.3f} "
                         f"(from its held-out real photos) + {review_margin:g}")
-    return problems
+    return LiveCheck(problems, warnings)
+
+
+def reviews_everything_warning(version: str, rate: float | None) -> str:
+    shown = "" if rate is None else f" (needs-review rate {rate:.3f})"
+    return (f"{version}'s review policy sends every tag to review{shown}: it had too "
+            "little held-out evidence to certify its target precision, so search gets no "
+            "trusted tag from it")
 
 
 # ---------------------------------------------------------------- over days

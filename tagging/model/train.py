@@ -138,12 +138,20 @@ def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | No
         metrics["labels"] = labelled.summary()
     if photo_check is not None:
         metrics["real_photos"] = photo_check.summary()
-        metrics["real_photos"]["expected_review_rate"] = round(
-            1 - metrics["real_photos"]["published_coverage"], 4)
+        metrics["real_photos"]["expected_review_rate"] = expected_review_rate(
+            classifier.review_policy)
     log.info("trained %d epochs in %.1f s: test accuracy %.4f",
              metrics["epochs_run"], wall, metrics["accuracy"])
     return TrainResult(model, classifier, history, metrics,
                        training_fingerprint(config, data, labelled), photo_check)
+
+
+def expected_review_rate(policy: dict) -> float:
+    """The review rate the stored policy produces on the photos it was chosen on (1.0 for a
+    policy that reviews everything), what validation holds a day's review rate against."""
+    if float(policy.get("confidence_threshold", 0.0)) >= 1.0:
+        return 1.0
+    return round(1 - float(policy.get("selection_coverage", 0.0)), 4)
 
 
 def calibrate_on(classifier: Classifier, holdout: LabelledPhotos | None, x_val: np.ndarray,
