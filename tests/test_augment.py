@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -61,9 +60,3 @@ def test_rejects_other_shapes():
     with pytest.raises(ValueError, match="shape"):
         augment_training_set(np.zeros((3, 32, 32), np.uint8), seed=0)
 
-
-def test_fast_enough_for_the_training_budget(fmnist):
-    x = fmnist.x_train[:10_000]
-    start = time.perf_counter()
-    augment_training_set(x, seed=0)
-    assert time.perf_counter() - start < 10  # ~2 s here; the full 60k well under 30 s
