@@ -87,7 +87,7 @@ def evaluate_photos(args) -> int:
     return 0
 
 
-def list(args) -> int:
+def list_versions(args) -> int:
     from model_registry.render import render_version_list
 
     console.print(render_version_list(registry_of(args)), end="")

@@ -235,7 +235,8 @@ def add_registry_commands(sub) -> None:
                        description="The model registry: immutable versions and the champion.")
     add_registry_arg(p)
     reg = p.add_subparsers(required=True, metavar="ACTION")
-    reg.add_parser("list", help="every version and the champion").set_defaults(func=model.list)
+    reg.add_parser("list", help="every version and the champion").set_defaults(
+        func=model.list_versions)
     q = reg.add_parser("show", help="one version's metrics and metadata")
     q.add_argument("version", help="version id or 'champion'")
     q.set_defaults(func=model.show)
