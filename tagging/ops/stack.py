@@ -195,6 +195,9 @@ class Stack(AirflowHarness):
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
         }
         env |= self.s3_env()
+        # The review queue's store: a file of the stack (the catalogue may be on S3, where
+        # no default store is derived from it).
+        env.setdefault(settings.REVIEW_DB_ENV, str(self.root / "review" / "review.db"))
         env.pop(settings.WORKER_NAME_ENV, None)
         if worker:
             env[settings.WORKER_NAME_ENV] = worker
