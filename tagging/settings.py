@@ -216,10 +216,16 @@ class ReviewSettings:
 
     def db_for(self, catalogue: Root | Path | str) -> str:
         """The store's location: TAGGING_REVIEW_DB, else a file under a local catalogue."""
+        found = self.db_or_none(catalogue)
+        if found is None:
+            raise ConfigError(f"the catalogue {catalogue} is not a local path: set "
+                              f"{REVIEW_DB_ENV} (a SQLite file or a postgresql:// URL)")
+        return found
+
+    def db_or_none(self, catalogue: Root | Path | str) -> str | None:
+        """db_for, or None when there is no store to use: a catalogue on object storage
+        and no TAGGING_REVIEW_DB (the DAG's review steps then do nothing)."""
         if self.db:
             return self.db
         root = Root(catalogue)
-        if root.is_remote:
-            raise ConfigError(f"the catalogue {catalogue} is not a local path: set "
-                              f"{REVIEW_DB_ENV} (a SQLite file or a postgresql:// URL)")
-        return str(root.path / "review" / "review.db")
+        return None if root.is_remote else str(root.path / "review" / "review.db")

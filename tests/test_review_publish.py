@@ -113,3 +113,18 @@ def test_answers_are_exported_harvested_and_win_in_the_next_publication(catalogu
     assert manifest["quality"]["accuracy"] <= 0.5
     validate_partition(catalogue, DAY, max_error_rate=1.0, max_review_rate=1.0)
 
+
+
+def test_review_steps_do_nothing_without_a_store_for_a_remote_catalogue(monkeypatch):
+    """A catalogue on S3 and no TAGGING_REVIEW_DB: the DAG's review steps are no-ops (the
+    run goes on), the command line says what to set."""
+    from tagging.errors import ConfigError
+    from tagging.pipeline.review import export_review_answers, fill_review_queue
+    from tagging.settings import REVIEW_DB_ENV, ReviewSettings
+
+    monkeypatch.setenv("TAGGING_CATALOGUE", "s3://shop/catalogue")
+    monkeypatch.delenv(REVIEW_DB_ENV, raising=False)
+    assert export_review_answers() == {"store": None, "days": []}
+    assert fill_review_queue(DAY)["added"] == 0
+    with pytest.raises(ConfigError, match=REVIEW_DB_ENV):
+        ReviewSettings.from_env().db_for("s3://shop/catalogue")

@@ -16,9 +16,11 @@ from typing import Any
 from tagging.catalogue.layout import answers_path
 from tagging.catalogue.published import read_manifest
 from tagging.pipeline.results import RunPlan
-from tagging.settings import ReviewSettings, Settings
+from tagging.settings import REVIEW_DB_ENV, ReviewSettings, Settings
 
 log = logging.getLogger(__name__)
+NO_STORE = (f"the catalogue is on object storage and {REVIEW_DB_ENV} is not set (a "
+            "postgresql:// URL, or a SQLite file on a disk the app and the workers share)")
 
 
 def export_review_answers() -> dict[str, Any]:
@@ -28,9 +30,9 @@ def export_review_answers() -> dict[str, Any]:
     from tagging.review.store import ReviewStore
 
     catalogue = Settings.from_env().catalogue_root
-    url = ReviewSettings.from_env().db_for(catalogue)
-    if "://" not in url and not Path(url).exists():
-        log.info("no review store at %s: no answers to export", url)
+    url = ReviewSettings.from_env().db_or_none(catalogue)
+    if url is None or ("://" not in url and not Path(url).exists()):
+        log.info("no review store (%s): no answers to export", url or NO_STORE)
         return {"store": url, "days": []}
     store = ReviewStore(url)
     try:
@@ -47,12 +49,16 @@ def fill_review_queue(partition: str) -> dict[str, Any]:
     (tagging.review.queue; rows already queued are left as they are)."""
     from dataclasses import asdict
 
-    from tagging.review.queue import fill
+    from tagging.review.queue import DayFill, fill
     from tagging.review.store import ReviewStore
 
     catalogue = Settings.from_env().catalogue_root
     review = ReviewSettings.from_env()
-    store = ReviewStore(review.db_for(catalogue))
+    url = review.db_or_none(catalogue)
+    if url is None:
+        log.warning("the review queue is off: %s", NO_STORE)
+        return asdict(DayFill(partition))
+    store = ReviewStore(url)
     try:
         [report] = fill(store, catalogue, settings=review, days=[partition])
     finally:
