@@ -5,9 +5,9 @@
 
 The stream photos (`../shared/real-photos-stream`, 724, or --stream) arrive as five daily
 catalogue partitions of ~145 photos; 60 % of each day's rows carry `verified_category`
-(`tagging.loop.steps.real_photo_days`, seeded). Each day runs the DAG's steps in this
-process, by calling the functions its tasks call (`tagging.pipeline`; no Airflow, for
-speed): harvest_labels -> retrain (or reuse the champion: `min_new_labels` 50) -> gate and
+(`tagging.ops.demo.real_photo_days`, seeded). Each day runs the DAG's steps in this
+process, by calling the functions its tasks call (`tagging.pipeline.learn` and `.tag`; no
+Airflow, for speed): harvest_labels -> retrain (or reuse the champion: `min_new_labels` 50) -> gate and
 promote -> re-tag the earlier days after a promotion -> tag the day's shards -> publish ->
 validate (a failure is recorded, not raised).
 
@@ -79,7 +79,7 @@ def cpu_seconds() -> float:
 def stream_pixels(folder: Path, cache: Path) -> dict[str, tuple[np.ndarray, int]]:
     """product_id -> (28x28 pixels as the tagger sees them, label), cached per
     preprocessing signature."""
-    from tagging.loop.labelstore import preprocess_signature
+    from tagging.loop.harvest import preprocess_signature
     from tagging.photos.folder import load_labelled_photos
 
     path = cache / f"stream-{preprocess_signature()[:12]}.npz"
@@ -107,14 +107,12 @@ def never_verified(catalogue: Path, dates: list[str]) -> list[str]:
 def published_scores(catalogue: Path, day: str) -> dict:
     """The day's published never-verified rows, as search saw them."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from tagging.catalogue.layout import published_dir
+    from tagging.catalogue.published import read_published
     from tagging.labels import CATEGORY_SLUGS
 
-    parts = sorted(published_dir(catalogue, day).glob("part-*.parquet"))
-    table = pq.read_table(parts, columns=["category", "needs_review", "true_category",
-                                          "verified_category"], partitioning=None)
+    table = read_published(catalogue, day, columns=["category", "needs_review",
+                                                    "true_category", "verified_category"])
     rows = table.filter(pc.is_null(table["verified_category"]))
     index = {s: i for i, s in enumerate(CATEGORY_SLUGS)}
     return scores(np.array([index.get(c, -1) for c in rows["category"].to_pylist()]),
@@ -123,7 +121,6 @@ def published_scores(catalogue: Path, day: str) -> dict:
 
 
 def run_day(day: str, args, catalogue: Path, registry: Path, unseen: tuple) -> dict:
-    from tagging import pipeline
     from tagging.catalogue.planning import plan_shards
     from tagging.catalogue.tagger import tag_shard_to_staging
     from tagging.errors import PartitionInvalid
@@ -131,24 +128,25 @@ def run_day(day: str, args, catalogue: Path, registry: Path, unseen: tuple) -> d
     from tagging.model.inference import Classifier
     from tagging.model.policy import needs_review
     from tagging.model.registry import open_registry
+    from tagging.pipeline import learn, tag
 
     start = time.perf_counter()
-    harvest = pipeline.harvest(day, 30)
+    harvest = learn.harvest(day, 30)
     cpu = cpu_seconds()
-    candidate = pipeline.retrain(args.train, force=False, actor=ACTOR,
+    candidate = learn.retrain(args.train, force=False, actor=ACTOR,
                                  min_new_labels=args.min_new_labels, target_precision=0.95)
     train_cpu = cpu_seconds() - cpu
-    outcome = pipeline.promote_unless_reused(candidate, args.gate, actor=ACTOR)
-    run = pipeline.plan_run(day, None)
-    retagged = pipeline.retag_after_promotion(outcome, day, 7)
+    outcome = learn.promote_unless_reused(candidate, args.gate, actor=ACTOR)
+    run = tag.plan_run(day, None)
+    retagged = learn.retag_after_promotion(outcome, day, 7)
     staged = [tag_shard_to_staging(s, catalogue_root=catalogue, registry_root=registry,
                                    model_version=run["model_version"], run_id=f"bench-{day}",
                                    tagged_at=run["tagged_at"])
               for s in ([] if run["already_published"] else plan_shards(catalogue, day))]
-    pipeline.publish_run(run, staged)
+    tag.publish_run(run, staged)
     try:
-        report = pipeline.validate_run(run, max_error_rate=0.05, max_review_rate=0.6,
-                                       live_accuracy_margin=0.10, review_rate_margin=0.15)
+        report = tag.validate_run(run, max_error_rate=0.05, max_review_rate=0.6,
+                                  live_accuracy_margin=0.10, review_rate_margin=0.15)
         validation = {"passed": True, "problems": [], "warnings": report.get("warnings", [])}
     except PartitionInvalid as e:
         validation = {"passed": False, "problems": [str(e)], "warnings": []}
@@ -238,7 +236,7 @@ def main() -> int:
 
     import shutil
 
-    from tagging.loop.steps import real_photo_days
+    from tagging.ops.demo import real_photo_days
     from tagging.settings import DATA_ENV, HOME_ENV, REAL_PHOTOS_ENV
 
     work = args.workdir / "run"
