@@ -7,9 +7,9 @@ The stream photos (`../shared/real-photos-stream`, 724, or --stream) arrive as f
 catalogue partitions of ~145 photos; 60 % of each day's rows carry `verified_category`
 (`tagging.ops.demo.real_photo_days`, seeded). Each day runs the DAG's steps in this
 process, by calling the functions its tasks call (`tagging.pipeline.learn` and `.tag`; no
-Airflow, for speed): harvest_labels -> retrain (or reuse the champion: `min_new_labels` 50) -> gate and
-promote -> re-tag the earlier days after a promotion -> tag the day's shards -> publish ->
-validate (a failure is recorded, not raised).
+Airflow, for speed): harvest_labels -> retrain (or reuse the champion: `min_new_labels`
+50) -> gate and promote -> re-tag the earlier days after a promotion -> tag the day's
+shards -> publish -> validate (a failure is recorded, not raised).
 
 Measured each day on the **never-verified photos** (the 40 % without a label: nobody
 trained or calibrated on them):
