@@ -122,6 +122,7 @@ def published_scores(catalogue: Path, day: str) -> dict:
 
 def run_day(day: str, args, catalogue: Path, registry: Path, unseen: tuple) -> dict:
     from tagging.catalogue.planning import plan_shards
+    from tagging.catalogue.published import read_manifest
     from tagging.catalogue.tagger import tag_shard_to_staging
     from tagging.errors import PartitionInvalid
     from tagging.loop.labelstore import LabelStore
@@ -168,6 +169,8 @@ def run_day(day: str, args, catalogue: Path, registry: Path, unseen: tuple) -> d
         "fashion_mnist_accuracy": champion.metadata["metrics"]["accuracy"],
         "train_cpu_s": round(train_cpu, 1) if not candidate["reused"] else 0.0,
         "published_day": published_scores(catalogue, day),
+        "live_quality": {k: (read_manifest(catalogue, day) or {}).get("quality", {}).get(k)
+                         for k in ("verified", "verified_all", "accuracy", "graded_on")},
         "never_verified_all": scores(probs.argmax(1), labels, needs_review(probs, policy)),
         "validation": validation,
         "wall_s": round(time.perf_counter() - start, 1),
@@ -184,9 +187,9 @@ def fmt_ci(s: dict) -> str:
 
 
 def print_table(days: list[dict]) -> None:
-    head = ("day", "model", "holdout", "threshold", "day: n cov prec [95% CI] acc",
-            "all never-verified: n cov prec [95% CI] acc", "FMNIST", "train CPU s",
-            "validation")
+    head = ("day", "model", "holdout", "evidence", "threshold", "day: n cov prec [95% CI] acc",
+            "all never-verified: n cov prec [95% CI] acc", "live: unseen/verified acc",
+            "FMNIST", "train CPU s", "validation")
     print(" | ".join(head))
     for d in days:
         p, a = d["published_day"], d["never_verified_all"]
@@ -196,10 +199,13 @@ def print_table(days: list[dict]) -> None:
         valid = "passed" if d["validation"]["passed"] else "FAILED"
         if d["validation"]["warnings"]:
             valid += " (warning)"
+        live = d["live_quality"]
+        live_acc = "-" if live["accuracy"] is None else f"{live['accuracy']:.3f}"
         print(" | ".join(str(x) for x in (
-            d["day"], model, d["holdout"], d["threshold"],
+            d["day"], model, d["holdout"], d["policy_evidence"], d["threshold"],
             f"{p['n']} {p['coverage']:.2f} {fmt_ci(p)} {p['accuracy']:.3f}",
             f"{a['n']} {a['coverage']:.2f} {fmt_ci(a)} {a['accuracy']:.3f}",
+            f"{live['verified']}/{live['verified_all']} {live_acc}",
             d["fashion_mnist_accuracy"], d["train_cpu_s"], valid)))
 
 
