@@ -110,7 +110,7 @@ def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | No
     product. The base (Fashion-MNIST only; `stored_base` = (weights, history) of the same
     base_key skips it) is fine-tuned on the train side (unless real_photo_repeats is 0).
     The review policy's evidence: the holdout (never trained on), the train side's
-    out-of-fold predictions (cross-fit, tagging.model.crossfit) and `extra_evidence`
+    out-of-fold predictions (cross-fit, tagging.model.fitting) and `extra_evidence`
     (labelled photos the model did not train on, e.g. an audit slice's answers).
     """
     base = fit_base(config, data, stored_base, "training" if progress else None)
