@@ -62,7 +62,7 @@ class TrainConfig:
     real_photo_repeats: int = 60  # copies of each train-side photo in the fit set; 0: none
     review_target_precision: float = LoopPolicy.target_precision  # of tags published unreviewed
     mirror_average: bool = True  # predict from each image and its mirror image (inference)
-    # The photo stage (tagging.model.crossfit): the base fine-tuned on the train-side photos
+    # The photo stage (tagging.model.fitting): the base fine-tuned on the train-side photos
     photo_epochs: int = 5
     photo_learning_rate: float = 1e-3  # cosine-decayed over photo_epochs
     replay: int | None = None  # Fashion-MNIST images replayed in the photo stage (None: all)
