@@ -144,10 +144,9 @@ def run_day(day: str, args, catalogue: Path, registry: Path, unseen: tuple) -> d
                                    model_version=run["model_version"], run_id=f"bench-{day}",
                                    tagged_at=run["tagged_at"])
               for s in ([] if run["already_published"] else plan_shards(catalogue, day))]
-    tag.publish_run(run, staged)
+    published = tag.publish_run(run, staged)
     try:
-        report = tag.validate_run(run, max_error_rate=0.05, max_review_rate=0.6,
-                                  live_accuracy_margin=0.10, review_rate_margin=0.15)
+        report = tag.validate_run(run, published)["validation"]
         validation = {"passed": True, "problems": [], "warnings": report.get("warnings", [])}
     except PartitionInvalid as e:
         validation = {"passed": False, "problems": [str(e)], "warnings": []}

@@ -43,7 +43,7 @@ def verified_rows(catalogue: Path, day: str) -> int:
 
 
 def held_out_verified(catalogue: Path, day: str) -> int:
-    table = pq.read_table(catalogue / "incoming" / f"dt={day}")
+    table = read_input(catalogue, day)
     ids = [p for p, v in zip(table["product_id"].to_pylist(),
                              table["verified_category"].to_pylist(), strict=True) if v]
     return int(is_holdout(ids).sum())
