@@ -109,10 +109,13 @@ def test_below_the_minimum_evidence_everything_is_reviewed():
     labels = np.arange(150) % 10
     probs = np.full((150, 10), 0.001 / 9)
     probs[np.arange(150), labels] = 0.999
-    assert choose_review_policy(probs[:60], labels[:60])["confidence_threshold"] == 1.0
-    assert choose_review_policy(probs, labels)["confidence_threshold"] < 1.0
-    assert choose_review_policy(probs[:60], labels[:60], min_evidence=50)[
-        "confidence_threshold"] < 1.0
+    def threshold(n: int, **options) -> float:
+        return choose_review_policy(probs[:n], labels[:n], target_precision=0.95,
+                                    **options)["confidence_threshold"]
+
+    assert threshold(60) == 1.0
+    assert threshold(150) < 1.0
+    assert threshold(60, min_evidence=50) < 1.0
 
 
 def sink_class_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
