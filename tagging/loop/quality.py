@@ -241,7 +241,8 @@ def record_publication(catalogue_root: Root | Path | str, manifest: dict,
     create-only object: the day, the version, when, and the quality search saw. Kept
     beside the tagged table, so it outlives the table log's clean-up."""
     record = {"partition": manifest["partition"], "model_version": manifest["model_version"],
-              "published_at": manifest["published_at"], "tagged_at": manifest["tagged_at"],
+              "published_at": manifest.get("published_at"),
+              "tagged_at": manifest.get("tagged_at"),
               "table_version": table_version, "counts": manifest.get("counts"),
               "quality": manifest.get("quality"),
               "restored_from": manifest.get("restored_from")}
