@@ -18,6 +18,7 @@ create-only object (`record_publication`): what search saw, day by day.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Collection
 from datetime import datetime
 from pathlib import Path
@@ -34,10 +35,13 @@ from tagging.catalogue.published import (
     read_manifest,
     read_published,
 )
+from tagging.errors import StorageError
 from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.model.policy import wilson_lower_bound
 from tagging.settings import LoopPolicy
 from tagging.storage import Root, as_root
+
+log = logging.getLogger(__name__)
 
 Z = 1.0  # one-sided ~84 % bound on live accuracy (a day is a sample too)
 COLUMNS = ["product_id", "category", "needs_review", "verified_category"]
@@ -239,7 +243,8 @@ def record_publication(catalogue_root: Root | Path | str, manifest: dict,
                        table_version: int) -> dict:
     """Record one publication (first or re-publication of a day, or a restore) as its own
     create-only object: the day, the version, when, and the quality search saw. Kept
-    beside the tagged table, so it outlives the table log's clean-up."""
+    beside the tagged table, so it outlives the table log's clean-up. A failure to record is
+    logged, not raised: the publication itself has happened."""
     record = {"partition": manifest["partition"], "model_version": manifest["model_version"],
               "published_at": manifest.get("published_at"),
               "tagged_at": manifest.get("tagged_at"),
@@ -247,7 +252,12 @@ def record_publication(catalogue_root: Root | Path | str, manifest: dict,
               "quality": manifest.get("quality"),
               "restored_from": manifest.get("restored_from")}
     target = as_root(catalogue_root) / PUBLICATIONS / f"{table_version:010d}.json"
-    storage.write_bytes(target, json.dumps(record, sort_keys=True).encode(), create_only=True)
+    try:
+        storage.write_bytes(target, json.dumps(record, sort_keys=True).encode(),
+                            create_only=True)
+    except StorageError as e:  # the day is published all the same: say so, do not fail it
+        log.warning("publication of %s (table version %d) not recorded: %s",
+                    record["partition"], table_version, e)
     return record
 
 
