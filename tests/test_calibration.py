@@ -104,6 +104,20 @@ def test_too_little_evidence_sends_everything_to_review():
     assert needs_review(np.eye(10)[:3], {"confidence_threshold": 1.0}).all()
 
 
+def test_below_the_minimum_evidence_everything_is_reviewed():
+    """60 perfect photos could be luck: a threshold needs >= min_evidence photos."""
+    labels = np.arange(150) % 10
+    probs = np.full((150, 10), 0.001 / 9)
+    probs[np.arange(150), labels] = 0.999
+    def threshold(n: int, **options) -> float:
+        return choose_review_policy(probs[:n], labels[:n], target_precision=0.95,
+                                    **options)["confidence_threshold"]
+
+    assert threshold(60) == 1.0
+    assert threshold(150) < 1.0
+    assert threshold(60, min_evidence=50) < 1.0
+
+
 def sink_class_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A calibrated-looking sample, except that 15 % land confidently (and wrongly) in 'bag'."""
     probs, labels = synthetic(n, 1.0, seed=seed, spread=3.5)

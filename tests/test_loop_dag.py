@@ -15,7 +15,8 @@ from helpers import read_input, snapshot
 
 from model_registry import Registry
 from tagging.catalogue.published import read_manifest
-from tagging.loop.labelstore import LabelStore
+from tagging.loop.labelstore import LabelStore, is_holdout
+from tagging.loop.quality import publication_history
 from tagging.ops.demo import real_photo_days
 from tagging.ops.local import LocalAirflow
 from tagging.settings import DATA_ENV
@@ -41,6 +42,13 @@ def verified_rows(catalogue: Path, day: str) -> int:
     return len(table["verified_category"].drop_null())
 
 
+def held_out_verified(catalogue: Path, day: str) -> int:
+    table = read_input(catalogue, day)
+    ids = [p for p, v in zip(table["product_id"].to_pylist(),
+                             table["verified_category"].to_pylist(), strict=True) if v]
+    return int(is_holdout(ids).sum())
+
+
 @pytest.mark.slow
 def test_three_days_of_the_loop(loop):
     registry = Registry(loop.registry)
@@ -54,8 +62,12 @@ def test_three_days_of_the_loop(loop):
     assert meta["metrics"]["labels"]["train"] == first["train"] > 0
     assert meta["hyperparameters"]["label_store"] == str(store.root)
     quality = read_manifest(loop.catalogue, DAYS[0])["quality"]
-    assert 0 < quality["verified"] <= verified_rows(loop.catalogue, DAYS[0])
-    assert quality["accuracy"] is not None and sum(quality["predicted"].values()) > 0
+    assert 0 < quality["verified_all"] <= verified_rows(loop.catalogue, DAYS[0])
+    # graded only on what v0001 did not train on: the day's held-out products
+    assert quality["graded_on"] == "products the version did not train on"
+    assert quality["verified"] <= held_out_verified(loop.catalogue, DAYS[0])
+    assert (quality["accuracy"] is None) == (quality["verified"] == 0)
+    assert sum(quality["predicted"].values()) > 0
 
     # day 2: new labels, but fewer than min_new_labels: the champion is reused
     assert loop.dag_test(DAYS[1], {**CONF, "min_new_labels": 1000})
@@ -75,6 +87,12 @@ def test_three_days_of_the_loop(loop):
     for day in DAYS:  # re-tagged after a promotion: every day by the champion
         assert read_manifest(loop.catalogue, day)["model_version"] == champion
         assert "quality" in read_manifest(loop.catalogue, day)
+    # what search saw: every publication of every day, the first ones by v0001
+    history = publication_history(loop.catalogue)
+    assert [h["partition"] for h in history if h["publication"] == 1] == DAYS
+    assert history[0]["model_version"] == "v0001"
+    republished = len(history) - len(DAYS)
+    assert republished == (len(DAYS) - 1 if champion == "v0002" else 0)
 
     # re-running a day changes nothing: the store, the versions, the published partitions
     before = {p: snapshot(p) for p in (loop.catalogue, loop.registry / "versions")}

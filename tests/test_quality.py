@@ -12,13 +12,16 @@ from tagging.catalogue.demo import generate_demo_catalogue
 from tagging.catalogue.table import commit_day
 from tagging.catalogue.validate import validate_partition
 from tagging.errors import PartitionInvalid
+from tagging.loop.labelstore import is_holdout
 from tagging.loop.quality import (
     check_live_quality,
     expectations,
     expected_of,
     live_quality,
     plot_quality,
+    publication_history,
     quality_history,
+    trained_products,
 )
 from tagging.model.train import expected_review_rate
 from tagging.pipeline.tag import tag_partition
@@ -43,6 +46,44 @@ def test_live_quality_counts_only_verified_tagged_rows():
     assert quality["coverage"] == round(2 / 3, 4)
     assert quality["review_rate"] == 0.4
     assert quality["predicted"]["bag"] == 2 and sum(quality["predicted"].values()) == 5
+
+
+def test_only_rows_the_version_did_not_train_on_are_graded():
+    """A version is not graded on its own homework: the holdout side (hash split), or every
+    product outside its train side when that is known."""
+    ids = [f"sku-{i}" for i in range(40)]
+    held = is_holdout(ids)
+    assert 0 < held.sum() < 20
+    # the model is right on every row it trained on, wrong on every other
+    table = pa.table({"product_id": ids,
+                      "category": ["bag" if not h else "coat" for h in held],
+                      "needs_review": [False] * 40, "verified_category": ["bag"] * 40})
+    quality = live_quality(table)
+    assert quality["verified_all"] == 40 and quality["verified"] == held.sum()
+    assert quality["accuracy"] == 0.0 and quality["graded_on"] == "holdout side"
+    trained = {p for p, h in zip(ids, held, strict=True) if not h and p != "sku-0"}
+    known = live_quality(table, trained_on=trained)
+    assert known["verified"] == held.sum() + (not held[0])  # sku-0 arrived after training
+    assert known["graded_on"] == "products the version did not train on"
+    assert live_quality(table, trained_on=set(ids))["accuracy"] is None  # nothing unseen
+
+
+def test_trained_products_are_the_train_side_up_to_the_versions_newest_label(tmp_path,
+                                                                            photo_set):
+    from tagging.loop.labelstore import LabelStore
+
+    store = LabelStore(tmp_path / "labels")
+    store.add_photo_folder(photo_set)
+    table = store.table()
+    newest = max(table["harvested_at"].to_pylist()).isoformat()
+    meta = {"hyperparameters": {"label_store": str(store.root)},
+            "metrics": {"labels": {"harvested_through": newest}}}
+    train_side = {p for p, h in zip(table["product_id"].to_pylist(),
+                                    table["holdout"].to_pylist(), strict=True) if not h}
+    assert trained_products(tmp_path, meta) == train_side
+    before = {**meta, "metrics": {"labels": {"harvested_through": "2000-01-01T00:00:00+00:00"}}}
+    assert trained_products(tmp_path, before) == frozenset()
+    assert trained_products(tmp_path, {"metrics": {}}) == frozenset()  # no label store
 
 
 def test_checks_fail_below_the_holdout_and_above_the_expected_review_rate():
@@ -142,6 +183,11 @@ def test_a_version_that_reviews_everything_passes_validation_with_a_warning(
     with pytest.raises(PartitionInvalid, match=r"needs-review rate 1\.000 > v0002.s expected"):
         validate_partition(catalogue, day, max_error_rate=0.2,
                            expected=expected_of(careful_registry.root, "v0002"))
+    # what search saw: both publications of the day, in order
+    history = publication_history(catalogue)
+    assert [(h["model_version"], h["publication"]) for h in history] == [
+        ("v0001", 1), ("v0002", 2)]
+    assert history[0]["quality"]["review_rate"] == 1.0 and history[0]["counts"]["rows"] == 35
 
 
 def test_history_reads_manifests_and_plots(tmp_path):

@@ -20,6 +20,7 @@ import pytest
 from tagging import storage
 from tagging.catalogue import table as T
 from tagging.errors import PartitionInvalid, PartitionNotFound, StorageError
+from tagging.loop.quality import publication_history
 
 REPO = Path(__file__).resolve().parents[1]
 DAY, OTHER = "2026-11-20", "2026-11-21"
@@ -92,6 +93,10 @@ def test_time_travel_restore_and_change_feed(catalogue):
     restored = T.read_manifest(catalogue, DAY)
     assert restored["model_version"] == "a" and restored["restored_from"] == 1
     assert T.history(catalogue, DAY)[0]["operation"] == "restore"
+    # what search saw after the restore is on the publication record too
+    [record] = publication_history(catalogue)
+    assert (record["table_version"], record["restored_from"], record["model_version"]) == (
+        4, 1, "a")
     feed = T.changes(catalogue, 2)
     assert feed["latest"] == 4 and list(feed["days"]) == [DAY]
     assert feed["days"][DAY] == {"versions": [3, 4], "insert": 20, "delete": 20}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -120,15 +121,17 @@ def test_unchanged_config_is_not_trained_twice_even_if_refused(champion_registry
     assert registry.version_ids()[-1] == first.version
 
 
-def test_training_on_real_photos_calibrates_on_the_holdout(tmp_path, fmnist_dir, fmnist,
-                                                          photo_set, caplog):
-    """One fit: trained on the train side, calibrated and measured on the fixed holdout."""
+def test_training_on_real_photos_calibrates_on_holdout_and_out_of_fold(
+        tmp_path, fmnist_dir, fmnist, photo_set, caplog):
+    """Base, photo stage and cross-fit: the review policy's evidence is the holdout plus
+    every train-side photo predicted out of fold; the base is stored and reused."""
     config = TrainConfig(train_subset=3000, epochs=2, hidden_units=(64,),
-                         real_photos=str(photo_set), real_photo_repeats=5)
+                         real_photos=str(photo_set), real_photo_repeats=5, photo_epochs=1,
+                         replay=1000, cross_fit_folds=3)
     with caplog.at_level("INFO", logger="tagging.model.train"):
         candidate = train_candidate(config, registry_root=tmp_path, data_dir=fmnist_dir,
                                     created_by="tests")
-    assert sum("trained" in r.getMessage() for r in caplog.records) == 1  # no refits
+    assert sum("trained in" in r.getMessage() for r in caplog.records) == 1
     labelled = load_labelled(real_photos=photo_set)
     held = is_holdout(labelled.table["product_id"].to_pylist())
     assert 0 < held.sum() < 20 and len(labelled.holdout.labels) == held.sum()
@@ -137,8 +140,11 @@ def test_training_on_real_photos_calibrates_on_the_holdout(tmp_path, fmnist_dir,
     meta = info.metadata
     assert meta["metrics"]["labels"]["train"] == 40 - held.sum()
     assert meta["metrics"]["labels"]["holdout"] == held.sum()
-    assert meta["review"]["selection_source"].startswith(f"{held.sum()} held-out labels of ")
-    assert meta["review"]["selection_samples"] == held.sum()
+    source = meta["review"]["selection_source"]
+    assert source.startswith(f"{held.sum()} held-out labels of ") and "train-side" in source
+    assert meta["review"]["selection_samples"] == 40
+    assert meta["metrics"]["real_photos"]["evidence"] == {
+        "holdout": held.sum(), "out_of_fold": 40 - held.sum(), "extra": 0}
     assert meta["hyperparameters"]["review_target_precision"] == 0.95
     check = meta["metrics"]["real_photos"]
     # the review rate its stored policy produces (everything, when the threshold is 1.0)
@@ -146,7 +152,17 @@ def test_training_on_real_photos_calibrates_on_the_holdout(tmp_path, fmnist_dir,
     assert check["expected_review_rate"] == (
         1.0 if policy["confidence_threshold"] >= 1 else round(1 - policy["selection_coverage"], 4))
     report = json.loads((info.path / "report" / "real-photos" / "report.json").read_text())
-    assert report["n"] == held.sum()
+    assert report["n"] == 40
+    assert (info.path / "base.npz").is_file() and not meta["base"]["reused"]
+
+    # another photo-stage recipe: the stored base is reused, not trained again
+    other = train_candidate(dataclasses.replace(config, photo_epochs=2), registry_root=tmp_path,
+                            data_dir=fmnist_dir, created_by="tests")
+    reused = registry.get(other.version)
+    assert reused.metadata["base"]["reused"]
+    assert reused.metadata["base"]["key"] == meta["base"]["key"]
+    with np.load(info.path / "base.npz") as first, np.load(reused.path / "base.npz") as second:
+        assert all(np.array_equal(first[k], second[k]) for k in first.files)
 
     assert trained_before(registry, config, fmnist, labelled) == candidate.version
     table = labelled.table.to_pylist()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import TypedDict
 
@@ -27,6 +27,7 @@ from tagging.catalogue.published import read_manifest
 from tagging.catalogue.schema import INPUT_KEY, parse_time
 from tagging.catalogue.table import commit_day
 from tagging.errors import PartitionInvalid
+from tagging.loop.quality import record_publication
 from tagging.review.overlay import DayOverlay
 from tagging.settings import TaggingLimits
 from tagging.storage import Root, as_root
@@ -70,9 +71,15 @@ def _same(manifest: dict | None, model_version: str, inputs: list[InputFile]) ->
 
 
 def publish_partition(catalogue_root: Root | str, date: str, *, staged: list[str],
-                      model_version: str, tagged_at: str) -> str:
+                      model_version: str, tagged_at: str,
+                      trained_on: Collection[str] | None = None) -> str:
     """Publish staged shards as the day's rows of the tagged table in one commit; returns
-    where the day is (tagged/dt=DATE, inside the table)."""
+    where the day is (tagged/dt=DATE, inside the table).
+
+    trained_on: the version's train-side product ids, so live quality grades only rows it
+    did not train on (None: the holdout side only). Each commit is recorded in the
+    publication history (tagging.loop.quality.record_publication).
+    """
     root = as_root(catalogue_root)
     shards = sorted((as_root(s) for s in staged), key=lambda s: s.url)
     if not shards:
@@ -85,7 +92,7 @@ def publish_partition(catalogue_root: Root | str, date: str, *, staged: list[str
         "tagged_at": parse_time(tagged_at).isoformat(),
         "published_at": datetime.now(UTC).isoformat(),
         "inputs": inputs, "counts": _counts(shards, overlay),
-        "quality": overlay.quality(shards),  # of the model's tags, before the overlay
+        "quality": overlay.quality(shards, trained_on),  # the model's tags, before overlay
         "reviews": overlay.manifest(),
         "columns": out_schema.names,
     }
@@ -97,6 +104,8 @@ def publish_partition(catalogue_root: Root | str, date: str, *, staged: list[str
     version = commit_day(root, date, rows, manifest,
                          current=lambda now: _same(now, model_version, inputs)
                          and _reviews_sha256(now) == overlay.sha256)
+    if version is not None:
+        record_publication(root, manifest, version)
     log.info("published %s (table version %s): %s", published_dir(root, date), version,
              manifest["counts"])
     for run_dir in {s.parent for s in shards}:

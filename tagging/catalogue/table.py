@@ -335,10 +335,17 @@ def restore_day(catalogue: Root | str, date: str, version: int) -> int | None:
     if old is None:
         raise PartitionNotFound(f"{table_root(catalogue)}: {date} was not published at "
                                 f"table version {version}")
+    from tagging.loop.quality import record_publication
+
     manifest = {**old, "restored_from": version,
                 "restored_at": datetime.now(UTC).isoformat()}
-    return commit_day(catalogue, date, lambda: iter_day(catalogue, date, version=version),
-                      manifest, operation="restore")
+    new_version = commit_day(catalogue, date, lambda: iter_day(catalogue, date,
+                                                                 version=version),
+                             manifest, operation="restore")
+    if new_version is not None:  # what search sees changed: on the publication record
+        record_publication(catalogue, {**manifest, "published_at": manifest["restored_at"]},
+                           new_version)
+    return new_version
 
 
 def changes(catalogue: Root | str, since: int) -> dict[str, Any]:

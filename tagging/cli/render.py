@@ -126,7 +126,7 @@ def print_label_status(status: dict) -> None:
 def quality_table(history: list[dict], title: str) -> Table:
     """`tagging quality`: one row per published day."""
     table = Table(title=title)
-    for header in ("partition", "model", "rows", "verified", "accuracy", "precision",
+    for header in ("partition", "model", "rows", "verified, unseen", "accuracy", "precision",
                    "coverage", "review rate"):
         table.add_column(header, justify="left" if header in ("partition", "model") else "right")
     for h in history:

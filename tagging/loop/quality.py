@@ -3,13 +3,24 @@
 Recorded per published partition (in its manifest): the accuracy of the published tags on
 verified rows, the precision of the tags not flagged needs_review, their coverage (share of
 verified rows published without review), the review rate of all tagged rows, and the
-distribution of predicted categories. `check_live_quality` compares a day with what the
-version that tagged it expects from its held-out real photos.
+distribution of predicted categories. Only verified rows whose product the tagging version
+did **not** train on are graded (a version is not graded on its own homework): the label
+store's holdout side (the hash split: never trained on), and, when the version's train-side
+products are known (`trained_products`), every other product it did not learn from (labels
+verified after it was trained, audit answers). `verified` counts them; `verified_all`
+counts every verified row. `check_live_quality` compares a day with what the version that
+tagged it expects from its held-out real photos.
+
+Every publication (first and each re-publication of a day) is recorded as its own
+create-only object (`record_publication`): what search saw, day by day.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import logging
+from collections.abc import Callable, Collection
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,26 +28,37 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tagging import storage
 from tagging.catalogue.published import (
     published_days,
     published_schema,
     read_manifest,
     read_published,
 )
+from tagging.errors import StorageError
 from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.model.policy import wilson_lower_bound
 from tagging.settings import LoopPolicy
+from tagging.storage import Root, as_root
+
+log = logging.getLogger(__name__)
 
 Z = 1.0  # one-sided ~84 % bound on live accuracy (a day is a sample too)
-COLUMNS = ["category", "needs_review", "verified_category"]
+COLUMNS = ["product_id", "category", "needs_review", "verified_category"]
+PUBLICATIONS = "quality/publications"  # under the catalogue root: one object each
 
 
 def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def live_quality(table: pa.Table) -> dict:
-    """Quality figures of published rows (category, needs_review[, verified_category])."""
+def live_quality(table: pa.Table, trained_on: Collection[str] | None = None) -> dict:
+    """Quality figures of published rows (product_id, category, needs_review[,
+    verified_category]), graded on the verified rows the tagging version did not train on.
+
+    trained_on: the version's train-side product ids (None: unknown, so only the holdout
+    side counts). Without a product_id column every verified row counts.
+    """
     tagged = table.filter(pc.is_valid(table["category"]))
     review = tagged["needs_review"].to_numpy(zero_copy_only=False).astype(bool)
     predicted = tagged["category"].to_pylist()
@@ -45,37 +67,87 @@ def live_quality(table: pa.Table) -> dict:
     else:
         truth = [None] * tagged.num_rows
     verified = np.array([t is not None for t in truth], bool)
+    unseen, basis = _unseen(tagged, trained_on)
+    graded = verified & unseen
     correct = np.array([t is not None and CATEGORY_SLUGS[t] == p
-                        for t, p in zip(truth, predicted, strict=True)], bool)
-    unflagged = verified & ~review
+                        for t, p in zip(truth, predicted, strict=True)], bool) & graded
+    unflagged = graded & ~review
     counts = dict.fromkeys(CATEGORY_SLUGS, 0)
     for slug in predicted:
         counts[slug] += 1
     return {
         "rows": table.num_rows,
         "tagged": tagged.num_rows,
-        "verified": int(verified.sum()),
-        "accuracy": _share(int(correct.sum()), int(verified.sum())),
+        "verified": int(graded.sum()),
+        "verified_all": int(verified.sum()),
+        "graded_on": basis,
+        "accuracy": _share(int(correct.sum()), int(graded.sum())),
         "unflagged_precision": _share(int((correct & unflagged).sum()), int(unflagged.sum())),
-        "coverage": _share(int(unflagged.sum()), int(verified.sum())),
+        "coverage": _share(int(unflagged.sum()), int(graded.sum())),
         "review_rate": _share(int(review.sum()), tagged.num_rows),
         "predicted": counts,
     }
 
 
-def published_quality(catalogue_root: Path | str, date: str) -> dict:
+def _unseen(tagged: pa.Table, trained_on: Collection[str] | None) -> tuple[np.ndarray, str]:
+    """Which rows' products the version did not train on, and how that was decided."""
+    from tagging.loop.labelstore import is_holdout  # it imports the review overlay, which
+    # imports this module
+
+    if "product_id" not in tagged.column_names:
+        return np.ones(tagged.num_rows, bool), "every verified row (no product ids)"
+    ids = tagged["product_id"].to_pylist()
+    if trained_on is None:
+        return is_holdout(ids), "holdout side"
+    trained = set(trained_on)
+    return (np.array([p not in trained for p in ids], bool),
+            "products the version did not train on")
+
+
+def trained_products(catalogue_root: Root | Path | str,
+                     version_metadata: dict) -> frozenset[str]:
+    """Product ids a version trained on: its label store's train side, harvested up to the
+    newest label it was trained with (none when it learnt from no label store)."""
+    from tagging.loop.labelstore import LabelStore
+
+    since = (version_metadata.get("metrics", {}).get("labels") or {}).get("harvested_through")
+    store_root = version_metadata.get("hyperparameters", {}).get("label_store")
+    if since is None or store_root is None:
+        return frozenset()
+    store = LabelStore(store_root)
+    if not store.exists():
+        store = LabelStore.of_catalogue(catalogue_root)
+    table = store.table()
+    moment = pa.scalar(datetime.fromisoformat(since), table.schema.field("harvested_at").type)
+    train = table.filter(pc.and_(pc.invert(table["holdout"]),
+                                 pc.less_equal(table["harvested_at"], moment)))
+    return frozenset(train["product_id"].to_pylist())
+
+
+def trained_by(catalogue_root: Root | Path | str, registry_root: Root | Path | str,
+               version: str) -> frozenset[str]:
+    """trained_products of a registered version."""
+    from tagging.model.registry import open_registry
+
+    return trained_products(catalogue_root, open_registry(registry_root).get(version).metadata)
+
+
+def published_quality(catalogue_root: Path | str, date: str,
+                      trained_on: Collection[str] | None = None) -> dict:
     """live_quality of a published day (tagging.catalogue.published)."""
     schema = published_schema(catalogue_root, date)
     return _quality_of(schema.names if schema is not None else [],
-                       lambda columns: read_published(catalogue_root, date, columns))
+                       lambda columns: read_published(catalogue_root, date, columns),
+                       trained_on)
 
 
-def _quality_of(names: list[str], read: Callable[[list[str]], pa.Table]) -> dict:
+def _quality_of(names: list[str], read: Callable[[list[str]], pa.Table],
+                trained_on: Collection[str] | None) -> dict:
     columns = [c for c in COLUMNS if c in names]
-    if len(columns) < 2:
+    if not {"category", "needs_review"} <= set(columns):
         return live_quality(pa.table({"category": pa.array([], pa.string()),
                                       "needs_review": pa.array([], pa.bool_())}))
-    return live_quality(read(columns))
+    return live_quality(read(columns), trained_on)
 
 
 def expectations(version_metadata: dict) -> dict:
@@ -154,7 +226,8 @@ def reviews_everything_warning(version: str, rate: float | None) -> str:
 
 
 def quality_history(catalogue_root: Path | str) -> list[dict]:
-    """Per published partition, oldest first: its manifest's quality and model version."""
+    """Per published partition, oldest first: its manifest's quality and model version
+    (what search reads now; `publication_history` has every publication)."""
     history = []
     for day in published_days(catalogue_root):
         manifest = read_manifest(catalogue_root, day)
@@ -164,6 +237,41 @@ def quality_history(catalogue_root: Path | str) -> list[dict]:
         history.append({"partition": manifest["partition"],
                         "model_version": manifest["model_version"], **quality})
     return history
+
+
+def record_publication(catalogue_root: Root | Path | str, manifest: dict,
+                       table_version: int) -> dict:
+    """Record one publication (first or re-publication of a day, or a restore) as its own
+    create-only object: the day, the version, when, and the quality search saw. Kept
+    beside the tagged table, so it outlives the table log's clean-up. A failure to record is
+    logged, not raised: the publication itself has happened."""
+    record = {"partition": manifest["partition"], "model_version": manifest["model_version"],
+              "published_at": manifest.get("published_at"),
+              "tagged_at": manifest.get("tagged_at"),
+              "table_version": table_version, "counts": manifest.get("counts"),
+              "quality": manifest.get("quality"),
+              "restored_from": manifest.get("restored_from")}
+    target = as_root(catalogue_root) / PUBLICATIONS / f"{table_version:010d}.json"
+    try:
+        storage.write_bytes(target, json.dumps(record, sort_keys=True).encode(),
+                            create_only=True)
+    except StorageError as e:  # the day is published all the same: say so, do not fail it
+        log.warning("publication of %s (table version %d) not recorded: %s",
+                    record["partition"], table_version, e)
+    return record
+
+
+def publication_history(catalogue_root: Root | Path | str) -> list[dict]:
+    """Every publication in commit order, each with `publication` (1: the day's first)."""
+    prefix = as_root(catalogue_root) / PUBLICATIONS
+    records = sorted((json.loads(storage.read_bytes(obj.root))
+                      for obj in storage.list_objects(prefix) if obj.root.name.endswith(".json")),
+                     key=lambda r: r["table_version"])
+    seen: dict[str, int] = {}
+    for record in records:
+        seen[record["partition"]] = seen.get(record["partition"], 0) + 1
+        record["publication"] = seen[record["partition"]]
+    return records
 
 
 def plot_quality(history: list[dict], path: Path) -> Path:

@@ -14,11 +14,21 @@ import numpy as np
 
 from model_registry import GateDecision, GatePolicy, Registry
 from tagging.errors import ConfigError
-from tagging.labels import NUM_CLASSES
 from tagging.loop.holdout import holdout_comparison
 from tagging.loop.labelled import Labelled, load_labelled
 from tagging.model.calibration import apply_temperature, fit_temperature
 from tagging.model.data import FashionMNIST, fingerprint, load_fashion_mnist
+from tagging.model.fitting import (
+    BASE_FILE,
+    Base,
+    base_key,
+    dense_model,
+    fashion_mnist_training_set,
+    fine_tune,
+    fit_base,
+    out_of_fold,
+    photo_fit_set,
+)
 from tagging.model.inference import WEIGHTS_FILE, Classifier
 from tagging.model.policy import choose_review_policy, fit_calibration
 from tagging.model.registry import open_registry
@@ -52,6 +62,11 @@ class TrainConfig:
     real_photo_repeats: int = 60  # copies of each train-side photo in the fit set; 0: none
     review_target_precision: float = LoopPolicy.target_precision  # of tags published unreviewed
     mirror_average: bool = True  # predict from each image and its mirror image (inference)
+    # The photo stage (tagging.model.fitting): the base fine-tuned on the train-side photos
+    photo_epochs: int = 5
+    photo_learning_rate: float = 1e-3  # cosine-decayed over photo_epochs
+    replay: int | None = None  # Fashion-MNIST images replayed in the photo stage (None: all)
+    cross_fit_folds: int = 4  # out-of-fold evidence for the review policy; 0: holdout only
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -75,7 +90,8 @@ class TrainResult:
     history: dict[str, list[float]]
     metrics: dict
     train_fingerprint: str
-    photo_check: PhotoCheck | None = None  # held-out figures on the real-photo holdout
+    photo_check: PhotoCheck | None = None  # held-out figures on the review policy's evidence
+    base: Base | None = None  # the photo-free stage (stored with the version, reused)
 
 
 @dataclass
@@ -85,65 +101,91 @@ class Candidate:
     reason: str = ""  # why the champion was reused although the data changed
 
 
-def build_model(config: TrainConfig, steps_per_epoch: int):
-    """Flatten -> (Dense ReLU, Dropout) per hidden size -> Dense 10 softmax; pixels in [0, 1]."""
-    import keras
-
-    layers = [keras.Input((28, 28), name="pixels"), keras.layers.Flatten()]
-    for units in config.hidden_units:
-        layers.append(keras.layers.Dense(units, activation="relu"))
-        if config.dropout:
-            layers.append(keras.layers.Dropout(config.dropout))
-    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax"))
-    model = keras.Sequential(layers, name="dense_classifier")
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=steps_per_epoch * config.epochs, alpha=0.05)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    """Seeded shuffle, then the last `fraction` of rows is the validation set."""
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(len(x) * fraction))
-    train, val = order[:-n_val], order[-n_val:]
-    return x[train], y[train], x[val], y[val]
-
-
 def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | None = None,
-                progress: bool = False) -> TrainResult:
-    """Seeded training, calibration and review policy; evaluation on the test split.
+                progress: bool = False, stored_base: tuple[list, dict] | None = None,
+                extra_evidence: LabelledPhotos | None = None) -> TrainResult:
+    """Seeded two-stage training, calibration and review policy; evaluation on the test split.
 
     labelled: the real photos of `config.label_store` / `config.real_photos`, split by
-    product. The train side is trained on (unless real_photo_repeats is 0); the holdout,
-    never trained on, calibrates the temperature and chooses the review threshold, so one
-    fit is enough (no cross-fitting).
+    product. The base (Fashion-MNIST only; `stored_base` = (weights, history) of the same
+    base_key skips it) is fine-tuned on the train side (unless real_photo_repeats is 0).
+    The review policy's evidence: the holdout (never trained on), the train side's
+    out-of-fold predictions (cross-fit, tagging.model.fitting) and `extra_evidence`
+    (labelled photos the model did not train on, e.g. an audit slice's answers).
     """
+    base = fit_base(config, data, stored_base, "training" if progress else None)
     train_side = labelled.train if labelled is not None and config.real_photo_repeats else None
-    model, history, wall, (x_val, y_val) = fit(config, data, train_side,
-                                                "training" if progress else None)
+    start = time.perf_counter()
+    if train_side is not None and len(train_side.labels):
+        fit_set = photo_fit_set(config, base, train_side)
+        model = fine_tune(config, base, fit_set)
+        oof = (out_of_fold(config, base, fit_set, train_side)
+               if config.cross_fit_folds >= 2 and len(train_side.labels) >= config.cross_fit_folds
+               else None)
+    else:
+        model, oof = dense_model(config), None  # the base itself (no optimizer state)
+        model.set_weights(base.weights)
+    photo_seconds = time.perf_counter() - start
     classifier = Classifier.from_keras(model)
     check_same_predictions(model, classifier, data.x_test[:2000])
     classifier.mirror_average = config.mirror_average
-    holdout = labelled.holdout if labelled is not None else None
-    photo_check = calibrate_on(classifier, holdout, x_val, y_val, config.review_target_precision)
+    evidence, probs = policy_evidence(classifier, labelled, train_side, oof, extra_evidence)
+    photo_check = calibrate_on(classifier, evidence, probs, base.x_val, base.y_val,
+                               config.review_target_precision)
     metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
-    metrics["epochs_run"] = len(history["loss"])
-    metrics["train_wall_time_s"] = round(wall, 2)
+    metrics["epochs_run"] = len(base.history.get("loss", []))
+    metrics["train_wall_time_s"] = round(base.seconds + photo_seconds, 2)
+    metrics["photo_stage_wall_time_s"] = round(photo_seconds, 2)
     if labelled is not None:
         metrics["labels"] = labelled.summary()
     if photo_check is not None:
         metrics["real_photos"] = photo_check.summary()
+        metrics["real_photos"]["evidence"] = evidence_counts(labelled, oof, extra_evidence)
         metrics["real_photos"]["expected_review_rate"] = expected_review_rate(
             classifier.review_policy)
-    log.info("trained %d epochs in %.1f s: test accuracy %.4f",
-             metrics["epochs_run"], wall, metrics["accuracy"])
-    return TrainResult(model, classifier, history, metrics,
-                       training_fingerprint(config, data, labelled), photo_check)
+    log.info("trained in %.1f s (base %s, photo stage %.1f s): test accuracy %.4f",
+             base.seconds + photo_seconds, "reused" if not base.seconds else
+             f"{metrics['epochs_run']} epochs", photo_seconds, metrics["accuracy"])
+    return TrainResult(model, classifier, base.history, metrics,
+                       training_fingerprint(config, data, labelled), photo_check, base)
+
+
+def policy_evidence(classifier: Classifier, labelled: Labelled | None,
+                    train_side: LabelledPhotos | None, oof: np.ndarray | None,
+                    extra: LabelledPhotos | None
+                    ) -> tuple[LabelledPhotos | None, np.ndarray | None]:
+    """Labelled photos the shipped model (or, out of fold, its fold model) did not train on,
+    with their temperature-1 probabilities: holdout, out-of-fold train side, extra."""
+    classifier.temperature = 1.0
+    parts = []
+    if labelled is not None and len(labelled.holdout.labels):
+        parts.append((labelled.holdout, classifier.predict_proba(labelled.holdout.pixels)))
+    if oof is not None and train_side is not None:
+        parts.append((train_side, oof))
+    if extra is not None and len(extra.labels):
+        parts.append((extra, classifier.predict_proba(extra.pixels)))
+    if not parts:
+        return None, None
+    photos = join_photos([p for p, _ in parts])
+    return photos, np.concatenate([probs for _, probs in parts]).astype(np.float32)
+
+
+def evidence_counts(labelled: Labelled | None, oof: np.ndarray | None,
+                    extra: LabelledPhotos | None) -> dict[str, int]:
+    return {"holdout": len(labelled.holdout.labels) if labelled is not None else 0,
+            "out_of_fold": len(oof) if oof is not None else 0,
+            "extra": len(extra.labels) if extra is not None else 0}
+
+
+def join_photos(parts: list[LabelledPhotos]) -> LabelledPhotos:
+    """One LabelledPhotos of several (their descriptions joined)."""
+    if len(parts) == 1:
+        return parts[0]
+    return LabelledPhotos(np.concatenate([p.pixels for p in parts]),
+                          np.concatenate([p.labels for p in parts]),
+                          np.concatenate([p.sources for p in parts]),
+                          [f for p in parts for f in p.files],
+                          " + ".join(p.description for p in parts))
 
 
 def expected_review_rate(policy: dict) -> float:
@@ -154,77 +196,31 @@ def expected_review_rate(policy: dict) -> float:
     return round(1 - float(policy.get("selection_coverage", 0.0)), 4)
 
 
-def calibrate_on(classifier: Classifier, holdout: LabelledPhotos | None, x_val: np.ndarray,
-                 y_val: np.ndarray, target_precision: float) -> PhotoCheck | None:
-    """Temperature and review policy from the real-photo holdout, else the validation split.
+def calibrate_on(classifier: Classifier, evidence: LabelledPhotos | None,
+                 probs: np.ndarray | None, x_val: np.ndarray, y_val: np.ndarray,
+                 target_precision: float) -> PhotoCheck | None:
+    """Temperature and review policy from the real-photo evidence, else the validation split.
 
-    The holdout is never trained on, so its predictions are honest: no refits are needed.
-    A temperature fitted on a handful of photos is noise, so below MIN_CALIBRATION_PHOTOS
-    it comes from the validation split; the threshold still comes from the holdout, which
-    (Wilson bound, at least 10 published tags) reviews everything until there is evidence.
-    The held-out figures cross-validate this calibration within the holdout.
+    evidence, probs: labelled photos the model did not train on (holdout, out of fold) and
+    their temperature-1 probabilities. A temperature fitted on a handful of photos is noise,
+    so below MIN_CALIBRATION_PHOTOS it comes from the validation split; the threshold still
+    comes from the evidence, which (Wilson bound, at least 10 published tags) reviews
+    everything until there is enough. The held-out figures cross-validate this calibration
+    within the evidence.
     """
-    if holdout is None or not len(holdout.labels):
+    if evidence is None or not len(evidence.labels):
         calibrate(classifier, classifier.predict_proba(x_val), y_val, target_precision,
                   "the validation split")
         return None
-    classifier.temperature = 1.0
-    probs = classifier.predict_proba(holdout.pixels)
-    if len(holdout.labels) >= MIN_CALIBRATION_PHOTOS:
-        calibrate(classifier, probs, holdout.labels, target_precision, holdout.description)
+    if len(evidence.labels) >= MIN_CALIBRATION_PHOTOS:
+        calibrate(classifier, probs, evidence.labels, target_precision, evidence.description)
     else:
         classifier.temperature = fit_temperature(classifier.predict_proba(x_val), y_val)
         classifier.review_policy = choose_review_policy(
-            apply_temperature(probs, classifier.temperature), holdout.labels,
-            target_precision=target_precision, source=holdout.description)
-    folds = stratified_folds(holdout.labels, holdout.sources, min(5, len(holdout.labels)), 0)
-    return check_on_photos(holdout, probs, folds, target_precision)
-
-
-def fit(config: TrainConfig, data: FashionMNIST, photos: LabelledPhotos | None,
-        progress: str | None = None) -> tuple[object, dict, float, tuple[np.ndarray, np.ndarray]]:
-    """Seeded fit with early stopping; returns model, history, seconds, clean validation set.
-
-    progress: the label of a progress bar over the epochs (None: no bar).
-    The fit set is Fashion-MNIST's, plus `real_photo_repeats` copies of each real photo,
-    plus photo-like variants of it all; early stopping watches variants of the validation
-    images too.
-    """
-    import keras
-    import tensorflow as tf
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
-    x, y = fashion_mnist_training_set(config, data)
-    x_fit, y_fit, x_val, y_val = split_validation(x, y, config.validation_fraction, config.seed)
-    if photos is not None:
-        x_fit = np.concatenate([x_fit, np.repeat(photos.pixels, config.real_photo_repeats, 0)])
-        y_fit = np.concatenate([y_fit, np.repeat(photos.labels.astype(y_fit.dtype),
-                                                  config.real_photo_repeats)])
-    x_fit, y_fit = with_photo_variants(x_fit, y_fit, round(config.photo_variants * len(x_fit)),
-                                       config.seed)
-    x_photo_val, y_photo_val = with_photo_variants(x_val, y_val, len(x_val), config.seed + 1)
-    scale = np.float32(1 / 255)
-    model = build_model(config, steps_per_epoch=-(-len(x_fit) // config.batch_size))
-    callbacks = [keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=config.patience, restore_best_weights=True)]
-    if progress:
-        callbacks.append(rich_progress(config.epochs, progress))
-    start = time.perf_counter()
-    history = model.fit(
-        x_fit * scale, y_fit, validation_data=(x_photo_val * scale, y_photo_val),
-        batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
-        callbacks=callbacks, verbose=0,
-    )
-    return model, history.history, time.perf_counter() - start, (x_val, y_val)
-
-
-def fashion_mnist_training_set(config: TrainConfig, data: FashionMNIST
-                               ) -> tuple[np.ndarray, np.ndarray]:
-    if config.train_subset:
-        return data.x_train[: config.train_subset], data.y_train[: config.train_subset]
-    return data.x_train, data.y_train
+            apply_temperature(probs, classifier.temperature), evidence.labels,
+            target_precision=target_precision, source=evidence.description)
+    folds = stratified_folds(evidence.labels, evidence.sources, min(5, len(evidence.labels)), 0)
+    return check_on_photos(evidence, probs, folds, target_precision)
 
 
 def training_fingerprint(config: TrainConfig, data: FashionMNIST,
@@ -239,18 +235,6 @@ def training_fingerprint(config: TrainConfig, data: FashionMNIST,
         x = np.concatenate([x, labelled.train.pixels])
         y = np.concatenate([y, labelled.train.labels.astype(y.dtype)])
     return fingerprint(x, y)
-
-
-def with_photo_variants(x: np.ndarray, y: np.ndarray, count: int, seed: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """x and y, plus `count` photo-like variants of randomly chosen images (same labels)."""
-    if not count:
-        return x, y
-    from tagging.model.augment import augment_training_set
-
-    pick = np.random.default_rng(seed).choice(len(x), count, replace=count > len(x))
-    return (np.concatenate([x, augment_training_set(x[pick], seed)]),
-            np.concatenate([y, y[pick]]))
 
 
 def calibrate(classifier: Classifier, probs: np.ndarray, labels: np.ndarray,
@@ -291,7 +275,24 @@ def artifact_metadata(config: TrainConfig, result: TrainResult, data: FashionMNI
         "library_versions": library_versions(),
         "calibration": result.classifier.calibration,
         "review": result.classifier.review_policy,
+        **({"base": {"key": result.base.key, "history": result.base.history,
+                     "reused": not result.base.seconds}} if result.base is not None else {}),
     }
+
+
+def stored_base(registry: Registry, key: str) -> tuple[list[np.ndarray], dict] | None:
+    """(weights, history) of a base with this base_key stored with a version (the
+    champion's first, then the newest), or None."""
+    champion = registry.champion()
+    for info in sorted(registry.list_versions(), key=lambda i: (i.version == champion, i.version),
+                       reverse=True):
+        base = info.metadata.get("base") or {}
+        if base.get("key") == key and (info.path / BASE_FILE).is_file():
+            with np.load(info.path / BASE_FILE) as npz:
+                weights = [npz[f"w{i}"] for i in range(len(npz.files))]
+            log.info("reusing the base stored with %s (same recipe and data)", info.version)
+            return weights, base.get("history", {})
+    return None
 
 
 def trained_before(registry: Registry, config: TrainConfig, data: FashionMNIST,
@@ -352,11 +353,13 @@ def train_candidate(config: TrainConfig, *, registry_root: Path | str,
                                                          min_new_labels)):
         log.info("%s", why)
         return Candidate(str(registry.champion()), reused=True, reason=why)
-    result = train_model(config, data, labelled, progress=progress)
+    result = train_model(config, data, labelled, progress=progress,
+                         stored_base=stored_base(registry, base_key(config, data)))
     with tempfile.TemporaryDirectory(prefix="candidate-") as tmp:
         artifact = Path(tmp)
         result.model.save(artifact / "model.keras")
         result.classifier.save(artifact / WEIGHTS_FILE)
+        np.savez(artifact / BASE_FILE, **{f"w{i}": w for i, w in enumerate(result.base.weights)})
         write_report(artifact / "report", result.metrics, result.history)
         if result.photo_check is not None:
             result.photo_check.write(artifact / "report" / "real-photos",
@@ -387,23 +390,3 @@ def train_and_promote(config: TrainConfig, *, registry_root: Path | str,
     return candidate, decision
 
 
-def rich_progress(epochs: int, label: str):
-    """A Keras callback drawing one rich progress bar over the epochs, with accuracies."""
-    import keras
-    from rich.progress import Progress
-
-    class RichProgress(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.bar = Progress(*Progress.get_default_columns(), "{task.fields[info]}")
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=epochs, info="")
-
-        def on_epoch_end(self, epoch, logs=None):
-            info = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "acc" in k)
-            self.bar.update(self.task, advance=1, info=info)
-
-        def on_train_end(self, logs=None):
-            self.bar.update(self.task, total=self.bar.tasks[0].completed)
-            self.bar.stop()
-
-    return RichProgress()

@@ -167,6 +167,16 @@ class LoopDemoRun:
         return [d.partition for d in self.days if not d.ok]
 
 
+def photo_days(photos: int, days: int, reveal: float, seed: int
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per day: which photos (manifest row numbers, seeded order) and which of them are
+    verified (a `reveal` share)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(photos)
+    return [(picks, rng.random(len(picks)) < reveal)
+            for picks in np.array_split(order, days)]
+
+
 def real_photo_days(folder: Path | str, catalogue_root: Path | str, dates: list[str], *,
                     reveal: float, seed: int = 0) -> list[Path]:
     """Spread a labelled photo folder over `dates` as catalogue partitions.
@@ -178,13 +188,11 @@ def real_photo_days(folder: Path | str, catalogue_root: Path | str, dates: list[
     folder = Path(folder)
     with open(folder / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(rows))
     written = []
-    for day, picks in zip(dates, np.array_split(order, len(dates)), strict=True):
+    for day, (picks, shown) in zip(dates, photo_days(len(rows), len(dates), reveal, seed),
+                                   strict=True):
         chosen = [rows[i] for i in picks]
         slugs = [CATEGORY_SLUGS[int(r["label"])] for r in chosen]
-        shown = rng.random(len(chosen)) < reveal
         table = pa.table({
             "product_id": [f"sku-{Path(r['file']).stem}" for r in chosen],
             "image": pa.array([(folder / "images" / r["file"]).read_bytes() for r in chosen],

@@ -62,13 +62,17 @@ def plan_run(partition: str, model_ref: str | None) -> RunPlan:
 
 def publish_run(run: RunPlan, staged: list[str]) -> Publication:
     """Commit the day to the tagged Delta table (unless it was already published)."""
-    catalogue = Settings.from_env().catalogue_root
+    from tagging.loop.quality import trained_by
+
+    settings = Settings.from_env()
+    catalogue = settings.catalogue_root
     if run["already_published"]:
         return Publication(path=str(published_dir(catalogue, run["partition"])),
                            newly_published=False)
-    path = publish_partition(catalogue, run["partition"], staged=staged,
-                                   model_version=run["model_version"],
-                                   tagged_at=run["tagged_at"])
+    path = publish_partition(
+        catalogue, run["partition"], staged=staged, model_version=run["model_version"],
+        tagged_at=run["tagged_at"],
+        trained_on=trained_by(catalogue, settings.registry_root, run["model_version"]))
     return Publication(path=str(path), newly_published=True)
 
 
@@ -114,8 +118,12 @@ def tag_partition(catalogue_root: Root | str, date: str, *, registry_root: Root 
             staged.append(str(out))
             seconds = {k: v + stats.seconds[k] for k, v in seconds.items()}
     elapsed = time.perf_counter() - start
+    from tagging.loop.quality import trained_by
+
     path = publish_partition(catalogue_root, date, staged=staged,
-                             model_version=classifier.version, tagged_at=tagged_at.isoformat())
+                             model_version=classifier.version, tagged_at=tagged_at.isoformat(),
+                             trained_on=trained_by(catalogue_root, registry_root,
+                                                   classifier.version))
     manifest = read_manifest(catalogue_root, date)
     counts = manifest["counts"]
     return {"partition": date, "model_version": classifier.version, **counts,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,10 +87,13 @@ def apply_answers(table: pa.Table, answers: pa.Table | None) -> pa.Table:
     return table
 
 
-def staged_quality(staged: list[Root], answers: pa.Table | None) -> dict:
+def staged_quality(staged: list[Root], answers: pa.Table | None,
+                   trained_on: Collection[str] | None = None) -> dict:
     """Live quality of the model's own tags (the staged shards, before the overlay), on the
     day's unbiased truth: `verified_category` from the input, else the answer to an audit
-    question. Answers to rows the model flagged are left out: those are the hard photos."""
+    question. Answers to rows the model flagged are left out: those are the hard photos.
+    Only products the version did not train on are graded (`trained_on`: its train side;
+    None: the holdout side only; tagging.loop.quality.live_quality)."""
     names = _parquet(staged[0]).schema_arrow.names if staged else []
     columns = [c for c in ("product_id", "category", "needs_review", "verified_category")
                if c in names]
@@ -106,8 +110,8 @@ def staged_quality(staged: list[Root], answers: pa.Table | None) -> dict:
              else [None] * table.num_rows)
     truth = [str(g) if g is not None else audit.get(p)
              for g, p in zip(given, table["product_id"].to_pylist(), strict=True)]
-    return live_quality(table.select(["category", "needs_review"]).append_column(
-        "verified_category", pa.array(truth, pa.string())))
+    return live_quality(table.select(["product_id", "category", "needs_review"]).append_column(
+        "verified_category", pa.array(truth, pa.string())), trained_on)
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,8 @@ class DayOverlay:
         """The published schema of rows staged with `staged` (category_source added)."""
         return apply_answers(staged.empty_table(), None).schema
 
-    def quality(self, staged: list[Root]) -> dict:
-        return staged_quality(staged, self.answers)
+    def quality(self, staged: list[Root], trained_on: Collection[str] | None = None) -> dict:
+        return staged_quality(staged, self.answers, trained_on)
 
     def manifest(self) -> dict[str, Any]:
         """What the publication applied: the answers file's SHA-256 and counts."""
