@@ -3,6 +3,8 @@ writes (what the registry and the Delta table rely on), stopped by PID."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import obstore
 import psutil
 import pytest
@@ -38,8 +40,14 @@ def test_wrong_secret_is_refused(s3_server):
         obstore.put(store(s3_server, secret="wrong"), "probe/denied", b"x")
 
 
-def test_stop_leaves_no_process(tmp_path):
+def test_stop_leaves_no_process_and_nothing_in_tmp(tmp_path):
     server = S3Server(tmp_path).start()
     pid = server.process.pid
+    ours = {str(p) for p in server.ports.values()}
+    assert any(s.stem.rsplit("-", 1)[-1] in ours for s in Path("/tmp").glob("seaweedfs-*.sock"))
     server.stop()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    # its sockets (weed's fixed default is /tmp) are gone; its logs are in its workdir
+    assert not [s for s in Path("/tmp").glob("seaweedfs-*.sock")
+                if s.stem.rsplit("-", 1)[-1] in ours]
+    assert list(tmp_path.glob("weed.*"))

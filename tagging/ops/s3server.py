@@ -29,6 +29,7 @@ REGION = "us-east-1"
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
               "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port",
               "debug.port")
+ADMIN_GRPC_OFFSET = 10000  # the admin server's gRPC port: admin.port + this
 
 
 def weed_binary() -> str:
@@ -80,10 +81,11 @@ class S3Server:
         config.chmod(0o600)
         if not self.ports:
             self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
-        argv = [weed_binary(), "mini", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false",
-                "-webdav=false", "-s3.iam=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-metricsPort=0", f"-s3.config={config}",
+        argv = [weed_binary(), f"-logdir={self.workdir}", "mini",
+                f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.iam=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0",
+                f"-s3.config={config}",
                 *(f"-{flag}={port}" for flag, port in self.ports.items())]
         if buckets:
             argv.append(f"-bucket={','.join(buckets)}")
@@ -131,3 +133,11 @@ class S3Server:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        self._remove_sockets()
+
+    def _remove_sockets(self) -> None:
+        """The local sockets weed leaves in /tmp (its fixed default), named by our ports."""
+        ports = {*self.ports.values(), self.ports.get("admin.port", 0) + ADMIN_GRPC_OFFSET}
+        for sock in Path("/tmp").glob("seaweedfs-*.sock"):
+            if sock.stem.rsplit("-", 1)[-1] in {str(p) for p in ports}:
+                sock.unlink(missing_ok=True)
