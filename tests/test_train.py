@@ -144,7 +144,7 @@ def test_training_on_real_photos_calibrates_on_holdout_and_out_of_fold(
     assert source.startswith(f"{held.sum()} held-out labels of ") and "train-side" in source
     assert meta["review"]["selection_samples"] == 40
     assert meta["metrics"]["real_photos"]["evidence"] == {
-        "holdout": held.sum(), "out_of_fold": 40 - held.sum(), "extra": 0}
+        "holdout": held.sum(), "out_of_fold": 40 - held.sum()}
     assert meta["hyperparameters"]["review_target_precision"] == 0.95
     check = meta["metrics"]["real_photos"]
     # the review rate its stored policy produces (everything, when the threshold is 1.0)

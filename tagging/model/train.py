@@ -102,16 +102,16 @@ class Candidate:
 
 
 def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | None = None,
-                progress: bool = False, stored_base: tuple[list, dict] | None = None,
-                extra_evidence: LabelledPhotos | None = None) -> TrainResult:
+                progress: bool = False, stored_base: tuple[list, dict] | None = None
+                ) -> TrainResult:
     """Seeded two-stage training, calibration and review policy; evaluation on the test split.
 
     labelled: the real photos of `config.label_store` / `config.real_photos`, split by
     product. The base (Fashion-MNIST only; `stored_base` = (weights, history) of the same
     base_key skips it) is fine-tuned on the train side (unless real_photo_repeats is 0).
-    The review policy's evidence: the holdout (never trained on), the train side's
-    out-of-fold predictions (cross-fit, tagging.model.fitting) and `extra_evidence`
-    (labelled photos the model did not train on, e.g. an audit slice's answers).
+    The review policy's evidence: the holdout (never trained on) and the train side's
+    out-of-fold predictions (cross-fit, tagging.model.fitting). Review answers (the audit
+    slice's too) are labels of the store like any other, so they are evidence either way.
     """
     base = fit_base(config, data, stored_base, "training" if progress else None)
     train_side = labelled.train if labelled is not None and config.real_photo_repeats else None
@@ -129,7 +129,7 @@ def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | No
     classifier = Classifier.from_keras(model)
     check_same_predictions(model, classifier, data.x_test[:2000])
     classifier.mirror_average = config.mirror_average
-    evidence, probs = policy_evidence(classifier, labelled, train_side, oof, extra_evidence)
+    evidence, probs = policy_evidence(classifier, labelled, train_side, oof)
     photo_check = calibrate_on(classifier, evidence, probs, base.x_val, base.y_val,
                                config.review_target_precision)
     metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
@@ -140,7 +140,7 @@ def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | No
         metrics["labels"] = labelled.summary()
     if photo_check is not None:
         metrics["real_photos"] = photo_check.summary()
-        metrics["real_photos"]["evidence"] = evidence_counts(labelled, oof, extra_evidence)
+        metrics["real_photos"]["evidence"] = evidence_counts(labelled, oof)
         metrics["real_photos"]["expected_review_rate"] = expected_review_rate(
             classifier.review_policy)
     log.info("trained in %.1f s (base %s, photo stage %.1f s): test accuracy %.4f",
@@ -151,30 +151,25 @@ def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | No
 
 
 def policy_evidence(classifier: Classifier, labelled: Labelled | None,
-                    train_side: LabelledPhotos | None, oof: np.ndarray | None,
-                    extra: LabelledPhotos | None
+                    train_side: LabelledPhotos | None, oof: np.ndarray | None
                     ) -> tuple[LabelledPhotos | None, np.ndarray | None]:
     """Labelled photos the shipped model (or, out of fold, its fold model) did not train on,
-    with their temperature-1 probabilities: holdout, out-of-fold train side, extra."""
+    with their temperature-1 probabilities: holdout, out-of-fold train side."""
     classifier.temperature = 1.0
     parts = []
     if labelled is not None and len(labelled.holdout.labels):
         parts.append((labelled.holdout, classifier.predict_proba(labelled.holdout.pixels)))
     if oof is not None and train_side is not None:
         parts.append((train_side, oof))
-    if extra is not None and len(extra.labels):
-        parts.append((extra, classifier.predict_proba(extra.pixels)))
     if not parts:
         return None, None
     photos = join_photos([p for p, _ in parts])
     return photos, np.concatenate([probs for _, probs in parts]).astype(np.float32)
 
 
-def evidence_counts(labelled: Labelled | None, oof: np.ndarray | None,
-                    extra: LabelledPhotos | None) -> dict[str, int]:
+def evidence_counts(labelled: Labelled | None, oof: np.ndarray | None) -> dict[str, int]:
     return {"holdout": len(labelled.holdout.labels) if labelled is not None else 0,
-            "out_of_fold": len(oof) if oof is not None else 0,
-            "extra": len(extra.labels) if extra is not None else 0}
+            "out_of_fold": len(oof) if oof is not None else 0}
 
 
 def join_photos(parts: list[LabelledPhotos]) -> LabelledPhotos:
