@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pyarrow as pa
 import pytest
@@ -188,6 +190,13 @@ def test_a_version_that_reviews_everything_passes_validation_with_a_warning(
     assert [(h["model_version"], h["publication"]) for h in history] == [
         ("v0001", 1), ("v0002", 2)]
     assert history[0]["quality"]["review_rate"] == 1.0 and history[0]["counts"]["rows"] == 35
+    # ... and the CLI lists them, oldest first
+    shown = subprocess.run([sys.executable, "-m", "tagging.cli", "quality", "--catalogue",
+                            str(catalogue), "--publications"], capture_output=True, text=True,
+                           check=True).stdout
+    rows = [line for line in shown.splitlines() if day in line]
+    assert len(rows) == 2 and "v0001" in rows[0] and "v0002" in rows[1], shown
+    assert "1.00" in rows[0]  # the first publication reviewed everything
 
 
 def test_history_reads_manifests_and_plots(tmp_path):

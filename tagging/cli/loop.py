@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagging.cli.render import console, print_label_status, quality_table
+from tagging.cli.render import (
+    console,
+    print_label_status,
+    publications_table,
+    quality_table,
+)
 from tagging.settings import Settings
 
 
@@ -35,9 +40,14 @@ def labels_status(args) -> int:
 
 
 def quality(args) -> int:
-    from tagging.loop.quality import plot_quality, quality_history
+    from tagging.loop.quality import plot_quality, publication_history, quality_history
 
     catalogue = args.catalogue or Settings.from_env().catalogue_root
+    if args.publications:
+        publications = publication_history(catalogue)
+        console.print(publications_table(publications, f"every publication in {catalogue}")
+                      if publications else f"no publication recorded in {catalogue}")
+        return 0
     history = quality_history(catalogue)
     if not history:
         console.print(f"no published partitions in {catalogue}")

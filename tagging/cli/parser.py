@@ -179,12 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=loop.labels_status)
 
     p = sub.add_parser("quality", help="live quality of the published tags, by day",
-                       description="Per published partition: verified rows, accuracy of the "
-                       "published tags on them, precision of unflagged tags, coverage, review "
-                       "rate and the model version; draws a PNG of them by day.")
+                       description="Per published partition: verified rows the tagging "
+                       "version did not train on, accuracy of its tags on them, precision of "
+                       "unflagged tags, coverage, review rate and the model version; draws a "
+                       "PNG of them by day. --publications: every publication instead (each "
+                       "day's first and every re-publication), what search saw over time.")
     add_catalogue_arg(p)
     p.add_argument("--out", type=Path, default=None,
                    help="the PNG (default: <catalogue>/quality.png)")
+    p.add_argument("--publications", action="store_true",
+                   help="list every publication of every day, oldest first (no plot)")
     p.set_defaults(func=loop.quality)
 
     add_registry_commands(sub)
