@@ -139,15 +139,16 @@ def quality_table(history: list[dict], title: str) -> Table:
 def publications_table(publications: list[dict], title: str) -> Table:
     """`tagging quality --publications`: what search saw, one row per publication."""
     table = Table(title=title)
-    for header in ("partition", "#", "table version", "model", "published at", "rows",
-                   "verified, unseen", "accuracy", "precision", "coverage", "review rate"):
-        table.add_column(header, justify="left" if header in ("partition", "model",
-                                                             "published at") else "right")
+    for header in ("partition", "#", "table v.", "model", "published (UTC)", "rows",
+                   "unseen", "accuracy", "precision", "coverage", "review"):
+        table.add_column(header, no_wrap=True, justify="left" if header in (
+            "partition", "model", "published (UTC)") else "right")
     for p in publications:
         q, counts = p.get("quality") or {}, p.get("counts") or {}
         note = f" (restore of {p['restored_from']})" if p.get("restored_from") is not None else ""
         table.add_row(p["partition"], str(p["publication"]), str(p["table_version"]),
-                      p["model_version"] + note, (p.get("published_at") or "-")[:19],
+                      p["model_version"] + note,
+                      (p.get("published_at") or "-")[:16].replace("T", " "),
                       str(counts.get("rows", "-")), str(q.get("verified", "-")),
                       share(q.get("accuracy")), share(q.get("unflagged_precision")),
                       share(q.get("coverage")), share(q.get("review_rate")))
