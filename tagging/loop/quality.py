@@ -275,18 +275,27 @@ def publication_history(catalogue_root: Root | Path | str) -> list[dict]:
 
 
 def plot_quality(history: list[dict], path: Path) -> Path:
-    """Accuracy, precision, coverage and review rate by day; a line where the model changed."""
+    """Accuracy (with its 95 % interval: a day's graded rows are few), precision, coverage
+    and review rate by day; a line where the model changed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    days = [h["partition"] for h in history]
+    graded = [h.get("verified") or 0 for h in history]
+    days = [f"{h['partition']}\n{n} graded" for h, n in zip(history, graded, strict=True)]
     x = np.arange(len(days))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(days) + 3), 4.5))
-    for key, label, style in (("accuracy", "accuracy (verified rows)", "o-"),
-                              ("unflagged_precision", "precision, not flagged", "s--"),
-                              ("coverage", "coverage (verified, not flagged)", "^-"),
+    accuracy = np.array([np.nan if h.get("accuracy") is None else h["accuracy"]
+                         for h in history])
+    right, n = np.nan_to_num(accuracy) * graded, np.array(graded)
+    low = wilson_lower_bound(right, n, 1.96)
+    high = 1 - wilson_lower_bound(n - right, n, 1.96)
+    ax.errorbar(x, accuracy, yerr=[np.clip(accuracy - low, 0, None),
+                                   np.clip(high - accuracy, 0, None)], fmt="o-", capsize=3,
+                label="accuracy, rows it did not train on (95 % CI)")
+    for key, label, style in (("unflagged_precision", "precision, not flagged", "s--"),
+                              ("coverage", "coverage (graded, not flagged)", "^-"),
                               ("review_rate", "review rate (all tagged)", "x:")):
         values = [np.nan if h.get(key) is None else h[key] for h in history]
         ax.plot(x, values, style, label=label)
