@@ -80,16 +80,18 @@ def progress(driver: Any) -> dict[str, int]:
 
 
 def act(driver: Any, action: Any) -> None:
-    """Do something that posts a form, and wait for the next page."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    """Do something that posts a form, and wait for the next page: a new document (the old
+    one's marker gone), fully loaded. Not Selenium's staleness_of: asking Chromium about an
+    element of a document being replaced can fail with "Node with given id does not belong
+    to the document" instead of "stale element", which staleness_of does not expect."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = driver.find_element(By.TAG_NAME, "html")
+    driver.execute_script("window.reviewTestOldPage = true")
     action()
-    WebDriverWait(driver, WAIT_S).until(expected_conditions.staleness_of(page))
-    WebDriverWait(driver, WAIT_S).until(lambda d: d.execute_script(
-        "return document.readyState") == "complete")
+    WebDriverWait(driver, WAIT_S, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(  # mid-navigation the script itself may fail: try again
+            "return !window.reviewTestOldPage && document.readyState === 'complete'"))
 
 
 def press(driver: Any, key: str) -> None:
