@@ -57,3 +57,33 @@ def test_backfill_publishes_each_day_and_rerunning_changes_nothing(tmp_path):
         assert snapshot(tagged_root(local.catalogue)) == before
         assert Registry(local.registry).version_ids() == ["v0001"]
     assert local.processes == []
+
+
+def test_an_airflow_command_waits_for_a_busy_metadata_db(tmp_path):
+    """SQLite has one writer: a command that finds the DB locked (by the scheduler, in a
+    backfill) waits for the lock instead of failing after pysqlite's 5 s."""
+    import sqlite3
+    import threading
+    import time
+
+    local = LocalAirflow.in_workdir(tmp_path)
+    local.setup()
+    held = threading.Event()
+
+    def busy_writer() -> None:
+        db = sqlite3.connect(local.db_path, isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        held.set()
+        time.sleep(40)  # longer than the command takes to start, shorter than SQLITE_BUSY_S
+        db.execute("COMMIT")
+        db.close()
+
+    writer = threading.Thread(target=busy_writer)
+    writer.start()
+    held.wait(30)
+    started = time.monotonic()
+    local.airflow("pools", "set", "busy-probe", "1", "written while the DB was locked",
+                  log_name="busy")
+    writer.join()
+    assert time.monotonic() - started > 30  # it did meet the lock, and waited it out
+    assert local.query("SELECT slots FROM slot_pool WHERE pool = ?", "busy-probe") == [(1,)]

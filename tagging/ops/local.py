@@ -28,6 +28,8 @@ from tagging.settings import DAG_ID
 
 log = logging.getLogger(__name__)
 
+SQLITE_BUSY_S = 60  # how long a reader or writer of the metadata DB waits for SQLite's lock
+
 
 @dataclass
 class LocalAirflow(AirflowHarness):
@@ -57,8 +59,12 @@ class LocalAirflow(AirflowHarness):
 
     def env(self) -> dict[str, str]:
         """The environment every Airflow process of this installation runs with."""
+        # SQLite has one writer at a time: wait up to SQLITE_BUSY_S for the lock instead of
+        # pysqlite's 5 s (a backfill's `airflow backfill create` failed with "database is
+        # locked" while the scheduler wrote, on a loaded machine).
+        db_url = f"sqlite:///{self.db_path}?timeout={SQLITE_BUSY_S}"
         env = airflow_env(home=self.home, executor="LocalExecutor",
-                          db_url=f"sqlite:///{self.db_path}", catalogue=self.catalogue,
+                          db_url=db_url, catalogue=self.catalogue,
                           registry=self.registry, api_url=self.api_url)
         env["AIRFLOW__CORE__PARALLELISM"] = str(self.parallelism)
         return env | self.extra_env
@@ -66,7 +72,7 @@ class LocalAirflow(AirflowHarness):
     def query(self, sql: str, *args: Any) -> list[tuple]:
         """Read Airflow's metadata DB (schema of Airflow 3.3, read-only)."""
         with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
-                                                timeout=30)) as db:
+                                                timeout=SQLITE_BUSY_S)) as db:
             return db.execute(sql, args).fetchall()
 
     def setup(self) -> None:
