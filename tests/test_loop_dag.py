@@ -14,9 +14,9 @@ from conftest import DAG_CONF, FMNIST_DIR
 from helpers import read_input, snapshot
 
 from model_registry import Registry
+from tagging.catalogue.publications import publication_history
 from tagging.catalogue.published import read_manifest
 from tagging.loop.labelstore import LabelStore, is_holdout
-from tagging.loop.quality import publication_history
 from tagging.ops.demo import real_photo_days
 from tagging.ops.local import LocalAirflow
 from tagging.settings import DATA_ENV

@@ -11,6 +11,7 @@ import pytest
 
 from model_registry import Registry
 from tagging.catalogue.demo import generate_demo_catalogue
+from tagging.catalogue.publications import publication_history
 from tagging.catalogue.table import commit_day
 from tagging.catalogue.validate import validate_partition
 from tagging.errors import PartitionInvalid
@@ -21,7 +22,6 @@ from tagging.loop.quality import (
     expected_of,
     live_quality,
     plot_quality,
-    publication_history,
     quality_history,
     trained_products,
 )

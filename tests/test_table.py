@@ -19,8 +19,8 @@ import pytest
 
 from tagging import storage
 from tagging.catalogue import table as T
+from tagging.catalogue.publications import publication_history
 from tagging.errors import PartitionInvalid, PartitionNotFound, StorageError
-from tagging.loop.quality import publication_history
 
 REPO = Path(__file__).resolve().parents[1]
 DAY, OTHER = "2026-11-20", "2026-11-21"
@@ -93,8 +93,10 @@ def test_time_travel_restore_and_change_feed(catalogue):
     restored = T.read_manifest(catalogue, DAY)
     assert restored["model_version"] == "a" and restored["restored_from"] == 1
     assert T.history(catalogue, DAY)[0]["operation"] == "restore"
-    # what search saw after the restore is on the publication record too
-    [record] = publication_history(catalogue)
+    # every commit is on the publication record, the restore last
+    records = publication_history(catalogue)
+    assert [r["table_version"] for r in records] == [1, 2, 3, 4]
+    record = records[-1]
     assert (record["table_version"], record["restored_from"], record["model_version"]) == (
         4, 1, "a")
     feed = T.changes(catalogue, 2)

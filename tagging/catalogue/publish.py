@@ -27,7 +27,6 @@ from tagging.catalogue.published import read_manifest
 from tagging.catalogue.schema import INPUT_KEY, parse_time
 from tagging.catalogue.table import commit_day
 from tagging.errors import PartitionInvalid
-from tagging.loop.quality import record_publication
 from tagging.review.overlay import DayOverlay
 from tagging.settings import TaggingLimits
 from tagging.storage import Root, as_root
@@ -77,8 +76,8 @@ def publish_partition(catalogue_root: Root | str, date: str, *, staged: list[str
     where the day is (tagged/dt=DATE, inside the table).
 
     trained_on: the version's train-side product ids, so live quality grades only rows it
-    did not train on (None: the holdout side only). Each commit is recorded in the
-    publication history (tagging.loop.quality.record_publication).
+    did not train on (None: the holdout side only). Each commit is on the publication
+    record (tagging.catalogue.publications).
     """
     root = as_root(catalogue_root)
     shards = sorted((as_root(s) for s in staged), key=lambda s: s.url)
@@ -104,8 +103,6 @@ def publish_partition(catalogue_root: Root | str, date: str, *, staged: list[str
     version = commit_day(root, date, rows, manifest,
                          current=lambda now: _same(now, model_version, inputs)
                          and _reviews_sha256(now) == overlay.sha256)
-    if version is not None:
-        record_publication(root, manifest, version)
     log.info("published %s (table version %s): %s", published_dir(root, date), version,
              manifest["counts"])
     for run_dir in {s.parent for s in shards}:

@@ -36,6 +36,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from tagging import storage
+from tagging.catalogue.publications import record_publication
 from tagging.errors import ObjectExists, PartitionInvalid, PartitionNotFound, StorageError
 from tagging.settings import TableLimits
 from tagging.storage import Root, as_root
@@ -234,6 +235,7 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
             raise storage.describe(e, root) from e
         version = _version_of(catalogue, commit_id)
         log.info("%s: %s %s as table version %d", root, operation, date, version)
+        record_publication(catalogue, manifest, version)  # what search sees changed
         maintain(catalogue, limits)
         return version
     raise PartitionInvalid(
@@ -335,17 +337,10 @@ def restore_day(catalogue: Root | str, date: str, version: int) -> int | None:
     if old is None:
         raise PartitionNotFound(f"{table_root(catalogue)}: {date} was not published at "
                                 f"table version {version}")
-    from tagging.loop.quality import record_publication
-
     manifest = {**old, "restored_from": version,
                 "restored_at": datetime.now(UTC).isoformat()}
-    new_version = commit_day(catalogue, date, lambda: iter_day(catalogue, date,
-                                                                 version=version),
-                             manifest, operation="restore")
-    if new_version is not None:  # what search sees changed: on the publication record
-        record_publication(catalogue, {**manifest, "published_at": manifest["restored_at"]},
-                           new_version)
-    return new_version
+    return commit_day(catalogue, date, lambda: iter_day(catalogue, date, version=version),
+                      manifest, operation="restore")
 
 
 def changes(catalogue: Root | str, since: int) -> dict[str, Any]:

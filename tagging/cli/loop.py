@@ -40,7 +40,8 @@ def labels_status(args) -> int:
 
 
 def quality(args) -> int:
-    from tagging.loop.quality import plot_quality, publication_history, quality_history
+    from tagging.catalogue.publications import publication_history
+    from tagging.loop.quality import plot_quality, quality_history
 
     catalogue = args.catalogue or Settings.from_env().catalogue_root
     if args.publications:

@@ -11,13 +11,11 @@ verified after it was trained, audit answers). `verified` counts them; `verified
 counts every verified row. `check_live_quality` compares a day with what the version that
 tagged it expects from its held-out real photos.
 
-Every publication (first and each re-publication of a day) is recorded as its own
-create-only object (`record_publication`): what search saw, day by day.
+Every publication of a day is on record too: tagging.catalogue.publications.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Collection
 from datetime import datetime
@@ -28,24 +26,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tagging import storage
 from tagging.catalogue.published import (
     published_days,
     published_schema,
     read_manifest,
     read_published,
 )
-from tagging.errors import StorageError
 from tagging.labels import CATEGORY_SLUGS, parse_label
 from tagging.model.policy import wilson_lower_bound
 from tagging.settings import LoopPolicy
-from tagging.storage import Root, as_root
+from tagging.storage import Root
 
 log = logging.getLogger(__name__)
 
 Z = 1.0  # one-sided ~84 % bound on live accuracy (a day is a sample too)
 COLUMNS = ["product_id", "category", "needs_review", "verified_category"]
-PUBLICATIONS = "quality/publications"  # under the catalogue root: one object each
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -227,7 +222,7 @@ def reviews_everything_warning(version: str, rate: float | None) -> str:
 
 def quality_history(catalogue_root: Path | str) -> list[dict]:
     """Per published partition, oldest first: its manifest's quality and model version
-    (what search reads now; `publication_history` has every publication)."""
+    (what search reads now; tagging.catalogue.publications has every publication)."""
     history = []
     for day in published_days(catalogue_root):
         manifest = read_manifest(catalogue_root, day)
@@ -237,41 +232,6 @@ def quality_history(catalogue_root: Path | str) -> list[dict]:
         history.append({"partition": manifest["partition"],
                         "model_version": manifest["model_version"], **quality})
     return history
-
-
-def record_publication(catalogue_root: Root | Path | str, manifest: dict,
-                       table_version: int) -> dict:
-    """Record one publication (first or re-publication of a day, or a restore) as its own
-    create-only object: the day, the version, when, and the quality search saw. Kept
-    beside the tagged table, so it outlives the table log's clean-up. A failure to record is
-    logged, not raised: the publication itself has happened."""
-    record = {"partition": manifest["partition"], "model_version": manifest["model_version"],
-              "published_at": manifest.get("published_at"),
-              "tagged_at": manifest.get("tagged_at"),
-              "table_version": table_version, "counts": manifest.get("counts"),
-              "quality": manifest.get("quality"),
-              "restored_from": manifest.get("restored_from")}
-    target = as_root(catalogue_root) / PUBLICATIONS / f"{table_version:010d}.json"
-    try:
-        storage.write_bytes(target, json.dumps(record, sort_keys=True).encode(),
-                            create_only=True)
-    except StorageError as e:  # the day is published all the same: say so, do not fail it
-        log.warning("publication of %s (table version %d) not recorded: %s",
-                    record["partition"], table_version, e)
-    return record
-
-
-def publication_history(catalogue_root: Root | Path | str) -> list[dict]:
-    """Every publication in commit order, each with `publication` (1: the day's first)."""
-    prefix = as_root(catalogue_root) / PUBLICATIONS
-    records = sorted((json.loads(storage.read_bytes(obj.root))
-                      for obj in storage.list_objects(prefix) if obj.root.name.endswith(".json")),
-                     key=lambda r: r["table_version"])
-    seen: dict[str, int] = {}
-    for record in records:
-        seen[record["partition"]] = seen.get(record["partition"], 0) + 1
-        record["publication"] = seen[record["partition"]]
-    return records
 
 
 def plot_quality(history: list[dict], path: Path) -> Path:

@@ -18,6 +18,7 @@ from tagging.catalogue.publish import is_published, publish_partition
 from tagging.catalogue.published import read_manifest
 from tagging.catalogue.tagger import STAGES, Tagger, rounded
 from tagging.errors import TaggingError
+from tagging.loop.quality import trained_by
 from tagging.model.inference import Classifier
 from tagging.pipeline.results import Publication, RunPlan, ValidatedRun
 from tagging.settings import LoopPolicy, Settings, TaggingLimits
@@ -62,8 +63,6 @@ def plan_run(partition: str, model_ref: str | None) -> RunPlan:
 
 def publish_run(run: RunPlan, staged: list[str]) -> Publication:
     """Commit the day to the tagged Delta table (unless it was already published)."""
-    from tagging.loop.quality import trained_by
-
     settings = Settings.from_env()
     catalogue = settings.catalogue_root
     if run["already_published"]:
@@ -118,8 +117,6 @@ def tag_partition(catalogue_root: Root | str, date: str, *, registry_root: Root 
             staged.append(str(out))
             seconds = {k: v + stats.seconds[k] for k, v in seconds.items()}
     elapsed = time.perf_counter() - start
-    from tagging.loop.quality import trained_by
-
     path = publish_partition(catalogue_root, date, staged=staged,
                              model_version=classifier.version, tagged_at=tagged_at.isoformat(),
                              trained_on=trained_by(catalogue_root, registry_root,
