@@ -258,6 +258,26 @@ def read_bytes(obj: Root | str) -> bytes:
         return bytes(obstore.get(store, key).bytes())
 
 
+def read_parquet_bytes(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
+    """A Parquet file held in memory, as a table (schema metadata included).
+
+    The bytes are copied into memory Arrow owns first: read through io.BytesIO or Python
+    bytes, Arrow's reader threads hold buffers of Python objects, which take the GIL when
+    released, and one released while the interpreter exits aborts the process ("terminate
+    called without an active exception", apache/arrow#34314; it hit `tagging labels harvest`
+    after its harvest had committed).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    owned = sink.getvalue()
+    metadata = pq.read_schema(pa.BufferReader(owned)).metadata
+    table = pq.read_table(pa.BufferReader(owned), schema=schema)
+    return table.replace_schema_metadata(metadata) if metadata else table
+
+
 def write_bytes(obj: Root | str, data: bytes, *, create_only: bool = False) -> None:
     """Write an object whole (readers see the old one or the new one); `create_only`:
     ObjectExists when it is already there (one writer of many wins)."""

@@ -74,6 +74,22 @@ def test_parquet_is_written_whole_or_not_at_all(root):
     assert pq.read_table(path, filesystem=fs).equals(table)
 
 
+def test_parquet_bytes_are_read_from_memory_arrow_owns():
+    """A Parquet file held in memory: the table and its metadata, and Arrow keeps no
+    reference to the caller's bytes (releasing a Python object on one of Arrow's threads
+    takes the GIL, which aborts a process that is exiting)."""
+    table = pa.table({"a": list(range(500)), "b": [b"photo"] * 500}).replace_schema_metadata(
+        {"state": "{}"})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=50)
+    data = sink.getvalue().to_pybytes()
+    before = sys.getrefcount(data)
+    for _ in range(20):
+        read = storage.read_parquet_bytes(data, table.schema.remove_metadata())
+        assert sys.getrefcount(data) == before
+    assert read.equals(table) and read.schema.metadata == {b"state": b"{}"}
+
+
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tagging.cli", *args], cwd=REPO, text=True,
                           capture_output=True, timeout=300,

@@ -56,7 +56,7 @@ from tagging.loop.harvest import (
 )
 from tagging.review.overlay import DayOverlay
 from tagging.settings import LoopPolicy, Settings
-from tagging.storage import Root, as_root
+from tagging.storage import Root, as_root, read_parquet_bytes
 
 log = logging.getLogger(__name__)
 
@@ -311,9 +311,10 @@ def _encode(table: pa.Table, entry: dict) -> bytes:
 def _decode(data: bytes, where: str) -> tuple[pa.Table, dict | None]:
     """(rows, state) of a source object; state None for one written before states moved in."""
     try:
-        metadata = pq.read_schema(io.BytesIO(data)).metadata or {}
-        table = pq.read_table(io.BytesIO(data), schema=SCHEMA)
-        return table, json.loads(metadata[STATE_KEY]) if STATE_KEY in metadata else None
+        table = read_parquet_bytes(data, SCHEMA)
+        metadata = table.schema.metadata or {}
+        return (table.replace_schema_metadata(None),
+                json.loads(metadata[STATE_KEY]) if STATE_KEY in metadata else None)
     except (pa.ArrowException, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LabelStoreError(f"{where}: unreadable ({e}); remove it to harvest its source "
                               "again") from None

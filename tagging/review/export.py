@@ -89,7 +89,7 @@ def export_answers(store: ReviewStore, catalogue_root: Root | str,
 
 
 def read_answers_file(path: Root | str) -> pa.Table:
-    return pq.read_table(io.BytesIO(storage.read_bytes(path)), schema=SCHEMA)
+    return storage.read_parquet_bytes(storage.read_bytes(path), SCHEMA)
 
 
 def read_answers(catalogue_root: Root | str, day: str) -> pa.Table | None:

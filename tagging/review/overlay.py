@@ -19,7 +19,6 @@ a day whose answers changed since its last publication is known
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +130,7 @@ class DayOverlay:
         if not storage.exists(path):
             return cls(None, None)
         data = storage.read_bytes(path)
-        return cls(pq.read_table(io.BytesIO(data), schema=ANSWERS_SCHEMA),
+        return cls(storage.read_parquet_bytes(data, ANSWERS_SCHEMA),
                    hashlib.sha256(data).hexdigest())
 
     def apply(self, table: pa.Table) -> pa.Table:
