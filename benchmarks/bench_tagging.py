@@ -121,10 +121,11 @@ def role_of(proc, root) -> str:
     return "worker (max)"
 
 
-def run_child(kind: str, params: dict) -> dict:
-    """Run this script's `kind` step in a fresh process; its result plus wall, memory, CPU."""
+def run_child(kind: str, params: dict, script: str = __file__) -> dict:
+    """Run a script's `kind` step (`script --child kind params`: this one's by default) in a
+    fresh process; its result plus wall, memory, CPU."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, json.dumps(params)],
+    proc = subprocess.Popen([sys.executable, script, "--child", kind, json.dumps(params)],
                             stdout=subprocess.PIPE, text=True, cwd=REPO)
     monitor = TreeMonitor(proc.pid)
     monitor.start()
@@ -215,7 +216,8 @@ def write_partition(root: Path, date: str, pool_path: Path, rows: int,
 
 def child_train(p: dict) -> dict:
     from model_registry import GatePolicy, Registry
-    from tagging.model.train import TrainConfig, train_and_promote
+    from tagging.model.config import TrainConfig
+    from tagging.pipeline.learn import train_and_promote
 
     candidate, decision = train_and_promote(
         TrainConfig.from_dict(p["train"]), registry_root=p["registry"],

@@ -209,6 +209,8 @@ def bad_rows(root: Path, good: list[bytes]) -> list[tuple[str, bytes | None, str
         ("all-white", encode(Image.new("RGB", (300, 300), (255, 255, 255)), "PNG"), None,
          "blank"),
         ("transparent", encode(transparent, "PNG"), None, "blank"),
+        ("too-small", encode(base.resize((20, 24)), "PNG"), None,
+         "too small for the encoder"),
         ("text", b"this is not a photo, it is a sentence", None, "undecodable"),
         ("svg", b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="9"/></svg>', None,
          "undecodable"),
@@ -265,7 +267,7 @@ def test_a_day_of_bad_rows_is_tagged_with_every_row_present(bad_day):
     assert fingerprint(bad_day["day"]) == bad_day["before"]
 
 
-@pytest.mark.parametrize("index", range(37))
+@pytest.mark.parametrize("index", range(38))
 def test_each_bad_row_gets_its_reason(bad_day, index):
     if bad_day["proc"].returncode != 0:
         pytest.fail(bad_day["proc"].stdout + bad_day["proc"].stderr)

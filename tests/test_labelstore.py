@@ -192,7 +192,7 @@ def test_a_change_of_preprocessing_harvests_again(tmp_path, photos, monkeypatch,
         {"product_id": "a", "image": photos[0][0], "verified_category": "dress"}])
     assert store.harvest_partition(tmp_path, "2026-03-01").harvested
     assert not store.harvest_partition(tmp_path, "2026-03-01").harvested
-    monkeypatch.setattr(harvest, "preprocess_signature", lambda: "a new preprocessing")
+    monkeypatch.setattr(harvest, "preprocess_signature", lambda encoder=None: "a new one")
     assert store.harvest_partition(tmp_path, "2026-03-01").harvested
 
 
