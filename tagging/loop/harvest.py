@@ -73,37 +73,49 @@ Decoded = tuple[bytes | None, bytes | None, str | None, str | None]
 
 
 def decode_photos(images: list[bytes | None], uris: list[str | None], image_root: Path,
-                  workers: int | None = None, encoder: str | None = None) -> list[Decoded]:
+                  workers: int | None = None, encoder: str | None = None,
+                  known: dict[str, tuple[bytes, bytes | None]] | None = None) -> list[Decoded]:
     """(pixels, features, photo sha256, error) per row, in order: the tagger's decode path,
     and the features of `encoder` (none when it is None or "pixels").
 
-    The photo bytes are read here (an image_uri under the image root), to hash them;
-    decoding runs in a DecodingPool, so a photo that kills its decoder is one rejected row.
+    The photo bytes are read here (an image_uri under the image root), to hash them; a
+    photo already in `known` (sha256 -> pixels, features: this source's last harvest, with
+    the same encoder) is not decoded or encoded again. Decoding runs in a DecodingPool, so
+    a photo that kills its decoder is one rejected row.
     """
+    known = known or {}
     photos: list[bytes | None] = []
+    hashes: list[str | None] = []
     read_errors: list[str | None] = []
     for data, uri in zip(images, uris, strict=True):
         try:
-            photos.append(load_image_uri(uri, image_root) if data is None and uri else data)
+            data = load_image_uri(uri, image_root) if data is None and uri else data
             read_errors.append(None)
         except ImageError as e:
-            photos.append(None)
+            data = None
             read_errors.append(str(e))
+        hashes.append(hashlib.sha256(data).hexdigest() if data else None)
+        photos.append(None if hashes[-1] in known else data)
+    new = [i for i, (data, error) in enumerate(zip(photos, read_errors, strict=True))
+           if error is None and hashes[i] not in known]
     model_input = ModelInput(encoder or PIXELS_NAME)
     forms = (PIXELS,) if model_input.is_pixels else (PIXELS, model_input.photo_input)
     with DecodingPool(image_root, workers, forms) as pool:
-        rendered, errors = pool.decode(photos, [None] * len(photos))
-    ok = np.array([not (r or e) for r, e in zip(read_errors, errors, strict=True)], bool)
+        rendered, errors = pool.decode([photos[i] for i in new], [None] * len(new))
+    ok = np.array([e is None for e in errors], bool)
     features = None
-    if not model_input.is_pixels:
+    if not model_input.is_pixels and new:
         from tagging.encoder import Encoder
 
         features = Encoder.load(model_input.name).features_of(rendered[1], ok)
         features = features.astype(np.float16)
-    return [(rendered[0][i].tobytes(), None if features is None else features[i].tobytes(),
-             hashlib.sha256(photos[i]).hexdigest(), None) if ok[i]
-            else (None, None, None, read_errors[i] or errors[i]) for i in range(len(photos))]
-
+    out: list[Decoded] = [(None, None, None, e) if e else (*known.get(h, (None, None)), h, None)
+                          for e, h in zip(read_errors, hashes, strict=True)]
+    for k, i in enumerate(new):
+        out[i] = ((rendered[0][k].tobytes(),
+                   None if features is None else features[k].tobytes(), hashes[i], None)
+                  if ok[k] else (None, None, None, errors[k]))
+    return out
 
 
 @functools.cache
@@ -176,13 +188,15 @@ def _timestamps(values: list[Any], fallback: list[datetime]) -> list[datetime]:
 def build_rows(source: str, product_ids: list[Any], labels: list[Any], images: list[Any],
                uris: list[Any], verified_at: list[Any], origins: list[str], *,
                image_root: Path, previous: pa.Table | None, now: datetime,
-               workers: int | None = None, encoder: str | None = None) -> SourceRows:
+               workers: int | None = None, encoder: str | None = None,
+               reuse: bool = False) -> SourceRows:
     """Validate, decode and preprocess one source's verified rows into store rows (with
     `encoder`'s features, when named).
 
     previous: this source's rows from the last harvest: a label seen before keeps its
     harvested_at (and its verified_at when the input has none), so re-harvesting the
-    same input writes the same rows.
+    same input writes the same rows; with `reuse` (the same preprocessing signature), a
+    photo seen before keeps its pixels and features (it is not decoded or encoded again).
     """
     result = SourceRows(SCHEMA.empty_table(), len(product_ids))
     keep, ids, classes, seen = [], [], [], set()
@@ -199,9 +213,13 @@ def build_rows(source: str, product_ids: list[Any], labels: list[Any], images: l
             keep.append(i)
             ids.append(str(pid))
             classes.append(label)
-    decoded = decode_photos([images[i] for i in keep], [uris[i] for i in keep], image_root,
-                            workers, encoder)
     features_of = None if encoder is None else ModelInput(encoder).key
+    known = {} if previous is None or not reuse else {
+        row["photo_sha256"]: (row["pixels"], row["features"]) for row in previous.select(
+            ["photo_sha256", "pixels", "features", "features_of"]).to_pylist()
+        if row["features_of"] == features_of}
+    decoded = decode_photos([images[i] for i in keep], [uris[i] for i in keep], image_root,
+                            workers, encoder, known)
     before = {}
     if previous is not None:
         for row in previous.select(["product_id", "label", "photo_sha256", "verified_at",
@@ -228,7 +246,8 @@ def build_rows(source: str, product_ids: list[Any], labels: list[Any], images: l
 
 def partition_rows(source: str, files: list[storage.Root], *, image_root: storage.Root | Path,
                    previous: pa.Table | None, now: datetime, workers: int | None = None,
-                   answers: pa.Table | None = None, encoder: str | None = None) -> SourceRows:
+                   answers: pa.Table | None = None, encoder: str | None = None,
+                   reuse: bool = False) -> SourceRows:
     """The verified rows of one catalogue partition's input files: `verified_category`, and
     the review answers about the day (tagging.review.export; an answer wins over the
     input's value). Photos answered "unusable" are counted, never trained on."""
@@ -270,7 +289,7 @@ def partition_rows(source: str, files: list[storage.Root], *, image_root: storag
             stated.append(when)
     rows = build_rows(source, ids, labels, images, uris, stated, ["catalogue"] * len(ids),
                       image_root=image_root, previous=previous, now=now, workers=workers,
-                      encoder=encoder)
+                      encoder=encoder, reuse=reuse)
     for pid in unusable:
         rows.reject(pid, "unusable photo (review answer)")
     for pid in sorted(set(answered) - found):
@@ -290,7 +309,7 @@ def photo_folder_source(folder: Path) -> str:
 
 def photo_folder_rows(folder: Path | str, *, previous: pa.Table | None = None,
                       now: datetime | None = None, workers: int | None = None,
-                      encoder: str | None = None) -> SourceRows:
+                      encoder: str | None = None, reuse: bool = False) -> SourceRows:
     """A labelled photo folder as store rows: product_id `<folder name>/<file>`."""
     folder = Path(folder)
     manifest = folder / "manifest.csv"
@@ -313,7 +332,8 @@ def photo_folder_rows(folder: Path | str, *, previous: pa.Table | None = None,
     return build_rows(photo_folder_source(folder), [f"{folder.name}/{n}" for n in files],
                       [r["label"] for r in rows], images, [None] * len(rows),
                       [None] * len(rows), origins, image_root=folder, previous=previous,
-                      now=now or harvest_time(), workers=workers, encoder=encoder)
+                      now=now or harvest_time(), workers=workers, encoder=encoder,
+                      reuse=reuse)
 
 
 # ---------------------------------------------------------------- has a source changed?
@@ -334,6 +354,17 @@ def files_key(files: list[Path | storage.Root], previous: list[dict] | None,
         sha = (known.get((path.name, *stamp.values())) or storage.sha256(path)[0])
         key.append({"file": path.name, **stamp, "sha256": sha})
     return key
+
+
+def same_preprocessing(old_key: Any, new_key: Any) -> bool:
+    """Were two harvest keys (files_key, folder_key) taken with the same preprocessing
+    signature (so the stored pixels and features are still what the tagger computes)?"""
+    def signature(key: Any) -> str | None:
+        entries = key if isinstance(key, list) else [key]
+        return next((e["preprocess"] for e in entries if isinstance(e, dict)
+                     and "preprocess" in e), None)
+
+    return old_key is not None and signature(old_key) == signature(new_key)
 
 
 def folder_key(folder: Path, encoder: str | None = None) -> dict:

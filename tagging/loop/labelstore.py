@@ -53,6 +53,7 @@ from tagging.loop.harvest import (
     partition_rows,
     photo_folder_rows,
     photo_folder_source,
+    same_preprocessing,
 )
 from tagging.review.overlay import DayOverlay
 from tagging.settings import LoopPolicy, Settings
@@ -131,7 +132,8 @@ class LabelStore:
                 return key, None
             return key, partition_rows(source, files, image_root=image_root,
                                        previous=previous, now=harvest_time(), workers=workers,
-                                       answers=answers.answers, encoder=encoder)
+                                       answers=answers.answers, encoder=encoder,
+                                       reuse=same_preprocessing(entry and entry.get("key"), key))
 
         return self._harvest(source, build)
 
@@ -159,8 +161,9 @@ class LabelStore:
             key = folder_key(folder, encoder)
             if entry is not None and entry.get("key") == key:
                 return key, None
-            return key, photo_folder_rows(folder, previous=previous, now=harvest_time(),
-                                          workers=workers, encoder=encoder)
+            return key, photo_folder_rows(
+                folder, previous=previous, now=harvest_time(), workers=workers,
+                encoder=encoder, reuse=same_preprocessing(entry and entry.get("key"), key))
 
         return self._harvest(photo_folder_source(folder), build)
 
