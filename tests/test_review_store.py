@@ -136,6 +136,20 @@ def test_answers_are_append_only_and_undo_appends_a_retraction(store):
             cur.execute(statement)
 
 
+def test_vitals_count_the_queue_its_age_and_recent_answers(store):
+    assert store.vitals(now=5000.0) == {"queue": 0, "claimed": 0, "oldest_open_s": None,
+                                        "answers_last_hour": 0, "answers_total": 0}
+    store.add_items(items(OLD, [0.1]), now=1000.0)
+    store.add_items(items(NEW, [0.2, 0.3]), now=4000.0)
+    claimed(store, "alice", now=4000.0)
+    store.answer("alice", NEW, f"{NEW}/p0", "coat", model_version="v0001", top3=[], now=4100.0)
+    store.answer("bob", NEW, f"{NEW}/p1", "bag", model_version="v0001", top3=[], now=4200.0)
+    store.undo("bob", lease_s=LEASE, now=4300.0)  # taken back: waiting (his again), not in force
+    assert store.vitals(now=4330.0) == {"queue": 2, "claimed": 1, "oldest_open_s": 3330.0,
+                                        "answers_last_hour": 1, "answers_total": 2}
+    assert store.vitals(now=4100.0 + 3601)["answers_last_hour"] == 0  # an hour later
+
+
 def test_skip_and_disagreements(store):
     store.add_items(items(NEW, [0.1, 0.2, 0.3]))
     assert claimed(store, "alice") == [f"{NEW}/p0"]
