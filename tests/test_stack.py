@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -242,8 +243,6 @@ def backfilled(stack: Stack, command: str) -> dict:
 
 
 def get(url: str, **headers: str) -> tuple[int, str, bytes]:
-    import urllib.request
-
     request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.status, response.headers.get_content_type(), response.read()
@@ -282,13 +281,11 @@ def test_the_readme_sequence_fills_backfills_reads_and_reviews(stack):
         assert status == 200 and kind.startswith("image/")
         _, _, scraped = get(f"{base}/metrics")
         assert "tagging_review_queue_length" in scraped.decode()
-        item = json.loads(get(f"{base}/api/queue?limit=5")[2])["items"]
-        item = next(i for i in item if i["top3"])
+        queued = json.loads(get(f"{base}/api/queue?limit=5")[2])["items"]
+        item = next(i for i in queued if i["top3"])
         answer = next(s for s in CATEGORY_SLUGS if s != item["top3"][0]["category"])
         request = json.dumps({"partition": SEQUENCE_DAY, "product_id": item["product_id"],
                               "category": answer}).encode()
-        import urllib.request
-
         with urllib.request.urlopen(urllib.request.Request(
                 f"{base}/api/verifications", data=request, method="POST",
                 headers={"Content-Type": "application/json"}), timeout=30) as response:
