@@ -4,7 +4,6 @@ skips, append-only answers and retractions, disagreements, concurrent claims."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -17,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from tagging.review.store import Item, ReviewStore, UnknownAnswer
@@ -36,7 +34,7 @@ def free_port() -> int:
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL cluster of its own (its own database, `review`), stopped by PID."""
     from tagging.errors import StackError
-    from tagging.ops.services import Postgres, as_user
+    from tagging.ops.services import REVIEW_DB_NAME, Postgres, as_user
 
     try:
         from tagging.ops.services import postgres_bindir
@@ -54,13 +52,8 @@ def postgres_url() -> Iterator[str]:
             proc = subprocess.Popen(server.argv(), env=server.env(), stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     **as_user(server.user))
-        server.wait_ready(lambda: proc.poll() is None, timeout=60)
-        with contextlib.closing(psycopg2.connect(host="127.0.0.1", port=server.port,
-                                                 dbname="postgres", user="airflow",
-                                                 password=password)) as db:
-            db.autocommit = True
-            db.cursor().execute("CREATE DATABASE review")
-        yield f"postgresql://airflow:{password}@127.0.0.1:{server.port}/review"
+        server.wait_ready(lambda: proc.poll() is None, timeout=60)  # creates `review` too
+        yield f"postgresql://airflow:{password}@127.0.0.1:{server.port}/{REVIEW_DB_NAME}"
     finally:
         if proc is not None:
             os.kill(proc.pid, signal.SIGINT)  # fast shutdown
