@@ -44,6 +44,11 @@ inactive); the physical location travels in the event's `extra`.
 A partition already published by the same model from the same input files is not
 re-tagged, so re-running a day or a backfill changes nothing.
 
+On call (tagging.ops): a task that fails for good is alerted by its on_failure_callback
+(alerts.TaskFailed); a refused candidate, validation warnings and a review backlog are
+alerted as warnings by the tasks that find them, and the steps' figures go out as metrics
+through Airflow's [metrics] settings (tagging.ops.oncall says which step sends what).
+
 Every task is a function of `tagging.pipeline` (or `tagging.catalogue`); settings come
 from the environment (`tagging.settings`: `TAGGING_CATALOGUE`, `TAGGING_REGISTRY`,
 `TAGGING_FASHION_MNIST_DIR`, `TAGGING_REAL_PHOTOS`, ...); heavy libraries are imported
@@ -53,6 +58,7 @@ inside the tasks only.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -60,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from tagging.ops.alerts import TaskFailed
 from tagging.pipeline.results import (
     CandidateRef,
     GateOutcome,
@@ -149,7 +156,8 @@ def _no_retry(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     catchup=False,
     max_active_runs=SETTINGS.max_active_runs,
     params=PARAMS,
-    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=1),
+                  "on_failure_callback": [TaskFailed()]},
     tags=["catalogue", "ml"],
     doc_md=__doc__,
 )
@@ -177,19 +185,27 @@ def catalogue_tagging() -> None:
           execution_timeout=timedelta(hours=3))
     def retrain(params: dict | None = None, dag_run: Any = None) -> CandidateRef:
         """Train a candidate, or reuse the champion (nothing changed, or too few labels)."""
+        from tagging.ops import oncall
         from tagging.pipeline.learn import retrain
 
-        return _no_retry(retrain, params["train"], force=params["force_retrain"],
-                         actor=_actor(dag_run), min_new_labels=params["min_new_labels"],
-                         target_precision=params["target_precision"])
+        started = time.monotonic()
+        candidate = _no_retry(retrain, params["train"], force=params["force_retrain"],
+                              actor=_actor(dag_run), min_new_labels=params["min_new_labels"],
+                              target_precision=params["target_precision"])
+        oncall.retrained(candidate, time.monotonic() - started)
+        return candidate
 
     @task(pool=SETTINGS.training_pool, queue=SETTINGS.training_queue)
     def gate_and_promote(candidate: CandidateRef, params: dict | None = None,
                          dag_run: Any = None) -> GateOutcome:
         """Promote through the gate; a refusal keeps the champion and the run goes on."""
+        from tagging.ops import oncall
         from tagging.pipeline.learn import promote_unless_reused
 
-        return _no_retry(promote_unless_reused, candidate, params["gate"], actor=_actor(dag_run))
+        outcome = _no_retry(promote_unless_reused, candidate, params["gate"],
+                            actor=_actor(dag_run))
+        oncall.gated(outcome, candidate)
+        return outcome
 
     @task
     def resolve_run(gate: GateOutcome, params: dict | None = None,
@@ -239,37 +255,52 @@ def catalogue_tagging() -> None:
                   dag_run: Any = None) -> str:
         """Tag one shard with the pinned model; returns the staged Parquet path."""
         from tagging.catalogue.tagger import tag_shard_to_staging
+        from tagging.ops import oncall
 
         settings = Settings.from_env()
-        return tag_shard_to_staging(
+        started = time.monotonic()
+        staged = tag_shard_to_staging(
             shard, catalogue_root=settings.catalogue_root, registry_root=settings.registry_root,
             model_version=run["model_version"], run_id=dag_run.run_id,
             tagged_at=run["tagged_at"], review_threshold=params["review_threshold"])
+        oncall.shard_tagged(shard["rows"], time.monotonic() - started)
+        return staged
 
     @task(trigger_rule="none_failed")
     def publish(run: RunPlan, staged: list[str]) -> Publication:
         """Commit the day to the tagged Delta table (runs only when no shard failed)."""
+        from tagging.ops import oncall
         from tagging.pipeline.tag import publish_run
 
-        return _no_retry(publish_run, run, staged[:])
+        publication = _no_retry(publish_run, run, staged[:])
+        oncall.published(run, publication)
+        return publication
 
     @task
     def validate(run: RunPlan, published: Publication,
                  params: dict | None = None) -> ValidatedRun:
-        """Row count, schema and quality limits; a breach fails the run."""
+        """Row count, schema and quality limits; a breach fails the run, warnings are alerted."""
+        from tagging.ops import oncall
         from tagging.pipeline.tag import validate_run
 
-        return _no_retry(validate_run, run, published, max_error_rate=params["max_error_rate"],
-                         max_review_rate=params["max_review_rate"],
-                         live_accuracy_margin=params["live_accuracy_margin"],
-                         review_rate_margin=params["review_rate_margin"])
+        result = _no_retry(validate_run, run, published,
+                           max_error_rate=params["max_error_rate"],
+                           max_review_rate=params["max_review_rate"],
+                           live_accuracy_margin=params["live_accuracy_margin"],
+                           review_rate_margin=params["review_rate_margin"])
+        oncall.validated(result)
+        return result
 
     @task
     def fill_review_queue(run: dict, published: dict) -> dict:
-        """Queue the day's needs_review rows and its audit slice for the review page."""
+        """Queue the day's needs_review rows and its audit slice for the review page; the
+        queue's figures go out as metrics, a backlog older than the setting is alerted."""
+        from tagging.ops import oncall
         from tagging.pipeline.review import fill_review_queue
 
-        return _no_retry(fill_review_queue, run["partition"])
+        filled = _no_retry(fill_review_queue, run["partition"])
+        oncall.review_queue()
+        return filled
 
     @task(outlets=[TAGGED])
     def announce(run: RunPlan, validated: ValidatedRun, outlet_events: Any = None) -> None:

@@ -43,6 +43,12 @@ REVIEW_ORIGINS_ENV = "TAGGING_REVIEW_ORIGINS"
 REVIEW_AUDIT_SHARE_ENV = "TAGGING_REVIEW_AUDIT_SHARE"
 REVIEW_AUDIT_SEED_ENV = "TAGGING_REVIEW_AUDIT_SEED"
 REVIEW_LEASE_ENV = "TAGGING_REVIEW_LEASE_S"
+# Alerts (tagging.ops.alerts): each channel is off while its variable is unset. The webhook's
+# URL (a secret for Slack) lives in an Airflow connection; email goes through Airflow's SMTP
+# connection ([email] email_conn_id, smtp_default) to these recipients.
+ALERT_WEBHOOK_CONN_ENV = "TAGGING_ALERT_WEBHOOK_CONN"
+ALERT_EMAIL_TO_ENV = "TAGGING_ALERT_EMAIL_TO"
+ALERT_BACKLOG_DAYS_ENV = "TAGGING_ALERT_BACKLOG_DAYS"
 # Airflow's own setting: the most mapped task instances one task may expand to.
 MAX_MAP_LENGTH_ENV = "AIRFLOW__CORE__MAX_MAP_LENGTH"
 
@@ -180,6 +186,31 @@ class Settings:
         from tagging.catalogue.layout import images_dir
 
         return self.image_root or images_dir(catalogue)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Who is told when something goes wrong, and how (tagging.ops.alerts)."""
+
+    webhook_conn: str | None = None  # an Airflow connection whose host is the webhook URL
+    email_to: tuple[str, ...] = ()  # recipients; the SMTP server: Airflow's SMTP connection
+    # a review backlog is alerted when the oldest unanswered photo was queued longer ago
+    backlog_days: float = 7.0
+    timeout_s: float = 10.0  # a webhook that does not answer within this is given up
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> AlertSettings:
+        env = os.environ if env is None else env
+        try:
+            backlog = float(env.get(ALERT_BACKLOG_DAYS_ENV) or cls.backlog_days)
+        except ValueError as e:
+            raise ConfigError(f"bad {ALERT_BACKLOG_DAYS_ENV}: {e}") from None
+        if backlog < 0:
+            raise ConfigError(f"{ALERT_BACKLOG_DAYS_ENV} must be >= 0, got {backlog}")
+        to = tuple(a.strip() for a in (env.get(ALERT_EMAIL_TO_ENV) or "").split(",")
+                   if a.strip())
+        return cls(webhook_conn=env.get(ALERT_WEBHOOK_CONN_ENV) or None, email_to=to,
+                   backlog_days=backlog)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,24 @@ def test_tag_a_demo_partition(tmp_path, fmnist_dir, champion_registry):
     assert read_manifest(tmp_path / "catalogue", "2026-11-02")["counts"]["rows"] == 35
 
 
+def test_demo_catalogue_fills_an_s3_root_as_a_folder(tmp_path, fmnist_dir, s3_env):
+    """The same command, the same bytes, whether the catalogue is a folder or on S3."""
+    from tagging import storage
+    from tagging.catalogue.planning import plan_shards
+
+    remote = f"s3://tagging/demo-{tmp_path.name}"
+    for where in (remote, str(tmp_path / "catalogue")):
+        tagging("demo-catalogue", "--catalogue", where, "--days", "2", "--end", "2026-11-02",
+                "--rows-per-day", "6", env={"TAGGING_FASHION_MNIST_DIR": str(fmnist_dir)})
+    for day in ("2026-11-01", "2026-11-02"):
+        part = f"incoming/dt={day}/part-0.parquet"
+        written = storage.Root(f"{remote}/{part}")
+        assert storage.read_bytes(written) == (tmp_path / "catalogue" / part).read_bytes()
+        assert [s["rows"] for s in plan_shards(remote, day)] == [11]  # 6 photos + 5 broken
+    assert [o.root.name for o in storage.list_objects(storage.Root(remote))] == [
+        "part-0.parquet"] * 2  # nothing else: no temporary object left
+
+
 def test_clear_errors_not_tracebacks(tmp_path):
     env = {"TAGGING_HOME": str(tmp_path)}
     missing = tagging("tag", "--date", "2026-01-01", env=env, check=False)

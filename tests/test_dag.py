@@ -1,7 +1,9 @@
 """The catalogue_tagging DAG, parsed and run by a real Airflow (SQLite, `airflow dags test`).
 
 Real short training, a real generated catalogue, a real registry; the failing shard
-fails for real (a late input file whose data pages are corrupt).
+fails for real (a late input file whose data pages are corrupt). The runs send their alerts
+and Airflow's StatsD metrics to receivers on 127.0.0.1 (tests/oncall_support.py), or to
+ports nobody listens on: a receiver that is down changes no run's outcome.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import DAG_CONF, FMNIST_DIR
 from helpers import read_input
+from oncall_support import ONCALL, Sinks, alert_env, closed_port, sinks
 
 from model_registry import Registry
 from tagging import settings
 from tagging.catalogue.layout import input_dir, label_store_dir, published_dir
 from tagging.catalogue.published import read_manifest, read_published
 from tagging.catalogue.table import history
+from tagging.loop.quality import check_live_quality, expected_of
+from tagging.ops import metrics
 from tagging.ops.airflow import DAGS_DIR
 from tagging.ops.demo import run_demo
 from tagging.ops.local import LocalAirflow
@@ -33,6 +38,8 @@ from tagging.settings import LoopPolicy, TaggingLimits
 
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
 FAST_RETRIES = {"TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"}
+# In the runs' environment: no message may ever carry it (nor the webhook URL's token)
+AWS_SECRET = "test-secret-d41d8cd98f00b204"
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +122,24 @@ def test_dag_params_default_to_the_settings(parsed):
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory) -> LocalAirflow:
+def oncall() -> Sinks:
+    """The webhook, SMTP and StatsD receivers every run of this module reports to."""
+    with sinks() as received:
+        yield received
+    text = "\n".join([*(json.dumps(p) for p in received.posts),
+                      *(m.as_string() for m in received.emails)])
+    assert AWS_SECRET not in text and "s3cr3t" not in text  # no secret, ever
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, oncall) -> LocalAirflow:
     """An Airflow home with an empty registry and a small demo catalogue for DAYS."""
     from tagging.catalogue.demo import generate_demo_catalogue
 
     workdir = tmp_path_factory.mktemp("dag")
-    airflow = LocalAirflow.in_workdir(workdir, extra_env={settings.DATA_ENV: FMNIST_DIR,
-                                                          **FAST_RETRIES})
+    airflow = LocalAirflow.in_workdir(workdir, extra_env={
+        settings.DATA_ENV: FMNIST_DIR, **FAST_RETRIES, "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+        **alert_env(oncall.webhook_port, oncall.smtp_port, oncall.statsd_port)})
     generate_demo_catalogue(airflow.catalogue, DAYS, rows_per_day=50, data_dir=FMNIST_DIR,
                             workers=2)
     airflow.setup()
@@ -147,7 +165,7 @@ def first_run(local) -> LocalAirflow:
 
 
 @pytest.mark.slow
-def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
+def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run, oncall):
     local = first_run
 
     registry = Registry(local.registry)
@@ -183,6 +201,23 @@ def test_dag_run_trains_promotes_publishes_then_reuses_the_champion(first_run):
     assert published_state(local.catalogue, DAYS[0]) == before
     assert local.query("SELECT count(*) FROM asset_event") == events_before
 
+    # On call: every figure went out through Airflow's StatsD (prefix `airflow.`; live
+    # accuracy needs verified rows: tests/test_loop_dag.py; refusals, failed alerts below) ...
+    seen = oncall.metric_names()
+    expected = {f"airflow.{name}" for name in metrics.NAMES} - {
+        f"airflow.{name}" for name in (metrics.LIVE_ACCURACY, metrics.GATE_REFUSALS,
+                                       metrics.ALERTS_FAILED)}
+    assert expected <= seen, expected - seen
+    assert "airflow.tagging.promotions:1|c" in oncall.statsd
+    assert "airflow.tagging.rows:55|c" in oncall.statsd
+    assert "airflow.tagging.live_verified:0|g" in oncall.statsd  # the demo days: none
+    # ... and, with TAGGING_ALERT_BACKLOG_DAYS=0, each run's queue was a backlog: alerted
+    backlog = oncall.alerts("review_backlog")
+    assert {a["day"] for a in backlog} == {DAYS[0], DAYS[1]}
+    assert all(a["severity"] == "warning" and "/tasks/fill_review_queue" in a["log_url"]
+               for a in backlog)
+    assert oncall.emails_about("review backlog") and oncall.emails[0]["To"] == ONCALL
+
 
 def add_corrupt_input(catalogue: Path, day: str) -> Path:
     """A late second input file: readable footer (so it is planned), corrupt data pages."""
@@ -200,7 +235,7 @@ def add_corrupt_input(catalogue: Path, day: str) -> Path:
 
 
 @pytest.mark.slow
-def test_refused_candidate_keeps_the_champion_and_the_run_goes_on(first_run):
+def test_refused_candidate_keeps_the_champion_and_the_run_goes_on(first_run, oncall):
     local = first_run
     before = published_state(local.catalogue, DAYS[0])
     strict = {**DAG_CONF, "force_retrain": True, "gate": {"min_accuracy": 0.999}}
@@ -213,11 +248,20 @@ def test_refused_candidate_keeps_the_champion_and_the_run_goes_on(first_run):
     assert registry.events()[-1]["version"] == refused
     assert published_state(local.catalogue, DAYS[0]) == before  # still v0001's tags
 
+    [alert] = oncall.alerts("gate_refused")  # a warning: the run succeeded
+    assert alert["title"] == f"the gate refused candidate {refused}: the champion stays v0001"
+    assert (alert["day"], alert["task"]) == (DAYS[0], "gate_and_promote")
+    assert alert["details"] and all(r.startswith("reason: ") for r in alert["details"])
+    assert f"airflow.{metrics.GATE_REFUSALS}" in oncall.metric_names()
+    assert oncall.emails_about(f"the gate refused candidate {refused}")
+
 
 @pytest.mark.slow
-def test_no_champion_at_all_fails_clearly(local, tmp_path):
+def test_no_champion_at_all_fails_clearly(local, tmp_path, oncall):
+    """... with the alert receivers down: logged, and the run fails as it would anyway."""
+    down = alert_env(closed_port(), closed_port(), oncall.statsd_port)
     empty = LocalAirflow(home=local.home, catalogue=local.catalogue,
-                         registry=tmp_path / "registry", extra_env=local.extra_env)
+                         registry=tmp_path / "registry", extra_env={**local.extra_env, **down})
     day = DAYS[1]
     before = read_manifest(local.catalogue, day)
     assert not empty.dag_test(day, {**DAG_CONF, "gate": {"min_accuracy": 0.999}})
@@ -226,13 +270,18 @@ def test_no_champion_at_all_fails_clearly(local, tmp_path):
               for t in empty.task_instances(run_of(empty, day))}
     assert states["gate_and_promote"] == ("failed", 1)  # a clear failure, not retried
     assert states["resolve_run"][0] == "upstream_failed"
-    assert "no champion model" in (empty.log_dir / f"dags-test-{day}.log").read_text()
+    log = (empty.log_dir / f"dags-test-{day}.log").read_text()
+    assert "no champion model" in log
     assert Registry(empty.registry).champion() is None
     assert read_manifest(local.catalogue, day) == before
+    for channel in ("webhook", "email"):
+        assert f"alert task_failed not sent by {channel}" in log
+    assert not [a for a in oncall.alerts("task_failed") if a["task"] == "gate_and_promote"]
+    assert f"airflow.{metrics.ALERTS_FAILED}:1|c" in oncall.statsd  # counted, twice
 
 
 @pytest.mark.slow
-def test_failing_shard_is_retried_and_blocks_publication(first_run):
+def test_failing_shard_is_retried_and_blocks_publication(first_run, oncall):
     local = first_run
     day = DAYS[2]
     assert local.dag_test(day, DAG_CONF)
@@ -250,11 +299,24 @@ def test_failing_shard_is_retried_and_blocks_publication(first_run):
     assert published_state(local.catalogue, day) == before
     assert read_published(local.catalogue, day).num_rows == 55
 
+    # the shard that failed for good (not its first try) is alerted, with where to look
+    [alert] = oncall.alerts("task_failed")
+    assert alert["title"] == f"tag_shard[1] failed for {day}" and alert["severity"] == "critical"
+    assert alert["run_id"] == run_of(local, day)
+    error = alert["details"][0]
+    assert error.startswith("error: StorageError: ") and "deserialize" in error
+    assert "\n" not in error and len(error) < 320
+    assert alert["log_url"].endswith("/tasks/tag_shard/mapped/1?try_number=2")
+    assert oncall.emails_about(f"tag_shard[1] failed for {day}")
+
 
 @pytest.mark.slow
 def test_run_demo_summarises_each_day(first_run, monkeypatch):
-    """What `tagging demo` prints, on the fixture's work dir (the day is already published)."""
+    """What `tagging demo` prints, on the fixture's work dir (the day is already published);
+    the alert receivers are down: the backlog alert is logged, the run succeeds."""
     monkeypatch.setenv(settings.DATA_ENV, FMNIST_DIR)
+    for key, value in alert_env(closed_port(), closed_port(), closed_port()).items():
+        monkeypatch.setenv(key, value)
     run = run_demo(first_run.home.parent, DAYS[:1], train_overrides=DAG_CONF["train"],
                    gate_overrides=DAG_CONF["gate"],
                    params={"max_error_rate": 0.2, "max_review_rate": 1.0})
@@ -266,11 +328,16 @@ def test_run_demo_summarises_each_day(first_run, monkeypatch):
     assert day.needs_review == sum(flagged["needs_review"].to_pylist()) >= 5  # broken rows
     assert day.published == str(published_dir(first_run.catalogue, DAYS[0]))
     assert run.catalogue == str(first_run.catalogue)
+    log = Path(day.log).read_text()
+    for channel in ("webhook", "email"):
+        assert f"alert review_backlog not sent by {channel}" in log
 
 
 @pytest.mark.slow
-def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_set):
-    """TAGGING_REAL_PHOTOS joins the label store: trained on, calibrated on its holdout."""
+def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_set, oncall):
+    """TAGGING_REAL_PHOTOS joins the label store: trained on, calibrated on its holdout;
+    validation's warnings (a few held-out photos certify no tag: every one is reviewed)
+    reach the people on call, and the run succeeds."""
     from tagging.catalogue.demo import generate_demo_catalogue
 
     day = "2026-03-04"
@@ -288,4 +355,11 @@ def test_real_photos_from_the_environment_are_trained_on(local, tmp_path, photo_
     assert labels["train"] + labels["holdout"] == 40 and labels["holdout"] > 0
     assert meta["hyperparameters"]["label_store"] == str(label_store_dir(airflow.catalogue))
     assert meta["review"]["selection_source"].startswith(f"{labels['holdout']} held-out")
-    assert read_manifest(airflow.catalogue, day)["model_version"] == "v0001"
+    manifest = read_manifest(airflow.catalogue, day)
+    assert manifest["model_version"] == "v0001"
+
+    warnings = check_live_quality(manifest["quality"], expected_of(airflow.registry, "v0001"),
+                                  version="v0001").warnings
+    [alert] = [a for a in oncall.alerts("validation_warning") if a["day"] == day]
+    assert warnings and alert["details"] == [f"warning: {w}" for w in warnings]
+    assert (alert["day"], alert["task"], alert["severity"]) == (day, "validate", "warning")

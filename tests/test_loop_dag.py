@@ -2,7 +2,8 @@
 
 Real photos with verified labels spread over the days; tiny trainings. Each day harvests,
 retrains only with enough new labels (min_new_labels is set per run to force both cases),
-gates on the current holdout, re-tags after a promotion and records live quality.
+gates on the current holdout, re-tags after a promotion and records live quality, which
+goes out as metrics through Airflow's StatsD (to a listener on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import DAG_CONF, FMNIST_DIR
 from helpers import read_input, snapshot
+from oncall_support import Sinks, alert_env, closed_port, sinks
 
 from model_registry import Registry
 from tagging.catalogue.publications import publication_history
@@ -27,11 +29,18 @@ CONF = {**DAG_CONF, "train": TRAIN, "retag_days": 7, "harvest_days": 30}
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory, photo_set) -> LocalAirflow:
+def oncall() -> Sinks:
+    with sinks() as received:
+        yield received
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, photo_set, oncall) -> LocalAirflow:
     workdir = tmp_path_factory.mktemp("loop")
     airflow = LocalAirflow.in_workdir(workdir, extra_env={
         DATA_ENV: FMNIST_DIR, "TAGGING_SHARD_RETRIES": "1",
-        "TAGGING_SHARD_RETRY_DELAY": "1"})
+        "TAGGING_SHARD_RETRY_DELAY": "1",
+        **alert_env(closed_port(), closed_port(), oncall.statsd_port)})
     real_photo_days(photo_set, airflow.catalogue, DAYS, reveal=0.9, seed=3)
     airflow.setup()
     return airflow
@@ -50,7 +59,7 @@ def held_out_verified(catalogue: Path, day: str) -> int:
 
 
 @pytest.mark.slow
-def test_three_days_of_the_loop(loop):
+def test_three_days_of_the_loop(loop, oncall):
     registry = Registry(loop.registry)
     store = LabelStore.of_catalogue(loop.catalogue)
 
@@ -68,6 +77,10 @@ def test_three_days_of_the_loop(loop):
     assert quality["verified"] <= held_out_verified(loop.catalogue, DAYS[0])
     assert (quality["accuracy"] is None) == (quality["verified"] == 0)
     assert sum(quality["predicted"].values()) > 0
+    # the day's live quality, as the people on call's dashboards get it
+    assert quality["accuracy"] is not None  # some held-out products were verified
+    assert f"airflow.tagging.live_verified:{quality['verified']}|g" in oncall.statsd
+    assert f"airflow.tagging.live_accuracy:{quality['accuracy']}|g" in oncall.statsd
 
     # day 2: new labels, but fewer than min_new_labels: the champion is reused
     assert loop.dag_test(DAYS[1], {**CONF, "min_new_labels": 1000})

@@ -97,9 +97,12 @@ def test_checks_fail_below_the_holdout_and_above_the_expected_review_rate():
     assert len(problems) == 2
     assert problems[0].startswith("live accuracy 0.600 on 200 verified rows")
     assert "v0002's expected 0.400" in problems[1]
-    # 0.64 on 25 rows is within the noise (not on 200); on 5 rows it is not checked at all
-    assert not check_live_quality({"verified": 25, "accuracy": 0.64}, expected,
-                                  version="v").problems
+    # 0.64 on 25 rows is within the noise (not on 200), but a drop: a warning (alerted);
+    # on 5 rows it is not checked at all
+    noisy = check_live_quality({"verified": 25, "accuracy": 0.64}, expected, version="v")
+    assert noisy.problems == []
+    assert noisy.warnings == ["live accuracy 0.640 on 25 verified rows is more than 0.1 below "
+                              "v's holdout accuracy 0.800 (too few rows to fail the day)"]
     assert check_live_quality({"verified": 200, "accuracy": 0.64}, expected,
                               version="v").problems
     assert not check_live_quality({"verified": 5, "accuracy": 0.0}, expected,

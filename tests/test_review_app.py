@@ -147,6 +147,30 @@ def test_api_answers_and_refuses(app, catalogue):
     assert paths["/api/verifications"]["post"]["responses"].keys() >= {"201", "404", "422"}
 
 
+def test_metrics_are_scraped_without_identity_and_name_nothing(app, catalogue):
+    """Prometheus /metrics: the store's counts and ages, no header needed, no product id,
+    reviewer or photo in it (test_api_answers_and_refuses answered before)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, headers, body = request(app, "GET", "/metrics", user=None)
+    assert status == 200
+    assert {k.lower(): v for k, v in headers.items()}["content-type"].startswith("text/plain")
+    text = body.decode()
+    samples = {s.name: s.value for family in text_string_to_metric_families(text)
+               for s in family.samples}
+    store = ReviewStore(str(app.env["TAGGING_REVIEW_DB"]))
+    vitals = store.vitals()
+    store.close()
+    assert samples["tagging_review_queue_length"] == vitals["queue"] > 0
+    assert samples["tagging_review_answers_total"] == vitals["answers_total"] >= 2
+    assert samples["tagging_review_answers_per_hour"] >= 2
+    assert samples["tagging_review_oldest_open_seconds"] > 0
+    assert "tagging_review_claimed" in samples
+    products = read_published(catalogue, DAY, ["product_id"])["product_id"].to_pylist()
+    assert not [p for p in products if p in text]
+    assert "api-client" not in text and DAY not in text
+
+
 def test_photos_come_only_from_the_catalogue_rows(app):
     def get(product_id: str) -> tuple[int, dict[str, str], bytes]:
         return request(app, "GET", photo_url(DAY, product_id), user="viewer")

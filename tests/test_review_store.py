@@ -4,7 +4,6 @@ skips, append-only answers and retractions, disagreements, concurrent claims."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -17,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from tagging.review.store import Item, ReviewStore, UnknownAnswer
@@ -36,7 +34,7 @@ def free_port() -> int:
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL cluster of its own (its own database, `review`), stopped by PID."""
     from tagging.errors import StackError
-    from tagging.ops.services import Postgres, as_user
+    from tagging.ops.services import REVIEW_DB_NAME, Postgres, as_user
 
     try:
         from tagging.ops.services import postgres_bindir
@@ -54,13 +52,8 @@ def postgres_url() -> Iterator[str]:
             proc = subprocess.Popen(server.argv(), env=server.env(), stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     **as_user(server.user))
-        server.wait_ready(lambda: proc.poll() is None, timeout=60)
-        with contextlib.closing(psycopg2.connect(host="127.0.0.1", port=server.port,
-                                                 dbname="postgres", user="airflow",
-                                                 password=password)) as db:
-            db.autocommit = True
-            db.cursor().execute("CREATE DATABASE review")
-        yield f"postgresql://airflow:{password}@127.0.0.1:{server.port}/review"
+        server.wait_ready(lambda: proc.poll() is None, timeout=60)  # creates `review` too
+        yield f"postgresql://airflow:{password}@127.0.0.1:{server.port}/{REVIEW_DB_NAME}"
     finally:
         if proc is not None:
             os.kill(proc.pid, signal.SIGINT)  # fast shutdown
@@ -134,6 +127,20 @@ def test_answers_are_append_only_and_undo_appends_a_retraction(store):
         with pytest.raises(Exception, match="append-only"), \
                 store.db.transaction(write=True) as cur:
             cur.execute(statement)
+
+
+def test_vitals_count_the_queue_its_age_and_recent_answers(store):
+    assert store.vitals(now=5000.0) == {"queue": 0, "claimed": 0, "oldest_open_s": None,
+                                        "answers_last_hour": 0, "answers_total": 0}
+    store.add_items(items(OLD, [0.1]), now=1000.0)
+    store.add_items(items(NEW, [0.2, 0.3]), now=4000.0)
+    claimed(store, "alice", now=4000.0)
+    store.answer("alice", NEW, f"{NEW}/p0", "coat", model_version="v0001", top3=[], now=4100.0)
+    store.answer("bob", NEW, f"{NEW}/p1", "bag", model_version="v0001", top3=[], now=4200.0)
+    store.undo("bob", lease_s=LEASE, now=4300.0)  # taken back: waiting (his again), not in force
+    assert store.vitals(now=4330.0) == {"queue": 2, "claimed": 1, "oldest_open_s": 3330.0,
+                                        "answers_last_hour": 1, "answers_total": 2}
+    assert store.vitals(now=4100.0 + 3601)["answers_last_hour"] == 0  # an hour later
 
 
 def test_skip_and_disagreements(store):

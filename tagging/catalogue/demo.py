@@ -3,7 +3,8 @@
 Each photo is a 762x1000 canvas with an off-white background and the product (the
 negated Fashion-MNIST image, upscaled) in a colour tint, off-centre with margins, saved as
 JPEG of varied quality, or sometimes PNG/WebP. A few rows per day are broken on purpose.
-The true label is kept in `true_category`.
+The true label is kept in `true_category`. The catalogue may be a folder or an `s3://`
+root (tagging.storage writes either, each file whole or not at all).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL import Image
 from tagging.catalogue.layout import input_dir
 from tagging.labels import CATEGORY_SLUGS
 from tagging.model.data import load_fashion_mnist
+from tagging.storage import Root, atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,9 @@ def broken_rows(good_jpeg: bytes) -> list[tuple[bytes | None, str | None, str]]:
     ]
 
 
-def generate_demo_catalogue(catalogue_root: Path | str, dates: list[str], *,
+def generate_demo_catalogue(catalogue_root: Root | Path | str, dates: list[str], *,
                             rows_per_day: int = 200, data_dir: Path | str | None = None,
-                            seed: int = 0, workers: int | None = None) -> list[Path]:
+                            seed: int = 0, workers: int | None = None) -> list[Root]:
     """Write incoming/dt=DATE/part-0.parquet for each date; returns the files written."""
     data = load_fashion_mnist(data_dir)
     rng = np.random.default_rng(seed)
@@ -85,11 +87,9 @@ def generate_demo_catalogue(catalogue_root: Path | str, dates: list[str], *,
                       for i in range(0, rows_per_day, 64)]
             photos = [p for chunk in pool.map(_render_many, chunks) for p in chunk]
             table = demo_table(date, photos, data.y_test[picks])
-            out = input_dir(catalogue_root, date).path / "part-0.parquet"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="none")
-            os.replace(tmp, out)
+            out = input_dir(catalogue_root, date) / "part-0.parquet"
+            with atomic_writer(out) as sink:
+                pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression="none")
             log.info("wrote %s (%d rows)", out, table.num_rows)
             written.append(out)
     return written

@@ -182,9 +182,10 @@ def check_live_quality(quality: dict, expected: dict, *, version: str,
 
     Accuracy fails only when even its upper confidence bound is more than the margin
     below the lower bound of the holdout accuracy: both are small samples (a day of 30
-    verified rows; a holdout of a few photos while the store is young). The review rate
-    fails above the version's expected rate plus the margin; a version whose policy
-    reviews everything never fails for it (the safe answer): that is a warning.
+    verified rows; a holdout of a few photos while the store is young); the accuracy
+    itself more than the margin below is a warning (the on-call live-quality alert). The
+    review rate fails above the version's expected rate plus the margin; a version whose
+    policy reviews everything never fails for it (the safe answer): that is a warning.
     """
     problems, warnings = [], []
     n, accuracy = quality.get("verified", 0), quality.get("accuracy")
@@ -201,6 +202,10 @@ def check_live_quality(quality: dict, expected: dict, *, version: str,
                 f"is more than {accuracy_margin:g} below {version}'s holdout accuracy "
                 f"{holdout:.3f}" + (f" on {photos} photos (lower bound {lower:.3f})"
                                     if photos else ""))
+        elif accuracy < holdout - accuracy_margin:  # a drop too small a sample cannot prove
+            warnings.append(f"live accuracy {accuracy:.3f} on {n} verified rows is more than "
+                            f"{accuracy_margin:g} below {version}'s holdout accuracy "
+                            f"{holdout:.3f} (too few rows to fail the day)")
     rate, wanted = quality.get("review_rate"), expected.get("expected_review_rate")
     if expected.get("reviews_everything"):
         warnings.append(reviews_everything_warning(version, rate))

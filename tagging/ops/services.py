@@ -34,6 +34,7 @@ from tagging.errors import StackError
 from tagging.ops.airflow import tail, wait_for
 
 DB_NAME = DB_USER = "airflow"
+REVIEW_DB_NAME = "review"  # the review queue's store: never Airflow's own database
 
 
 @dataclass
@@ -148,16 +149,18 @@ class Postgres:
         return user_env(self.user)
 
     def wait_ready(self, alive: Callable[[], bool], timeout: float) -> None:
-        """Wait until the server accepts connections; create the Airflow database."""
+        """Wait until the server accepts connections; create the Airflow database and the
+        review queue's."""
         def create_database() -> bool:
             with contextlib.closing(psycopg2.connect(
                     host="127.0.0.1", port=self.port, dbname="postgres", user=DB_USER,
                     password=self.password, connect_timeout=5)) as db:
                 db.autocommit = True
                 with db.cursor() as cur:
-                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
-                    if not cur.fetchone():
-                        cur.execute(f"CREATE DATABASE {DB_NAME}")
+                    for name in (DB_NAME, REVIEW_DB_NAME):
+                        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                        if not cur.fetchone():
+                            cur.execute(f"CREATE DATABASE {name}")
             return True
 
         _wait_started("PostgreSQL", create_database, psycopg2.OperationalError, alive=alive,

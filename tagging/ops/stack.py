@@ -3,8 +3,9 @@
 Starts the services of docker-compose.yml as local processes: PostgreSQL (a cluster under
 the work dir, run by the Debian binaries as an unprivileged user), Redis, and Airflow's
 api-server, scheduler, dag-processor, triggerer and Celery workers (CeleryExecutor), and an
-S3 server (SeaweedFS, tagging.ops.s3server) holding the catalogue (and the registry, with
-`registry_on_s3`): the workers share no disk, as on several machines. Laid
+S3 server (SeaweedFS, tagging.ops.s3server) holding the catalogue (its label store and
+review answers included) and the model registry; the review queue's store is a database
+of the PostgreSQL server: the workers share no disk, as on several machines. Laid
 out as in the compose file: `general` (default queue, 2 tasks), `training` (training
 queue, 1) and N `tagging-i` (tagging queue, 1: a shard uses every core). Everything
 listens on 127.0.0.1 only, on free ports. Each service runs in its own session, so `down`
@@ -51,6 +52,7 @@ from tagging.ops.s3server import S3Server
 from tagging.ops.services import (
     DB_NAME,
     DB_USER,
+    REVIEW_DB_NAME,
     Postgres,
     Redis,
     Service,
@@ -93,10 +95,8 @@ class Stack(AirflowHarness):
     tagging_workers: int = 2
     heartbeat_timeout: int = 300
     scheduled: bool = False
-    # The catalogue on the stack's S3 server (else a folder of the work dir); the registry
-    # too with registry_on_s3 (model_registry on object storage: the `registry` branch).
+    # The catalogue and the registry on the stack's S3 server (else folders of the work dir).
     object_storage: bool = True
-    registry_on_s3: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -135,7 +135,7 @@ class Stack(AirflowHarness):
 
     @property
     def registry(self) -> Path | str:
-        if self.object_storage and self.registry_on_s3:
+        if self.object_storage:
             return f"s3://{BUCKET}/registry"
         return self.workdir / "registry"
 
@@ -166,8 +166,16 @@ class Stack(AirflowHarness):
 
     @property
     def db_url(self) -> str:
+        return self._postgres_url("postgresql+psycopg2", DB_NAME)
+
+    @property
+    def review_db_url(self) -> str:
+        """The review queue's store: its own database on the stack's PostgreSQL server."""
+        return self._postgres_url("postgresql", REVIEW_DB_NAME)
+
+    def _postgres_url(self, scheme: str, database: str) -> str:
         ports, secret = self.state["ports"], self.state["secrets"]["postgres"]
-        return f"postgresql+psycopg2://{DB_USER}:{secret}@127.0.0.1:{ports['postgres']}/{DB_NAME}"
+        return f"{scheme}://{DB_USER}:{secret}@127.0.0.1:{ports['postgres']}/{database}"
 
     # ------------------------------------------------------------ environment
 
@@ -195,9 +203,9 @@ class Stack(AirflowHarness):
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
         }
         env |= self.s3_env()
-        # The review queue's store: a file of the stack (the catalogue may be on S3, where
-        # no default store is derived from it).
-        env.setdefault(settings.REVIEW_DB_ENV, str(self.root / "review" / "review.db"))
+        # The review queue's store (none is derived from a catalogue on S3): in PostgreSQL,
+        # which the general worker (fill, export) and the review app all reach.
+        env.setdefault(settings.REVIEW_DB_ENV, self.review_db_url)
         env.pop(settings.WORKER_NAME_ENV, None)
         if worker:
             env[settings.WORKER_NAME_ENV] = worker

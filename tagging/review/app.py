@@ -7,7 +7,9 @@ Safety, in one place:
   forms also carry a token matching a SameSite=Strict cookie (double submit);
 * templates escape everything (Jinja autoescape); the script sets text with textContent;
   pages are served with a Content-Security-Policy that allows only the app's own files;
-* photos: tagging.review.photos (only a queued row's bytes, type sniffed, nosniff).
+* photos: tagging.review.photos (only a queued row's bytes, type sniffed, nosniff);
+* `/metrics` (Prometheus) and `/healthz` need no identity: counts and ages only
+  (tagging.review.metrics), nothing about a product or a reviewer.
 """
 
 
@@ -28,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tagging.labels import CATEGORY_SLUGS
 from tagging.review.api import api_router
+from tagging.review.metrics import registry_of
 from tagging.review.photos import PhotoUnavailable, load_photo
 from tagging.review.service import CATEGORY_KEYS, NAMES, ReviewService, UnknownProduct, photo_url
 from tagging.review.store import UnknownAnswer
@@ -150,6 +153,16 @@ def create_app(service: ReviewService, *, single_user: str | None = None) -> Fas
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    metrics = registry_of(service.store)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        """Prometheus scrape: store-wide counts and ages only, so no identity is needed."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST,
+                        headers={"Cache-Control": "no-store"})
 
     app.include_router(api_router(reviewer))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -338,6 +338,26 @@ class ReviewStore:
         }
 
 
+    def vitals(self, *, now: float | None = None) -> dict[str, Any]:
+        """What a dashboard graphs (counts and ages only): photos waiting, claimed now, the
+        age of the oldest waiting one (s, None when none waits), answers in force given in
+        the last hour, and answers ever given (retractions do not lower it)."""
+        now = time.time() if now is None else now
+        with self.db.transaction() as cur:
+            waiting = cur.execute("SELECT count(*) AS n, min(added_at) AS oldest FROM items "
+                                  "WHERE answered = 0").one()
+            claimed = cur.execute("SELECT count(*) FROM claims WHERE expires_at >= ?",
+                                  (now,)).scalar()
+            last_hour = cur.execute(
+                f"SELECT count(*) FROM answers a WHERE a.answer IS NOT NULL AND "
+                f"a.answered_at >= ? AND {NOT_RETRACTED}", (now - 3600,)).scalar()
+            total = cur.execute("SELECT count(*) FROM answers WHERE answer IS NOT NULL").scalar()
+        oldest = waiting["oldest"]
+        return {"queue": int(waiting["n"]), "claimed": int(claimed),
+                "oldest_open_s": None if oldest is None else max(0.0, now - float(oldest)),
+                "answers_last_hour": int(last_hour), "answers_total": int(total)}
+
+
 def disagreements(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Products that reviewers answered differently: each reviewer's latest answer, and
     the one that wins (the latest)."""
