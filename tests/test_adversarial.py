@@ -640,3 +640,25 @@ def test_concurrent_publishes_of_the_same_result_commit_once(tmp_path, good, tag
     assert published_rows(root).num_rows == 4
     validate_partition(root, DATE)
     assert len(history(root, DATE)) == 1  # the same model on the same input: one commit
+
+
+@pytest.mark.parametrize("limit", [3_000_000_000, 1_500_000_000])
+def test_tagging_under_an_address_space_limit(tmp_path, good, champion_registry, limit):
+    """A batch host's `ulimit -v`: 3 GB is enough (the run publishes), 1.5 GB is refused at
+    start with one line naming what it needs (it used to abort in the Delta commit)."""
+    import resource
+
+    write_day(tmp_path, {"part-0.parquet": items_table(
+        [(f"p{i}", good[i % len(good)], None) for i in range(20)])})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tagging.cli", *tag_args(tmp_path, champion_registry, *LOOSE)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    if limit >= 3_000_000_000:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert published_rows(tmp_path).num_rows == 20
+    else:
+        assert_one_line_error(proc.returncode, proc.stdout + proc.stderr,
+                              "address-space limit", "1.40 GB", "at least 2 GB")
+        assert read_manifest(tmp_path, DATE) is None

@@ -186,7 +186,7 @@ def test_features_are_computed_once_per_photo(tmp_path, photos, monkeypatch):
     store = LabelStore(tmp_path / "labels")
     rows = [{"product_id": f"p{i}", "image": photos[i][0],
              "verified_category": str(photos[i][1])} for i in range(3)]
-    write_partition(tmp_path, "2026-03-01", rows[:2] + [{**rows[2], "verified_category": None}])
+    write_partition(tmp_path, "2026-03-01", [*rows[:2], {**rows[2], "verified_category": None}])
     assert store.harvest_partition(tmp_path, "2026-03-01", encoder=DEFAULT_ENCODER).harvested
     before = store.table()
     write_partition(tmp_path, "2026-03-01", rows)

@@ -36,7 +36,8 @@ from tagging.catalogue.schema import (
     TOP3_TYPE,
     parse_time,
 )
-from tagging.errors import PartitionInvalid
+from tagging.errors import PartitionInvalid, TaggingError
+from tagging.memory import address_space_problem
 from tagging.model.inference import Classifier, PhotoModel
 from tagging.model.policy import needs_review
 from tagging.photos.pool import CHUNK_ROWS, Chunk, DecodingPool, joined
@@ -76,6 +77,8 @@ class Tagger:
 
     def __init__(self, classifier: Classifier, *, review_threshold: float | None = None,
                  image_root: storage.Root | Path | str, workers: int | None = None):
+        if problem := address_space_problem():  # before any worker or runtime starts
+            raise TaggingError(problem)
         form = classifier.model_input.photo_input
         # first: it refuses a daemonic process
         self.decoder = DecodingPool(image_root, workers, (form,))
