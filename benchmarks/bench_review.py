@@ -90,7 +90,8 @@ def answer_cycle(client: Client, samples: list[float], stop_after: int) -> int:
 def prepare(workdir: Path, rows: int, data_dir: str | None) -> tuple[Path, Path]:
     from model_registry import GatePolicy
     from tagging.catalogue.demo import generate_demo_catalogue
-    from tagging.model.train import TrainConfig, train_and_promote
+    from tagging.model.config import TrainConfig
+    from tagging.pipeline.learn import train_and_promote
     from tagging.pipeline.tag import tag_partition
     from tagging.review.queue import fill
     from tagging.review.store import ReviewStore

@@ -1,5 +1,8 @@
 """Benchmark the catalogue tagging path on this machine (issues 5, 13); one command, one report.
 
+The figures here are the pixels baseline's (its 28x28 input: segmentation is the work); the
+encoder's tagging throughput and its TensorFlow peer are bench_encoder.py's (issue 25).
+
     .venv/bin/python benchmarks/bench_tagging.py            # the full figure set
     .venv/bin/python benchmarks/bench_tagging.py --quick    # small sizes, a few minutes
 
@@ -50,11 +53,13 @@ ROW_GROUP_ROWS = 256  # as tagging.catalogue.demo writes them
 BROKEN_EVERY = 2000  # one set of broken rows (undecodable, truncated, ...) per this many photos
 THUMB_LONG_EDGE = 250  # the small-image variant: listing thumbnails
 FULL = {"rows": 100_000, "small_rows": 10_000, "pool": 2000, "naive_sample": 300,
-        "scale_rows": 4000, "lower_bound_rows": 2000, "thumb_rows": 2000, "train": {},
+        "scale_rows": 4000, "lower_bound_rows": 2000, "thumb_rows": 2000,
+        "train": {"model_input": "pixels"},
         "real_rows": 10_000, "per_format": 100}
 QUICK = {"rows": 3000, "small_rows": 1000, "pool": 300, "naive_sample": 40,
          "scale_rows": 1000, "lower_bound_rows": 300, "thumb_rows": 300,
-         "train": {"train_subset": 12_000, "epochs": 4}, "real_rows": 1000, "per_format": 30}
+         "train": {"model_input": "pixels", "train_subset": 12_000, "epochs": 4},
+         "real_rows": 1000, "per_format": 30}
 
 
 def log(message: str) -> None:
@@ -121,10 +126,11 @@ def role_of(proc, root) -> str:
     return "worker (max)"
 
 
-def run_child(kind: str, params: dict) -> dict:
-    """Run this script's `kind` step in a fresh process; its result plus wall, memory, CPU."""
+def run_child(kind: str, params: dict, script: str = __file__) -> dict:
+    """Run a script's `kind` step (`script --child kind params`: this one's by default) in a
+    fresh process; its result plus wall, memory, CPU."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, json.dumps(params)],
+    proc = subprocess.Popen([sys.executable, script, "--child", kind, json.dumps(params)],
                             stdout=subprocess.PIPE, text=True, cwd=REPO)
     monitor = TreeMonitor(proc.pid)
     monitor.start()
@@ -215,7 +221,8 @@ def write_partition(root: Path, date: str, pool_path: Path, rows: int,
 
 def child_train(p: dict) -> dict:
     from model_registry import GatePolicy, Registry
-    from tagging.model.train import TrainConfig, train_and_promote
+    from tagging.model.config import TrainConfig
+    from tagging.pipeline.learn import train_and_promote
 
     candidate, decision = train_and_promote(
         TrainConfig.from_dict(p["train"]), registry_root=p["registry"],

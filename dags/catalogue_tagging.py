@@ -171,7 +171,7 @@ def catalogue_tagging() -> None:
 
         partition, _ = _no_retry(choose_partition, params["partition"], logical_date,
                                  data_interval_start)
-        return _no_retry(harvest, partition, params["harvest_days"])
+        return _no_retry(harvest, partition, params["harvest_days"], params["train"])
 
     @task
     def export_answers() -> dict:

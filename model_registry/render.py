@@ -19,18 +19,18 @@ def render_version_list(registry: Registry) -> str:
         return f"registry {registry.root} has no versions yet\n"
     champion = registry.champion()
     table = Table(title=f"model registry {registry.root}")
-    for column in ("version", "created_at", "created_by", "accuracy", "real-photo accuracy",
-                   "champion"):
+    for column in ("version", "created_at", "created_by", "input", "accuracy",
+                   "real-photo accuracy", "champion"):
         table.add_column(column, justify="right" if "accuracy" in column else "left")
     for version in ids:
         marker = "*" if version == champion else ""
         try:
             meta = registry.get(version, verify_checksums=False).metadata
         except CorruptMetadataError as exc:
-            table.add_row(version, "CORRUPT", str(exc), "", "", marker)
+            table.add_row(version, "CORRUPT", str(exc), "", "", "", marker)
             continue
         real = meta["metrics"].get("real_photos")
-        table.add_row(version, meta["created_at"], meta["created_by"],
+        table.add_row(version, meta["created_at"], meta["created_by"], input_of(meta),
                       f"{meta['metrics']['accuracy']:.4f}",
                       f"{real['accuracy']:.4f}" if real else "", marker)
     return _render(table)
@@ -46,6 +46,7 @@ def render_version(registry: Registry, ref: str) -> str:
     table.add_column("field")
     table.add_column("value")
     table.add_row("location", info.location)
+    table.add_row("input", input_of(meta))
     table.add_row("accuracy", f"{metrics['accuracy']:.4f}")
     table.add_row("loss", f"{metrics['loss']:.4f}")
     names = registry.class_names or [str(i) for i in range(len(metrics["per_class_recall"]))]
@@ -60,6 +61,12 @@ def render_version(registry: Registry, ref: str) -> str:
     table.add_row("parent_champion", str(meta["parent_champion"]))
     table.add_row("created", f"{meta['created_at']} by {meta['created_by']}")
     return _render(table) + json.dumps(meta, indent=2) + "\n"
+
+
+def input_of(meta: dict) -> str:
+    """What the version takes: the encoder it was trained on, or pixels."""
+    recorded = meta.get("input") or {"kind": "pixels"}
+    return recorded.get("encoder") or recorded.get("kind", "pixels")
 
 
 def _render(table: Table) -> str:

@@ -5,3 +5,7 @@ decoding and segmenting photos; model/ the classifier; loop/ the label store and
 quality; pipeline/ the DAG's steps; ops/ Airflow locally and the native stack; cli/ the
 `tagging` command.
 """
+
+from tagging.memory import bound_address_space
+
+bound_address_space()

@@ -52,7 +52,10 @@ ALERT_BACKLOG_DAYS_ENV = "TAGGING_ALERT_BACKLOG_DAYS"
 # Airflow's own setting: the most mapped task instances one task may expand to.
 MAX_MAP_LENGTH_ENV = "AIRFLOW__CORE__MAX_MAP_LENGTH"
 
-DEFAULT_CACHE = Path.home() / ".cache" / "catalogue-tagging" / "fashion-mnist"
+CACHE_ENV = "TAGGING_CACHE_DIR"
+
+# Rebuildable local files (Fashion-MNIST download, converted encoders, feature caches).
+DEFAULT_CACHE = Path.home() / ".cache" / "catalogue-tagging"
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,8 @@ class Settings:
     registry: Root | None = None  # default: home/registry
     catalogue: Root | None = None  # default: home/catalogue
     image_root: Root | None = None  # default: catalogue/images
-    fashion_mnist_dir: Path = DEFAULT_CACHE
+    fashion_mnist_dir: Path = DEFAULT_CACHE / "fashion-mnist"
+    cache_dir: Path = DEFAULT_CACHE
     real_photos: str | None = None
     schedule: str = "@daily"
     start_date: datetime = datetime(2024, 1, 1)
@@ -149,6 +153,7 @@ class Settings:
                 catalogue=root(CATALOGUE_ENV),
                 image_root=root(IMAGE_ROOT_ENV),
                 fashion_mnist_dir=path(DATA_ENV) or d.fashion_mnist_dir,
+                cache_dir=path(CACHE_ENV) or d.cache_dir,
                 real_photos=env.get(REAL_PHOTOS_ENV) or None,
                 schedule=env.get(SCHEDULE_ENV) or d.schedule,
                 start_date=datetime.fromisoformat(env[START_DATE_ENV])

@@ -44,7 +44,8 @@ DAG_CONF = {"train": {"train_subset": 3000, "epochs": 2, "hidden_units": [64]},
 def champion_registry(tmp_path_factory, fmnist_dir) -> Path:
     """A registry whose champion is a real model trained for a few seconds on a subset."""
     from model_registry import GatePolicy
-    from tagging.model.train import TrainConfig, train_and_promote
+    from tagging.model.config import TrainConfig
+    from tagging.pipeline.learn import train_and_promote
 
     root = tmp_path_factory.mktemp("registry")
     _, decision = train_and_promote(

@@ -209,6 +209,8 @@ def bad_rows(root: Path, good: list[bytes]) -> list[tuple[str, bytes | None, str
         ("all-white", encode(Image.new("RGB", (300, 300), (255, 255, 255)), "PNG"), None,
          "blank"),
         ("transparent", encode(transparent, "PNG"), None, "blank"),
+        ("too-small", encode(base.resize((20, 24)), "PNG"), None,
+         "too small for the encoder"),
         ("text", b"this is not a photo, it is a sentence", None, "undecodable"),
         ("svg", b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="9"/></svg>', None,
          "undecodable"),
@@ -265,7 +267,7 @@ def test_a_day_of_bad_rows_is_tagged_with_every_row_present(bad_day):
     assert fingerprint(bad_day["day"]) == bad_day["before"]
 
 
-@pytest.mark.parametrize("index", range(37))
+@pytest.mark.parametrize("index", range(38))
 def test_each_bad_row_gets_its_reason(bad_day, index):
     if bad_day["proc"].returncode != 0:
         pytest.fail(bad_day["proc"].stdout + bad_day["proc"].stderr)
@@ -638,3 +640,25 @@ def test_concurrent_publishes_of_the_same_result_commit_once(tmp_path, good, tag
     assert published_rows(root).num_rows == 4
     validate_partition(root, DATE)
     assert len(history(root, DATE)) == 1  # the same model on the same input: one commit
+
+
+@pytest.mark.parametrize("limit", [3_000_000_000, 1_500_000_000])
+def test_tagging_under_an_address_space_limit(tmp_path, good, champion_registry, limit):
+    """A batch host's `ulimit -v`: 3 GB is enough (the run publishes), 1.5 GB is refused at
+    start with one line naming what it needs (it used to abort in the Delta commit)."""
+    import resource
+
+    write_day(tmp_path, {"part-0.parquet": items_table(
+        [(f"p{i}", good[i % len(good)], None) for i in range(20)])})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tagging.cli", *tag_args(tmp_path, champion_registry, *LOOSE)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    if limit >= 3_000_000_000:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert published_rows(tmp_path).num_rows == 20
+    else:
+        assert_one_line_error(proc.returncode, proc.stdout + proc.stderr,
+                              "address-space limit", "1.40 GB", "at least 2 GB")
+        assert read_manifest(tmp_path, DATE) is None

@@ -13,7 +13,12 @@ from tagging.model.calibration import (
     fit_temperature,
     reliability_bins,
 )
-from tagging.model.policy import choose_review_policy, needs_review, wilson_lower_bound
+from tagging.model.policy import (
+    choose_review_policy,
+    needs_review,
+    reviews_everything,
+    wilson_lower_bound,
+)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -128,12 +133,22 @@ def sink_class_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return probs, labels
 
 
-def test_confidently_wrong_tags_send_everything_to_review():
-    """When the most confident tags are not precise enough, no threshold is safe."""
+def test_confidently_wrong_tags_send_their_class_to_review():
+    """When the most confident tags are not precise enough, no global threshold is safe;
+    the class they land in is reviewed whole, the other classes keep their own thresholds
+    (one class per threshold: shoes do not wait behind shirts)."""
     probs, labels = sink_class_sample(3_000, seed=5)
+    one = choose_review_policy(probs, labels, target_precision=0.9, min_class_evidence=10**9)
+    assert one["confidence_threshold"] == 1.0 and reviews_everything(one)
+    assert one["selection_precision"] is None and one["selection_coverage"] == 0.0
     policy = choose_review_policy(probs, labels, target_precision=0.9, source="synthetic")
-    assert policy["confidence_threshold"] == 1.0
-    assert policy["selection_precision"] is None and policy["selection_coverage"] == 0.0
+    assert policy["confidence_threshold"] == 1.0 and policy["class_thresholds"][8] is None
+    assert all(t is not None and t < 1.0 for k, t in enumerate(policy["class_thresholds"])
+               if k != 8)
+    published = ~needs_review(probs, policy)
+    assert not published[probs.argmax(axis=1) == 8].any()
+    assert policy["selection_precision"] >= 0.9 and policy["selection_coverage"] > 0.2
+    assert not reviews_everything(policy)
     clean, clean_labels = synthetic(3_000, 1.0, seed=5, spread=3.5)
     clean_policy = choose_review_policy(clean, clean_labels, target_precision=0.9)
     assert clean_policy["confidence_threshold"] < 1.0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from tagging.model.config import TrainConfig
+from tagging.model.features import fashion_inputs
 from tagging.model.fitting import base_key, fit_base, out_of_fold, photo_fit_set
 from tagging.model.inference import Classifier
-from tagging.model.train import TrainConfig
 from tagging.photos.folder import LabelledPhotos
 
-TINY = {"train_subset": 1000, "epochs": 1, "hidden_units": (64,), "photo_variants": 0.0}
+TINY = {"model_input": "pixels", "train_subset": 1000, "epochs": 1, "hidden_units": (64,),
+        "photo_variants": 0.0}
 
 
 def noise_photos(n: int, seed: int) -> LabelledPhotos:
@@ -26,7 +28,7 @@ def test_out_of_fold_predictions_come_from_models_that_never_saw_the_photo(fmnis
     config = TrainConfig(**TINY, real_photo_repeats=40, photo_epochs=6, replay=500,
                          cross_fit_folds=4, mirror_average=False, dropout=0.0)
     photos = noise_photos(40, 1)
-    base = fit_base(config, fmnist)
+    base = fit_base(config, fmnist, fashion_inputs(config, fmnist))
     fit_set = photo_fit_set(config, base, photos)
     assert (fit_set.origin == -1).sum() == 500
     assert np.array_equal(np.bincount(fit_set.origin[fit_set.origin >= 0]), np.full(40, 40))
@@ -46,9 +48,12 @@ def test_the_base_depends_on_its_recipe_and_data_only(fmnist):
     assert base_key(TrainConfig(**TINY, photo_epochs=9, real_photo_repeats=3), fmnist) == key
     assert base_key(TrainConfig(**{**TINY, "epochs": 2}), fmnist) != key
     assert base_key(TrainConfig(**{**TINY, "seed": 1}), fmnist) != key
-    stored = fit_base(config, fmnist)
-    again = fit_base(config, fmnist, (stored.weights, stored.history))
+    encoder = {**TINY, "model_input": "efficientnet-lite0"}
+    assert base_key(TrainConfig(**encoder), fmnist) != key  # another input, another base
+    fashion = fashion_inputs(config, fmnist)
+    stored = fit_base(config, fmnist, fashion)
+    again = fit_base(config, fmnist, fashion, (stored.weights, stored.history))
     assert again.seconds == 0.0 and again.key == key and again.history == stored.history
-    retrained = fit_base(config, fmnist)  # deterministic: reusing is training again
+    retrained = fit_base(config, fmnist, fashion)  # deterministic: reusing is training again
     for a, b in zip(stored.weights, retrained.weights, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -173,6 +173,34 @@ def test_holdout_side_of_stored_products_is_stable_as_days_are_added(tmp_path, p
     assert len(sides) == len(photos)
 
 
+def test_features_are_computed_once_per_photo(tmp_path, photos, monkeypatch):
+    """A re-harvested day (a row verified later) encodes only its new photo: the others
+    keep their stored pixels and features; another encoder's features are all new."""
+    from tagging.encoder import DEFAULT_ENCODER, Encoder
+    from tagging.model.inputs import ModelInput
+
+    encoded: list[int] = []
+    features_of = Encoder.features_of
+    monkeypatch.setattr(Encoder, "features_of", lambda self, images, ok: (
+        encoded.append(int(ok.sum())), features_of(self, images, ok))[1])
+    store = LabelStore(tmp_path / "labels")
+    rows = [{"product_id": f"p{i}", "image": photos[i][0],
+             "verified_category": str(photos[i][1])} for i in range(3)]
+    write_partition(tmp_path, "2026-03-01", [*rows[:2], {**rows[2], "verified_category": None}])
+    assert store.harvest_partition(tmp_path, "2026-03-01", encoder=DEFAULT_ENCODER).harvested
+    before = store.table()
+    write_partition(tmp_path, "2026-03-01", rows)
+    assert store.harvest_partition(tmp_path, "2026-03-01", encoder=DEFAULT_ENCODER).harvested
+    assert encoded == [2, 1]
+    after = store.table()
+    assert after["features_of"].unique().to_pylist() == [ModelInput(DEFAULT_ENCODER).key]
+    assert after["features"].to_pylist()[:2] == before["features"].to_pylist()
+    assert len(after["features"][2].as_py()) == 2 * 1280  # float16
+    assert store.harvest_partition(tmp_path, "2026-03-01",
+                                   encoder="efficientnet-lite1").harvested
+    assert encoded == [2, 1, 3]
+
+
 def test_a_photo_folder_joins_the_store(tmp_path, photo_set, store):
     report = store.add_photo_folder(photo_set)
     assert report.accepted == 40 and report.rejected == {"undecodable photo": 1}
@@ -192,7 +220,7 @@ def test_a_change_of_preprocessing_harvests_again(tmp_path, photos, monkeypatch,
         {"product_id": "a", "image": photos[0][0], "verified_category": "dress"}])
     assert store.harvest_partition(tmp_path, "2026-03-01").harvested
     assert not store.harvest_partition(tmp_path, "2026-03-01").harvested
-    monkeypatch.setattr(harvest, "preprocess_signature", lambda: "a new preprocessing")
+    monkeypatch.setattr(harvest, "preprocess_signature", lambda encoder=None: "a new one")
     assert store.harvest_partition(tmp_path, "2026-03-01").harvested
 
 

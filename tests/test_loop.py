@@ -9,8 +9,11 @@ from helpers import read_input
 from model_registry import GatePolicy, Registry
 from tagging.catalogue.published import read_manifest, read_published
 from tagging.catalogue.table import history
+from tagging.encoder import DEFAULT_ENCODER
 from tagging.loop.holdout import holdout_comparison
-from tagging.model.train import TrainConfig, train_candidate
+from tagging.model.config import TrainConfig
+from tagging.model.inputs import ModelInput
+from tagging.model.train import train_candidate
 from tagging.ops.demo import real_photo_days
 from tagging.pipeline.learn import current_labels, days_to_retag, harvest_labels, retag
 from tagging.pipeline.tag import tag_partition
@@ -32,7 +35,8 @@ def two_versions(tmp_path_factory, fmnist_dir):
     root = tmp_path_factory.mktemp("registry")
     for seed in (0, 1):
         train_candidate(TrainConfig(train_subset=1500, epochs=1, hidden_units=(16,), seed=seed),
-                        registry_root=root, data_dir=fmnist_dir, created_by="tests")
+                        labelled=None, registry_root=root, data_dir=fmnist_dir,
+                        created_by="tests")
     Registry(root).promote("v0001", policy=GatePolicy(**LOW_GATE), actor="tests", force=True)
     return root
 
@@ -48,7 +52,8 @@ def test_demo_days_reveal_part_of_each_day(catalogue):
 
 
 def test_harvest_labels_counts_and_is_idempotent(catalogue):
-    first = harvest_labels(catalogue, DAYS[-1], harvest_days=30, workers=2)
+    first = harvest_labels(catalogue, DAYS[-1], harvest_days=30, workers=2,
+                           encoder=DEFAULT_ENCODER)
     verified = sum(read_input(catalogue, d)["verified_category"]
                    .drop_null().__len__() for d in DAYS)
     assert len(first["harvested"]) == 3
@@ -56,17 +61,24 @@ def test_harvest_labels_counts_and_is_idempotent(catalogue):
     rejected = sum(first["rejected"].values())
     assert accepted + rejected == verified and first["labels"] == accepted
     assert first["train"] + first["holdout"] == accepted
-    again = harvest_labels(catalogue, DAYS[-1], harvest_days=30, workers=2)
+    again = harvest_labels(catalogue, DAYS[-1], harvest_days=30, workers=2,
+                           encoder=DEFAULT_ENCODER)
     assert again["harvested"] == [] and again["unchanged"] == [f"dt={d}" for d in DAYS]
     assert {k: again[k] for k in ("labels", "train", "holdout")} == {
         k: first[k] for k in ("labels", "train", "holdout")}
     # a window of one day only looks at that day
-    assert harvest_labels(catalogue, DAYS[0], harvest_days=1)["unchanged"] == [f"dt={DAYS[0]}"]
+    one = harvest_labels(catalogue, DAYS[0], harvest_days=1, encoder=DEFAULT_ENCODER)
+    assert one["unchanged"] == [f"dt={DAYS[0]}"]
+    # the features of another encoder are another harvest
+    other = harvest_labels(catalogue, DAYS[0], harvest_days=1, encoder="efficientnet-lite1")
+    assert [h["source"] for h in other["harvested"]] == [f"dt={DAYS[0]}"]
+    harvest_labels(catalogue, DAYS[0], harvest_days=1, encoder=DEFAULT_ENCODER)
 
 
 def test_holdout_comparison_scores_both_versions_on_the_same_photos(catalogue, two_versions):
-    harvest_labels(catalogue, DAYS[-1], workers=2)
+    harvest_labels(catalogue, DAYS[-1], workers=2, encoder=DEFAULT_ENCODER)
     holdout = current_labels(catalogue).holdout
+    assert holdout.features[ModelInput(DEFAULT_ENCODER).key].shape[1] == 1280
     scores = holdout_comparison(two_versions, "v0002", "v0001", holdout)
     assert scores["photos"] == len(holdout.labels) > 0
     n = scores["photos"]

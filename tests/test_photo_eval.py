@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tagging.photos.evaluate import check_on_photos, evaluate_photos
+from tagging.model.evaluate import check_on_photos, evaluate_photos
+from tagging.model.inputs import ModelInput
 from tagging.photos.folder import load_labelled_photos, read_photo_manifest, stratified_folds
 
 
@@ -20,6 +21,7 @@ class CentroidClassifier:
         self.centroids = np.stack([flat[y == k].mean(axis=0) for k in range(10)])
         self.centroids /= np.linalg.norm(self.centroids, axis=1, keepdims=True)
         self.review_policy = {"confidence_threshold": threshold}
+        self.model_input = ModelInput("pixels")
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         flat = pixels.reshape(len(pixels), -1).astype(np.float64)

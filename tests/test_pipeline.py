@@ -54,8 +54,9 @@ def test_a_refused_candidate_keeps_the_champion(registry, tmp_path):
     for path in [artifact, *artifact.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     meta = registry.get("v0001").metadata
-    caller = {k: meta[k] for k in ("eval_data_fingerprint", "training_data_fingerprint",
-                                   "hyperparameters", "library_versions")}
+    caller = {k: meta[k] for k in ("input", "eval_data_fingerprint",
+                                   "training_data_fingerprint", "hyperparameters",
+                                   "library_versions")}
     worse = registry.register(artifact, {**caller, "metrics": {**meta["metrics"], "accuracy": 0.1}},
                               created_by="t")
     outcome = promote_unless_reused(CandidateRef(version=worse, reused=False), {}, actor="t")

@@ -161,7 +161,7 @@ def careful_registry(tmp_path, champion_registry) -> Registry:
         shutil.copytree(champion.path, artifact,
                         ignore=shutil.ignore_patterns("metadata.json"))
         meta = {k: champion.metadata[k] for k in (
-            "eval_data_fingerprint", "training_data_fingerprint", "hyperparameters",
+            "input", "eval_data_fingerprint", "training_data_fingerprint", "hyperparameters",
             "library_versions", "calibration")}
         meta["metrics"] = {**champion.metadata["metrics"], "real_photos": {
             "accuracy": 0.7, "n": 20, "expected_review_rate": expected}}

@@ -24,7 +24,7 @@ from tagging.settings import DATA_ENV, ReviewSettings
 
 @pytest.mark.slow
 def test_answers_reach_the_label_store_and_search_through_the_dag(tmp_path, fmnist):
-    from tagging.model.train import train_and_promote
+    from tagging.pipeline.learn import train_and_promote
 
     local = LocalAirflow.in_workdir(tmp_path, extra_env={
         DATA_ENV: FMNIST_DIR, "TAGGING_SHARD_RETRIES": "1", "TAGGING_SHARD_RETRY_DELAY": "1"})

@@ -262,8 +262,10 @@ def _version_of(catalogue: Root | str, commit_id: str) -> int:
 def _create(catalogue: Root | str, limits: TableLimits) -> None:
     """Create the empty table (product_id and dt; each day's columns merge in). Its own
     commit first: publishers racing to create it with their rows were seen to mix (the
-    losers of version 0 appended at version 1 without a conflict check)."""
-    from deltalake import DeltaTable
+    losers of version 0 appended at version 1 without a conflict check). Version 0 only,
+    never retried: a racer that loses it does not commit a second CREATE TABLE (delta-rs
+    retried it as version 1, which rewrote the metadata under the other publishers)."""
+    from deltalake import CommitProperties, DeltaTable
 
     root = table_root(catalogue)
     schema = pa.schema([("product_id", pa.string()), (PARTITION_KEY, pa.string())])
@@ -271,7 +273,8 @@ def _create(catalogue: Root | str, limits: TableLimits) -> None:
         with storage.storage_errors(root):
             DeltaTable.create(root.url, schema, partition_by=[PARTITION_KEY], mode="ignore",
                               configuration=table_config(limits),
-                              storage_options=storage.delta_options(root))
+                              storage_options=storage.delta_options(root),
+                              commit_properties=CommitProperties(max_commit_retries=0))
     except Exception as e:  # another publisher created it first
         if open_table(catalogue) is None:
             raise storage.describe(e, root) from e

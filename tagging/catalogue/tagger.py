@@ -1,8 +1,10 @@
-"""Tag one shard: stream record batches -> decode in worker processes -> predict -> write.
+"""Tag one shard: stream record batches -> decode in worker processes -> encode -> predict
+-> write.
 
 Output columns follow the catalogue contract (DESIGN.md): every input column, then
-OUTPUT_FIELDS (tagging.catalogue.schema). No TensorFlow on this path: predictions come
-from tagging.model.inference (NumPy).
+OUTPUT_FIELDS (tagging.catalogue.schema). No TensorFlow on this path: an encoder version's
+features come from LiteRT (tagging.encoder), batched in this process; predictions from
+tagging.model.inference (NumPy).
 """
 
 from __future__ import annotations
@@ -34,17 +36,20 @@ from tagging.catalogue.schema import (
     TOP3_TYPE,
     parse_time,
 )
-from tagging.errors import PartitionInvalid
-from tagging.model.inference import Classifier
+from tagging.errors import PartitionInvalid, TaggingError
+from tagging.memory import address_space_problem
+from tagging.model.inference import Classifier, PhotoModel
 from tagging.model.policy import needs_review
-from tagging.photos.pool import CHUNK_ROWS, Chunk, DecodingPool
+from tagging.photos.pool import CHUNK_ROWS, Chunk, DecodingPool, joined
 from tagging.settings import Settings
 
 log = logging.getLogger(__name__)
 
 READ_BATCH_ROWS = 1024  # rows per record batch read, predicted and written at once
+# An encoder's input is 150 KB a photo (224 px RGB): smaller batches keep memory flat.
+ENCODER_BATCH_ROWS = 256
 IN_FLIGHT_BATCHES = 2  # record batches queued for the workers while one is predicted + written
-STAGES = ("read", "decode", "wait", "predict", "write")  # ShardStats.seconds keys
+STAGES = ("read", "decode", "wait", "encode", "predict", "write")  # ShardStats.seconds keys
 
 
 def column_or_nulls(batch: pa.RecordBatch, name: str) -> list:
@@ -72,8 +77,14 @@ class Tagger:
 
     def __init__(self, classifier: Classifier, *, review_threshold: float | None = None,
                  image_root: storage.Root | Path | str, workers: int | None = None):
-        self.decoder = DecodingPool(image_root, workers)  # first: it refuses a daemonic process
+        if problem := address_space_problem():  # before any worker or runtime starts
+            raise TaggingError(problem)
+        form = classifier.model_input.photo_input
+        # first: it refuses a daemonic process
+        self.decoder = DecodingPool(image_root, workers, (form,))
+        self.model = PhotoModel.of(classifier)
         self.classifier = classifier
+        self.batch_rows = READ_BATCH_ROWS if form.kind == "pixels" else ENCODER_BATCH_ROWS
         # an explicit threshold replaces the model's policy
         self.review_policy = (dict(classifier.review_policy) if review_threshold is None
                               else {"confidence_threshold": float(review_threshold)})
@@ -110,19 +121,22 @@ class Tagger:
         results = [self.decoder.result(chunk) for chunk in chunks]
         seconds["wait"] += time.perf_counter() - start
         seconds["decode"] += sum(r[2] for r in results)
-        pixels = np.concatenate([r[0] for r in results]) if results else np.zeros((0, 28, 28))
-        errors = [e for r in results for e in r[1]]
-        return batch, pixels, errors
-
-    def tag_columns(self, batch: pa.RecordBatch, pixels: np.ndarray,
-                    errors: list[str | None], tagged_at: datetime) -> list[pa.Array]:
-        """The output columns for one record batch."""
-        n = batch.num_rows
+        (rendered,), errors = joined(self.decoder.forms, results)
         ids = column_or_nulls(batch, "product_id")
         errors = [e if pid is not None else (e or "missing product_id")
                   for e, pid in zip(errors, ids, strict=True)]
+        start = time.perf_counter()
+        inputs = self.model.inputs(rendered, np.array([e is None for e in errors], bool))
+        seconds["encode"] += time.perf_counter() - start
+        return batch, inputs, errors
+
+    def tag_columns(self, batch: pa.RecordBatch, inputs: np.ndarray,
+                    errors: list[str | None], tagged_at: datetime) -> list[pa.Array]:
+        """The output columns for one record batch (inputs: the classifier's, errors: per
+        row, a missing product_id included)."""
+        n = batch.num_rows
         failed = np.array([e is not None for e in errors], dtype=bool)
-        probs = self.classifier.predict_proba(pixels) if n else np.zeros((0, 10), np.float32)
+        probs = self.classifier.predict_proba(inputs) if n else np.zeros((0, 10), np.float32)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :3]
         best = top[:, 0]
         review = failed | needs_review(probs, self.review_policy)
@@ -170,15 +184,15 @@ class Tagger:
                   "rows": shard["file_rows"], "row_groups": shard["row_groups"]}
         schema = pa.schema(list(source.schema_arrow) + OUTPUT_FIELDS,
                            metadata={INPUT_KEY: json.dumps(origin)})
-        batches = source.iter_batches(batch_size=READ_BATCH_ROWS,
+        batches = source.iter_batches(batch_size=self.batch_rows,
                                       row_groups=range(*shard["row_groups"]))
         stats = ShardStats()
         seconds = stats.seconds
         with storage.atomic_writer(out_path) as sink, \
                 pq.ParquetWriter(sink, schema, **writer_options(schema)) as writer:
-            for batch, pixels, errors in self._decoded(batches, seconds):
+            for batch, inputs, errors in self._decoded(batches, seconds):
                 start = time.perf_counter()
-                columns = self.tag_columns(batch, pixels, errors, tagged_at)
+                columns = self.tag_columns(batch, inputs, errors, tagged_at)
                 seconds["predict"] += time.perf_counter() - start
                 start = time.perf_counter()
                 writer.write_batch(pa.RecordBatch.from_arrays(

@@ -19,7 +19,8 @@ def labels_harvest(args) -> int:
     catalogue = args.catalogue or Settings.from_env().catalogue_root
     summary = harvest_labels(catalogue, args.date, harvest_days=args.days,
                              real_photos=args.real_photos,
-                             image_root=Settings.from_env().image_root_for(catalogue))
+                             image_root=Settings.from_env().image_root_for(catalogue),
+                             encoder=args.encoder)
     for h in summary["harvested"]:
         console.print(f"harvested {h['source']}: {h['accepted']} of {h['verified_rows']} "
                       f"verified rows accepted; rejected {h['rejected'] or 'none'}")

@@ -10,9 +10,12 @@ from tagging.cli.render import console, metrics_table, photo_check_table, print_
 
 
 def train(args) -> int:
-    from tagging.model.train import TrainConfig, train_and_promote, train_candidate
+    from tagging.model.config import TrainConfig
+    from tagging.model.train import train_candidate
+    from tagging.pipeline.learn import labels_of, train_and_promote
 
-    overrides = {k: v for k, v in {"epochs": args.epochs, "train_subset": args.train_subset,
+    overrides = {k: v for k, v in {"model_input": args.input,
+                                   "epochs": args.epochs, "train_subset": args.train_subset,
                                    "seed": args.seed, "real_photos": args.real_photos,
                                    "label_store": args.label_store and str(args.label_store),
                                    "real_photo_repeats": args.real_photo_repeats,
@@ -24,8 +27,8 @@ def train(args) -> int:
     common = dict(registry_root=registry_root, data_dir=args.data_dir,
                   created_by="cli:tagging train", progress=True)
     if args.no_promote:
-        candidate, decision = train_candidate(train_config, reuse_if_unchanged=False,
-                                              **common), None
+        candidate, decision = train_candidate(train_config, labelled=labels_of(train_config),
+                                              reuse_if_unchanged=False, **common), None
     else:
         candidate, decision = train_and_promote(train_config, policy=policy_of(args), **common)
     info = registry_of(args).get(candidate.version)
@@ -46,15 +49,19 @@ def evaluate(args) -> int:
     import numpy as np
 
     from tagging.model.data import load_fashion_mnist
+    from tagging.model.features import as_input
     from tagging.model.inference import Classifier
+    from tagging.model.inputs import ModelInput
     from tagging.model.report import evaluate, plot_confusion
 
     registry = registry_of(args)
     info = registry.get(args.version)
+    model_input = ModelInput.of_version(info.version, info.metadata)
     classifier = Classifier.from_keras(registry.load_keras_model(info.version),
-                                       info.metadata.get("calibration"))
+                                       info.metadata.get("calibration"), model_input)
     data = load_fashion_mnist(args.data_dir)
-    metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
+    metrics = evaluate(classifier.predict_proba(as_input(model_input, data.x_test, progress=True)),
+                       data.y_test)
     console.print(metrics_table(f"{info.version}: Fashion-MNIST test split", metrics))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -66,8 +73,8 @@ def evaluate(args) -> int:
 
 
 def evaluate_photos(args) -> int:
+    from tagging.model.evaluate import evaluate_photos
     from tagging.model.inference import Classifier
-    from tagging.photos.evaluate import evaluate_photos
 
     classifier = Classifier.from_registry(registry_of(args).root, args.model)
     report = evaluate_photos(args.images, args.manifest, classifier, args.out)

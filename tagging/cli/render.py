@@ -37,7 +37,7 @@ def metrics_table(title: str, metrics: dict) -> Table:
 
 
 def photo_check_table(check: dict) -> Table:
-    """Held-out figures on the labelled real photos (tagging.photos.evaluate.PhotoCheck)."""
+    """Held-out figures on the labelled real photos (tagging.model.evaluate.PhotoCheck)."""
     table = Table(title=f"held out: {check['photos']}", show_header=False)
     table.add_row("accuracy", f"{check['accuracy']:.3f}")
     for source, accuracy in check["accuracy_per_source"].items():
@@ -65,6 +65,12 @@ def print_demo_summary(run: DemoRun) -> None:
     for day in run.days:
         where = day.published or f"failed: {day.error} (log: {day.log})"
         console.print(f"{day.partition}: {where}", soft_wrap=True)
+    if run.champion_input is not None:
+        what = ("the 28x28 pixels" if run.champion_input == "pixels"
+                else f"the features of the pretrained {run.champion_input} encoder")
+        console.print(f"champion {run.champion}: input {what}; accuracy "
+                      f"{run.champion_accuracy:.4f} on the Fashion-MNIST test split",
+                      soft_wrap=True)
     console.print(f"champion {run.champion} in {run.registry}", soft_wrap=True)
     console.print(f"Airflow home (SQLite): {run.airflow_home}", soft_wrap=True)
     if run.table_version is not None:

@@ -3,11 +3,13 @@
 The holdout grows as merchandisers verify products, so the figures a version stored when it
 was trained were measured on fewer photos than today's. At gate time the champion is scored
 again, with the candidate, on the same photos; model_registry (which knows nothing about
-photos) only receives the resulting numbers.
+photos) only receives the resulting numbers. Each version is scored through its own input,
+so a pixels champion and an encoder candidate are compared on the same photos.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,14 @@ from tagging.model.data import fingerprint
 from tagging.model.inference import Classifier
 from tagging.photos.folder import LabelledPhotos
 
+log = logging.getLogger(__name__)
 
-def correct_on(registry_root: Path | str, version: str, photos: LabelledPhotos) -> np.ndarray:
-    """Which photos `version` classifies right, predicting exactly as the tagger does."""
-    classifier = Classifier.from_registry(registry_root, version)
-    return classifier.predict_proba(photos.pixels).argmax(axis=1) == photos.labels
+
+def correct_on(classifier: Classifier, photos: LabelledPhotos) -> np.ndarray:
+    """Which photos a version classifies right, through its own input (pixels, or its
+    encoder's features as harvested), predicting exactly as the tagger does."""
+    inputs = photos.inputs(classifier.model_input.key)
+    return classifier.predict_proba(inputs).argmax(axis=1) == photos.labels
 
 
 def holdout_comparison(registry_root: Path | str, candidate: str, champion: str | None,
@@ -29,8 +34,14 @@ def holdout_comparison(registry_root: Path | str, candidate: str, champion: str 
     to compare: no champion, or no holdout yet)."""
     if champion is None or holdout is None or not len(holdout.labels) or candidate == champion:
         return None
-    ours = correct_on(registry_root, candidate, holdout)
-    theirs = correct_on(registry_root, champion, holdout)
+    versions = [Classifier.from_registry(registry_root, v) for v in (candidate, champion)]
+    missing = [c for c in versions if c.model_input.key not in ("pixels", *holdout.features)]
+    if missing:
+        log.warning("the holdout has no %s features (harvested with %s): %s cannot be scored "
+                    "on it; the gate compares the stored figures", missing[0].model_input.name,
+                    ", ".join(holdout.features) or "none", missing[0].version)
+        return None
+    ours, theirs = (correct_on(c, holdout) for c in versions)
     return {
         "photos": len(holdout.labels),
         "description": holdout.description,

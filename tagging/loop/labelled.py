@@ -19,11 +19,21 @@ from tagging.photos.folder import LabelledPhotos
 
 
 def to_photos(table: pa.Table, description: str) -> LabelledPhotos:
-    """Store rows as tagging.photos.folder.LabelledPhotos (pixels, labels, origins, ids)."""
+    """Store rows as tagging.photos.folder.LabelledPhotos (pixels, labels, origins, ids, and
+    the encoder features every row has)."""
     pixels = np.frombuffer(b"".join(table["pixels"].to_pylist()), np.uint8)
     return LabelledPhotos(pixels.reshape(-1, 28, 28).copy(), table["label"].to_numpy().astype(
         np.int64), np.array(table["origin"].to_pylist(), dtype=str),
-        table["product_id"].to_pylist(), description)
+        table["product_id"].to_pylist(), description, features_of(table))
+
+
+def features_of(table: pa.Table) -> dict[str, np.ndarray]:
+    """{key: float32 (n, d)} when every row has features of the same input, else {}."""
+    keys = set(table["features_of"].to_pylist())
+    if len(keys) != 1 or None in keys:
+        return {}
+    values = np.frombuffer(b"".join(table["features"].to_pylist()), np.float16)
+    return {keys.pop(): values.reshape(table.num_rows, -1).astype(np.float32)}
 
 
 @dataclass(frozen=True)
@@ -66,14 +76,16 @@ class Labelled:
 
 
 def load_labelled(label_store: Path | str | None = None, real_photos: Path | str | None = None,
-                  *, workers: int | None = None) -> Labelled | None:
-    """The labels of a store and/or a photo folder (read in place), deduplicated and split."""
+                  *, workers: int | None = None, encoder: str | None = None
+                  ) -> Labelled | None:
+    """The labels of a store and/or a photo folder (read in place, with `encoder`'s
+    features), deduplicated and split."""
     tables, names = [], []
     if label_store is not None:
         tables.append(LabelStore(label_store).rows())
         names.append(str(label_store))
     if real_photos is not None:
-        tables.append(photo_folder_rows(real_photos, workers=workers).table)
+        tables.append(photo_folder_rows(real_photos, workers=workers, encoder=encoder).table)
         names.append(str(real_photos))
     if not tables:
         return None

@@ -53,6 +53,7 @@ from tagging.loop.harvest import (
     partition_rows,
     photo_folder_rows,
     photo_folder_source,
+    same_preprocessing,
 )
 from tagging.review.overlay import DayOverlay
 from tagging.settings import LoopPolicy, Settings
@@ -113,31 +114,33 @@ class LabelStore:
     # ------------------------------------------------------------ harvesting
 
     def harvest_partition(self, catalogue_root: Path | str, day: str, *,
-                          image_root: Path | None = None, workers: int | None = None
-                          ) -> HarvestReport:
+                          image_root: Path | None = None, workers: int | None = None,
+                          encoder: str | None = None) -> HarvestReport:
         """Harvest one catalogue partition's verified rows and review answers (skipped if
-        its files and its answers file are unchanged)."""
+        its files, its answers file and the encoder are unchanged); `encoder`: whose
+        features to store with each label (tagging.model.inputs)."""
         source = f"dt={date.fromisoformat(day).isoformat()}"
         image_root = image_root or _default_image_root(catalogue_root)
 
         def build(entry: dict | None, previous: pa.Table | None) -> tuple[Any, SourceRows | None]:
             files = input_files(catalogue_root, day)
             answers = DayOverlay.load(catalogue_root, day)
-            key = files_key(files, entry and entry.get("key"))
+            key = files_key(files, entry and entry.get("key"), encoder)
             if answers.sha256:
                 key.append({"review_answers_sha256": answers.sha256})
             if entry is not None and entry.get("key") == key:
                 return key, None
             return key, partition_rows(source, files, image_root=image_root,
                                        previous=previous, now=harvest_time(), workers=workers,
-                                       answers=answers.answers)
+                                       answers=answers.answers, encoder=encoder,
+                                       reuse=same_preprocessing(entry and entry.get("key"), key))
 
         return self._harvest(source, build)
 
     def harvest_recent(self, catalogue_root: Path | str, day: str,
                        days: int = LoopPolicy.harvest_days, *,
-                       image_root: Path | None = None, workers: int | None = None
-                       ) -> list[HarvestReport]:
+                       image_root: Path | None = None, workers: int | None = None,
+                       encoder: str | None = None) -> list[HarvestReport]:
         """Harvest the partitions of the `days` days ending with `day` that exist."""
         end = date.fromisoformat(day)
         reports = []
@@ -145,20 +148,22 @@ class LabelStore:
             current = (end - timedelta(days=back)).isoformat()
             if has_input(catalogue_root, current):
                 reports.append(self.harvest_partition(catalogue_root, current,
-                                                      image_root=image_root, workers=workers))
+                                                      image_root=image_root, workers=workers,
+                                                      encoder=encoder))
         return reports
 
-    def add_photo_folder(self, folder: Path | str, *, workers: int | None = None
-                         ) -> HarvestReport:
+    def add_photo_folder(self, folder: Path | str, *, workers: int | None = None,
+                         encoder: str | None = None) -> HarvestReport:
         """A labelled photo folder (manifest.csv + images/) joins the store, same split rule."""
         folder = Path(folder).resolve()
 
         def build(entry: dict | None, previous: pa.Table | None) -> tuple[Any, SourceRows | None]:
-            key = folder_key(folder)
+            key = folder_key(folder, encoder)
             if entry is not None and entry.get("key") == key:
                 return key, None
-            return key, photo_folder_rows(folder, previous=previous, now=harvest_time(),
-                                          workers=workers)
+            return key, photo_folder_rows(
+                folder, previous=previous, now=harvest_time(), workers=workers,
+                encoder=encoder, reuse=same_preprocessing(entry and entry.get("key"), key))
 
         return self._harvest(photo_folder_source(folder), build)
 

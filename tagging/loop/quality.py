@@ -33,7 +33,7 @@ from tagging.catalogue.published import (
     read_published,
 )
 from tagging.labels import CATEGORY_SLUGS, parse_label
-from tagging.model.policy import wilson_lower_bound
+from tagging.model.policy import reviews_everything, wilson_lower_bound
 from tagging.settings import LoopPolicy
 from tagging.storage import Root
 
@@ -152,8 +152,8 @@ def expectations(version_metadata: dict) -> dict:
     1.0 (too little evidence to trust any tag) reviews everything, so it expects 1.0.
     """
     real = version_metadata.get("metrics", {}).get("real_photos") or {}
-    threshold = (version_metadata.get("review") or {}).get("confidence_threshold")
-    everything = threshold is not None and float(threshold) >= 1.0
+    policy = version_metadata.get("review") or {}
+    everything = "confidence_threshold" in policy and reviews_everything(policy)
     return {"holdout_accuracy": real.get("accuracy"), "holdout_photos": real.get("n"),
             "expected_review_rate": 1.0 if everything else real.get("expected_review_rate"),
             "reviews_everything": everything}

@@ -1,8 +1,11 @@
 """How the weights are fitted: two stages, and the cross-fit that gives the review policy
 out-of-fold evidence.
 
-Stage 1, the **base**: Fashion-MNIST plus photo-like variants, early stopping on variants of
-the validation split; no real photo. It depends only on the recipe and Fashion-MNIST, so a
+Every array here is in the model's input (tagging.model.inputs): uint8 images for `pixels`,
+encoder features otherwise (FashionInputs); photo-like variants only exist for pixels.
+
+Stage 1, the **base**: Fashion-MNIST (plus photo-like variants), early stopping on (variants
+of) the validation split; no real photo. It depends only on the recipe and Fashion-MNIST, so a
 retrain reuses the base stored with an earlier version (`base.npz`, same `base_key`): seeded
 and deterministic, a reused base is the base it would train.
 
@@ -23,21 +26,20 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tagging.labels import NUM_CLASSES
+from tagging.model.config import TrainConfig
 from tagging.model.data import FashionMNIST, fingerprint
+from tagging.model.features import FashionInputs, fashion_mnist_training_set
 from tagging.photos.folder import LabelledPhotos, stratified_folds
-
-if TYPE_CHECKING:
-    from tagging.model.train import TrainConfig
 
 BASE_FILE = "base.npz"
 # What the base depends on, besides Fashion-MNIST's training split.
-BASE_FIELDS = ("hidden_units", "dropout", "epochs", "batch_size", "learning_rate",
-               "validation_fraction", "patience", "seed", "train_subset", "photo_variants")
+BASE_FIELDS = ("model_input", "hidden_units", "dropout", "epochs", "batch_size",
+               "learning_rate", "validation_fraction", "patience", "seed", "train_subset",
+               "photo_variants")
 
 
 @dataclass
@@ -64,29 +66,32 @@ class PhotoFitSet:
 
 
 def base_key(config: TrainConfig, data: FashionMNIST) -> str:
-    """Content hash of what the base is trained from: its recipe and Fashion-MNIST."""
+    """Content hash of what the base is trained from: its recipe, its input (an encoder's
+    weights) and Fashion-MNIST."""
     x, y = fashion_mnist_training_set(config, data)
     recipe = {f: getattr(config, f) for f in BASE_FIELDS}
-    text = json.dumps(recipe, sort_keys=True, default=list) + fingerprint(x, y)
+    text = (json.dumps(recipe, sort_keys=True, default=list) + config.input.key
+            + fingerprint(x, y))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def fit_base(config: TrainConfig, data: FashionMNIST,
+def fit_base(config: TrainConfig, data: FashionMNIST, fashion: FashionInputs,
              stored: tuple[list[np.ndarray], dict] | None = None,
              progress: str | None = None) -> Base:
     """Train the base (or take `stored` = (weights, history) with the same base_key)."""
     import keras
 
-    x, y = fashion_mnist_training_set(config, data)
-    x_fit, y_fit, x_val, y_val = split_validation(x, y, config.validation_fraction, config.seed)
+    x_fit, y_fit, x_val, y_val = split_validation(fashion.x_train, fashion.y_train,
+                                                  config.validation_fraction, config.seed)
     key = base_key(config, data)
     if stored is not None:
         return Base(stored[0], stored[1], key, 0.0, x_val, y_val, x_fit, y_fit)
     seed_everything(config.seed)
-    x_aug, y_aug = with_photo_variants(x_fit, y_fit, round(config.photo_variants * len(x_fit)),
-                                       config.seed)
-    x_photo_val, y_photo_val = with_photo_variants(x_val, y_val, len(x_val), config.seed + 1)
-    scale = np.float32(1 / 255)
+    x_aug, y_aug = with_photo_variants(config, x_fit, y_fit,
+                                       round(config.photo_variants * len(x_fit)), config.seed)
+    x_photo_val, y_photo_val = with_photo_variants(config, x_val, y_val, len(x_val),
+                                                   config.seed + 1)
+    prepare = config.input.prepare
     model = build_model(config, -(-len(x_aug) // config.batch_size), config.epochs,
                         config.learning_rate)
     callbacks = [keras.callbacks.EarlyStopping(
@@ -94,7 +99,8 @@ def fit_base(config: TrainConfig, data: FashionMNIST,
     if progress:
         callbacks.append(rich_progress(config.epochs, progress))
     start = time.perf_counter()
-    history = model.fit(x_aug * scale, y_aug, validation_data=(x_photo_val * scale, y_photo_val),
+    history = model.fit(prepare(x_aug), y_aug,
+                        validation_data=(prepare(x_photo_val), y_photo_val),
                         batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
                         callbacks=callbacks, verbose=0)
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -108,11 +114,12 @@ def photo_fit_set(config: TrainConfig, base: Base, photos: LabelledPhotos) -> Ph
     n = len(base.x_fit) if config.replay is None else min(config.replay, len(base.x_fit))
     pick = np.sort(rng.choice(len(base.x_fit), n, replace=False))
     repeats = config.real_photo_repeats
-    x = np.concatenate([base.x_fit[pick], np.repeat(photos.pixels, repeats, 0)])
+    inputs = photos.inputs(config.input.key).astype(base.x_fit.dtype, copy=False)
+    x = np.concatenate([base.x_fit[pick], np.repeat(inputs, repeats, 0)])
     y = np.concatenate([base.y_fit[pick],
                         np.repeat(photos.labels.astype(base.y_fit.dtype), repeats)])
     origin = np.concatenate([np.full(n, -1), np.repeat(np.arange(len(photos.labels)), repeats)])
-    count = round(config.photo_variants * len(x))
+    count = round(config.photo_variants * len(x)) if config.input.is_pixels else 0
     if count:
         from tagging.model.augment import augment_training_set
 
@@ -131,7 +138,7 @@ def fine_tune(config: TrainConfig, base: Base, fit_set: PhotoFitSet,
     model = build_model(config, -(-len(x) // config.batch_size), config.photo_epochs,
                         config.photo_learning_rate)
     model.set_weights(base.weights)
-    model.fit(x * np.float32(1 / 255), y, batch_size=config.batch_size,
+    model.fit(config.input.prepare(x), y, batch_size=config.batch_size,
               epochs=config.photo_epochs, shuffle=True, verbose=0)
     return model
 
@@ -146,19 +153,26 @@ def out_of_fold(config: TrainConfig, base: Base, fit_set: PhotoFitSet, photos: L
     for k in np.unique(folds):
         held = np.nonzero(folds == k)[0]
         model = fine_tune(config, base, fit_set, ~np.isin(fit_set.origin, held))
-        fold_model = Classifier.from_keras(model, {"mirror_average": config.mirror_average})
-        probs[held] = fold_model.predict_proba(photos.pixels[held])
+        fold_model = Classifier.from_keras(model, calibration(config), config.input)
+        probs[held] = fold_model.predict_proba(photos.inputs(config.input.key)[held])
     return probs
 
 
 # ---------------------------------------------------------------- building blocks
 
 
+def calibration(config: TrainConfig) -> dict:
+    """How a model of this recipe predicts, before its temperature is fitted."""
+    return {"mirror_average": config.mirror_average and config.input.is_pixels}
+
+
 def dense_model(config: TrainConfig):
-    """Flatten -> (Dense ReLU, Dropout) per hidden size -> Dense 10 softmax; pixels in [0, 1]."""
+    """Flatten -> (Dense ReLU, Dropout) per hidden size -> Dense 10 softmax, on the prepared
+    input (pixels in [0, 1], or features)."""
     import keras
 
-    layers = [keras.Input((28, 28), name="pixels"), keras.layers.Flatten()]
+    layers = [keras.Input(config.input.shape, name=config.input.name.replace("-", "_")),
+              keras.layers.Flatten()]
     for units in config.hidden_units:
         layers.append(keras.layers.Dense(units, activation="relu"))
         if config.dropout:
@@ -201,17 +215,11 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     return x[train], y[train], x[val], y[val]
 
 
-def fashion_mnist_training_set(config: TrainConfig, data: FashionMNIST
-                               ) -> tuple[np.ndarray, np.ndarray]:
-    if config.train_subset:
-        return data.x_train[: config.train_subset], data.y_train[: config.train_subset]
-    return data.x_train, data.y_train
-
-
-def with_photo_variants(x: np.ndarray, y: np.ndarray, count: int, seed: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """x and y, plus `count` photo-like variants of randomly chosen images (same labels)."""
-    if not count:
+def with_photo_variants(config: TrainConfig, x: np.ndarray, y: np.ndarray, count: int,
+                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """x and y, plus `count` photo-like variants of randomly chosen images (same labels);
+    features have none."""
+    if not count or not config.input.is_pixels:
         return x, y
     from tagging.model.augment import augment_training_set
 

@@ -5,6 +5,14 @@ threshold. The threshold is chosen on labelled held-out photos (ideally real one
 lowest one whose published tags are precise enough *with statistical margin* (a one-sided
 Wilson lower confidence bound, not the point estimate), so that a small labelled set does
 not buy an optimistic threshold. Without enough evidence, every tag is reviewed.
+
+Classes differ: shoes and bags are easy, shirts are not, and one threshold for all makes the
+easy classes wait behind the hard ones. A predicted class with enough evidence of its own
+(MIN_CLASS_EVIDENCE photos predicted as it) whose own photos certify a cut, chosen the same
+way on them only, gets that cut as its threshold: lower than the global one for an easy
+class, higher for a hard one, certified on its own photos either way. The other classes
+keep the global threshold (a class too uncertain to certify alone is no reason to review
+more of it than before).
 """
 
 from __future__ import annotations
@@ -21,18 +29,35 @@ MIN_PUBLISHED = 10  # never trust a precision estimated on fewer published tags
 # chosen on 60 photos published 0.94-precise tags on the rest, on >= 100 photos 0.956-0.962
 # (benchmarks/README.md, "the review policy's evidence").
 MIN_EVIDENCE = 100
+MIN_CLASS_EVIDENCE = 40  # photos predicted as a class before it gets its own threshold
+
+
+def thresholds(policy: dict, classes: int) -> np.ndarray:
+    """The confidence threshold of each predicted class (its own, else the global one)."""
+    out = np.full(classes, float(policy.get("confidence_threshold", DEFAULT_THRESHOLD)))
+    for k, value in enumerate(policy.get("class_thresholds") or []):
+        if value is not None and k < classes:
+            out[k] = float(value)
+    return out
 
 
 def needs_review(probs: np.ndarray, policy: dict) -> np.ndarray:
-    """True where the top probability is below policy["confidence_threshold"] (0.5 default).
+    """True where the top probability is below the threshold of the predicted class
+    (policy["class_thresholds"][k], else policy["confidence_threshold"], 0.5 by default).
 
-    A threshold >= 1.0 means: review everything.
+    A threshold >= 1.0 means: review every tag of that class.
     """
     probs = np.asarray(probs)
     if len(probs) == 0:
         return np.zeros(0, bool)
-    threshold = float(policy.get("confidence_threshold", DEFAULT_THRESHOLD))
-    return (probs.max(axis=1) < threshold) | (threshold >= 1.0)
+    cut = thresholds(policy, probs.shape[1])[probs.argmax(axis=1)]
+    return (probs.max(axis=1) < cut) | (cut >= 1.0)
+
+
+def reviews_everything(policy: dict) -> bool:
+    """Does the policy send every tag to a person (no class has a threshold below 1.0)?"""
+    classes = len(policy.get("class_thresholds") or []) or 1
+    return bool((thresholds(policy, classes) >= 1.0).all())
 
 
 def wilson_lower_bound(successes: np.ndarray, totals: np.ndarray, z: float) -> np.ndarray:
@@ -59,24 +84,37 @@ def lowest_safe_threshold(confidence: np.ndarray, correct: np.ndarray, target: f
 def choose_review_policy(probs: np.ndarray, labels: np.ndarray, *,
                          target_precision: float,
                          z: float = DEFAULT_Z, min_threshold: float = DEFAULT_THRESHOLD,
-                         min_evidence: int = MIN_EVIDENCE, source: str = "") -> dict:
-    """The threshold so that the tags published without review reach `target_precision`.
+                         min_evidence: int = MIN_EVIDENCE,
+                         min_class_evidence: int | None = None,
+                         source: str = "") -> dict:
+    """The thresholds so that the tags published without review reach `target_precision`.
 
     probs: calibrated (n, 10) on labelled photos the model did not train on, as close as
     possible to the photos it will tag (real labelled photos beat augmented validation
-    images); labels: (n,). Below `min_evidence` photos every tag is reviewed. Returns a
-    JSON-able policy for `needs_review`.
+    images); labels: (n,). Below `min_evidence` photos every tag is reviewed; a predicted
+    class with `min_class_evidence` photos gets its own threshold. Returns a JSON-able
+    policy for `needs_review`.
     """
     probs, labels = np.asarray(probs), np.asarray(labels)
+    min_class_evidence = min_class_evidence or MIN_CLASS_EVIDENCE
     confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    cut = (lowest_safe_threshold(confidence, correct, target_precision, z)
-           if len(labels) >= min_evidence else None)
+    predicted = probs.argmax(axis=1)
+    correct = predicted == labels
+    enough = len(labels) >= min_evidence
+
+    def safe_cut(rows: np.ndarray) -> float | None:
+        cut = lowest_safe_threshold(confidence[rows], correct[rows], target_precision, z)
+        return round(max(cut, min_threshold), 6) if cut else None
+
     policy = {
-        "confidence_threshold": round(max(cut, min_threshold), 6) if cut else 1.0,
+        "confidence_threshold": (enough and safe_cut(np.ones(len(labels), bool))) or 1.0,
+        "class_thresholds": [
+            safe_cut(predicted == k) if enough and (predicted == k).sum() >= min_class_evidence
+            else None for k in range(probs.shape[1])],
         "target_precision": target_precision,
         "method": (f"lowest confidence threshold whose Wilson lower bound (z={z:g}) of "
-                   f"precision on the selection set >= target (>= {min_evidence} photos)"),
+                   f"precision on the selection set >= target (>= {min_evidence} photos); "
+                   f"per predicted class on its own photos (>= {min_class_evidence})"),
         "selection_samples": len(labels),
         "selection_source": source,
     }

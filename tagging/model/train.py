@@ -2,85 +2,54 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import platform
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from model_registry import GateDecision, GatePolicy, Registry
-from tagging.errors import ConfigError
-from tagging.loop.holdout import holdout_comparison
-from tagging.loop.labelled import Labelled, load_labelled
+from model_registry import Registry
 from tagging.model.calibration import apply_temperature, fit_temperature
+from tagging.model.config import TrainConfig
 from tagging.model.data import FashionMNIST, fingerprint, load_fashion_mnist
+from tagging.model.evaluate import PhotoCheck, check_on_photos
+from tagging.model.features import fashion_inputs, fashion_mnist_training_set
 from tagging.model.fitting import (
     BASE_FILE,
     Base,
     base_key,
+    calibration,
     dense_model,
-    fashion_mnist_training_set,
     fine_tune,
     fit_base,
     out_of_fold,
     photo_fit_set,
 )
 from tagging.model.inference import WEIGHTS_FILE, Classifier
-from tagging.model.policy import choose_review_policy, fit_calibration
+from tagging.model.policy import choose_review_policy, fit_calibration, reviews_everything
 from tagging.model.registry import open_registry
 from tagging.model.report import evaluate, write_report
-from tagging.photos.evaluate import PhotoCheck, check_on_photos
 from tagging.photos.folder import LabelledPhotos, stratified_folds
-from tagging.settings import LoopPolicy
 
 log = logging.getLogger(__name__)
 
 MIN_CALIBRATION_PHOTOS = 30  # fewer held-out photos: the temperature comes from validation
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides the trained weights (stored as the version's hyper-parameters)."""
+class Labels(Protocol):
+    """The labelled photos a training learns from, split by product into the train side and
+    the fixed holdout (tagging.loop.labelled.Labelled provides them)."""
 
-    hidden_units: tuple[int, ...] = (256, 128)
-    dropout: float = 0.2  # after each hidden layer
-    epochs: int = 15  # the learning rate follows a cosine decay over these; early stopping
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    validation_fraction: float = 0.1
-    patience: int = 4
-    seed: int = 0
-    train_subset: int | None = None  # first N training images, for quick runs
-    # Toward real photos (tagging.model.augment / calibration / review):
-    photo_variants: float = 0.5  # photo-like variants added, as a fraction of the fit set
-    real_photos: str | None = None  # labelled real photos (dir with manifest.csv + images/)
-    label_store: str | None = None  # the shop's verified labels (tagging.loop.labelstore root)
-    real_photo_repeats: int = 60  # copies of each train-side photo in the fit set; 0: none
-    review_target_precision: float = LoopPolicy.target_precision  # of tags published unreviewed
-    mirror_average: bool = True  # predict from each image and its mirror image (inference)
-    # The photo stage (tagging.model.fitting): the base fine-tuned on the train-side photos
-    photo_epochs: int = 5
-    photo_learning_rate: float = 1e-3  # cosine-decayed over photo_epochs
-    replay: int | None = None  # Fashion-MNIST images replayed in the photo stage (None: all)
-    cross_fit_folds: int = 4  # out-of-fold evidence for the review policy; 0: holdout only
+    train: LabelledPhotos
+    holdout: LabelledPhotos
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown training options: {sorted(unknown)}")
-        values = dict(values)
-        if "hidden_units" in values:
-            values["hidden_units"] = tuple(int(u) for u in values["hidden_units"])
-        return cls(**values)
+    def summary(self) -> dict: ...
 
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "hidden_units": list(self.hidden_units)}
+    def new_train_labels(self, since: str | None) -> int: ...
 
 
 @dataclass
@@ -101,7 +70,7 @@ class Candidate:
     reason: str = ""  # why the champion was reused although the data changed
 
 
-def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | None = None,
+def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labels | None = None,
                 progress: bool = False, stored_base: tuple[list, dict] | None = None
                 ) -> TrainResult:
     """Seeded two-stage training, calibration and review policy; evaluation on the test split.
@@ -113,7 +82,8 @@ def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | No
     out-of-fold predictions (cross-fit, tagging.model.fitting). Review answers (the audit
     slice's too) are labels of the store like any other, so they are evidence either way.
     """
-    base = fit_base(config, data, stored_base, "training" if progress else None)
+    fashion = fashion_inputs(config, data, progress=progress)
+    base = fit_base(config, data, fashion, stored_base, "training" if progress else None)
     train_side = labelled.train if labelled is not None and config.real_photo_repeats else None
     start = time.perf_counter()
     if train_side is not None and len(train_side.labels):
@@ -126,13 +96,13 @@ def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | No
         model, oof = dense_model(config), None  # the base itself (no optimizer state)
         model.set_weights(base.weights)
     photo_seconds = time.perf_counter() - start
-    classifier = Classifier.from_keras(model)
-    check_same_predictions(model, classifier, data.x_test[:2000])
-    classifier.mirror_average = config.mirror_average
+    classifier = Classifier.from_keras(model, model_input=config.input)
+    check_same_predictions(model, classifier, fashion.x_test[:2000])
+    classifier.mirror_average = calibration(config)["mirror_average"]
     evidence, probs = policy_evidence(classifier, labelled, train_side, oof)
     photo_check = calibrate_on(classifier, evidence, probs, base.x_val, base.y_val,
                                config.review_target_precision)
-    metrics = evaluate(classifier.predict_proba(data.x_test), data.y_test)
+    metrics = evaluate(classifier.predict_proba(fashion.x_test), fashion.y_test)
     metrics["epochs_run"] = len(base.history.get("loss", []))
     metrics["train_wall_time_s"] = round(base.seconds + photo_seconds, 2)
     metrics["photo_stage_wall_time_s"] = round(photo_seconds, 2)
@@ -150,7 +120,7 @@ def train_model(config: TrainConfig, data: FashionMNIST, labelled: Labelled | No
                        training_fingerprint(config, data, labelled), photo_check, base)
 
 
-def policy_evidence(classifier: Classifier, labelled: Labelled | None,
+def policy_evidence(classifier: Classifier, labelled: Labels | None,
                     train_side: LabelledPhotos | None, oof: np.ndarray | None
                     ) -> tuple[LabelledPhotos | None, np.ndarray | None]:
     """Labelled photos the shipped model (or, out of fold, its fold model) did not train on,
@@ -158,7 +128,9 @@ def policy_evidence(classifier: Classifier, labelled: Labelled | None,
     classifier.temperature = 1.0
     parts = []
     if labelled is not None and len(labelled.holdout.labels):
-        parts.append((labelled.holdout, classifier.predict_proba(labelled.holdout.pixels)))
+        holdout = labelled.holdout
+        parts.append((holdout, classifier.predict_proba(
+            holdout.inputs(classifier.model_input.key))))
     if oof is not None and train_side is not None:
         parts.append((train_side, oof))
     if not parts:
@@ -167,7 +139,7 @@ def policy_evidence(classifier: Classifier, labelled: Labelled | None,
     return photos, np.concatenate([probs for _, probs in parts]).astype(np.float32)
 
 
-def evidence_counts(labelled: Labelled | None, oof: np.ndarray | None) -> dict[str, int]:
+def evidence_counts(labelled: Labels | None, oof: np.ndarray | None) -> dict[str, int]:
     return {"holdout": len(labelled.holdout.labels) if labelled is not None else 0,
             "out_of_fold": len(oof) if oof is not None else 0}
 
@@ -176,17 +148,19 @@ def join_photos(parts: list[LabelledPhotos]) -> LabelledPhotos:
     """One LabelledPhotos of several (their descriptions joined)."""
     if len(parts) == 1:
         return parts[0]
+    shared = set.intersection(*(set(p.features) for p in parts))
     return LabelledPhotos(np.concatenate([p.pixels for p in parts]),
                           np.concatenate([p.labels for p in parts]),
                           np.concatenate([p.sources for p in parts]),
                           [f for p in parts for f in p.files],
-                          " + ".join(p.description for p in parts))
+                          " + ".join(p.description for p in parts),
+                          {k: np.concatenate([p.features[k] for p in parts]) for k in shared})
 
 
 def expected_review_rate(policy: dict) -> float:
     """The review rate the stored policy produces on the photos it was chosen on (1.0 for a
     policy that reviews everything), what validation holds a day's review rate against."""
-    if float(policy.get("confidence_threshold", 0.0)) >= 1.0:
+    if reviews_everything(policy):
         return 1.0
     return round(1 - float(policy.get("selection_coverage", 0.0)), 4)
 
@@ -219,7 +193,7 @@ def calibrate_on(classifier: Classifier, evidence: LabelledPhotos | None,
 
 
 def training_fingerprint(config: TrainConfig, data: FashionMNIST,
-                         labelled: Labelled | None) -> str:
+                         labelled: Labels | None) -> str:
     """Content hash of what is trained on: Fashion-MNIST and the train side of the labels.
 
     The holdout is left out on purpose: held-out labels arriving alone are no reason to
@@ -247,7 +221,7 @@ def calibrate(classifier: Classifier, probs: np.ndarray, labels: np.ndarray,
 
 def check_same_predictions(model, classifier: Classifier, x: np.ndarray) -> None:
     """The NumPy path must reproduce Keras: same classes, probabilities within 1e-4."""
-    keras_probs = model.predict(x.astype(np.float32) / 255, batch_size=2048, verbose=0)
+    keras_probs = model.predict(classifier.model_input.prepare(x), batch_size=2048, verbose=0)
     numpy_probs = classifier.predict_proba(x)
     if not (np.array_equal(keras_probs.argmax(1), numpy_probs.argmax(1))
             and np.allclose(keras_probs, numpy_probs, atol=1e-4)):
@@ -257,12 +231,13 @@ def check_same_predictions(model, classifier: Classifier, x: np.ndarray) -> None
 def library_versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    names = ("tensorflow-cpu", "keras", "numpy", "pillow", "pyarrow")
+    names = ("tensorflow-cpu", "keras", "numpy", "pillow", "pyarrow", "ai-edge-litert")
     return {"python": platform.python_version()} | {n: version(n) for n in names}
 
 
 def artifact_metadata(config: TrainConfig, result: TrainResult, data: FashionMNIST) -> dict:
     return {
+        "input": config.input.describe(),
         "metrics": result.metrics,
         "eval_data_fingerprint": data.test_fingerprint,
         "training_data_fingerprint": result.train_fingerprint,
@@ -291,7 +266,7 @@ def stored_base(registry: Registry, key: str) -> tuple[list[np.ndarray], dict] |
 
 
 def trained_before(registry: Registry, config: TrainConfig, data: FashionMNIST,
-                   labelled: Labelled | None) -> str | None:
+                   labelled: Labels | None) -> str | None:
     """A version trained on the same data with the same config: the champion if it is one,
     else the newest such version."""
     wanted = {"hyperparameters": config.to_dict(),
@@ -304,7 +279,7 @@ def trained_before(registry: Registry, config: TrainConfig, data: FashionMNIST,
     return None
 
 
-def too_few_new_labels(registry: Registry, config: TrainConfig, labelled: Labelled | None,
+def too_few_new_labels(registry: Registry, config: TrainConfig, labelled: Labels | None,
                        min_new_labels: int) -> str | None:
     """Why the champion is kept although the data changed (None: retrain).
 
@@ -327,18 +302,19 @@ def too_few_new_labels(registry: Registry, config: TrainConfig, labelled: Labell
             f"(< min_new_labels {min_new_labels}): reusing it")
 
 
-def train_candidate(config: TrainConfig, *, registry_root: Path | str,
-                    data_dir: Path | str | None = None, created_by: str,
-                    reuse_if_unchanged: bool = True, min_new_labels: int = 0,
+def train_candidate(config: TrainConfig, *, labelled: Labels | None,
+                    registry_root: Path | str, data_dir: Path | str | None = None,
+                    created_by: str, reuse_if_unchanged: bool = True, min_new_labels: int = 0,
                     progress: bool = False) -> Candidate:
     """Train, evaluate, write the report and register a candidate (not promoted).
 
+    labelled: the photos of `config.label_store` / `config.real_photos` (the caller reads
+    them: tagging.loop.labelled.load_labelled), in `config`'s input.
     min_new_labels: with reuse_if_unchanged, keep the champion (same recipe) until at
     least this many new train-side labels arrived since it was trained.
     """
     registry = open_registry(registry_root)
     data = load_fashion_mnist(data_dir)
-    labelled = load_labelled(config.label_store, config.real_photos)
     if reuse_if_unchanged and (version := trained_before(registry, config, data, labelled)):
         reused = version == registry.champion()
         log.info("%s was trained on the same data with the same config: %s", version,
@@ -363,25 +339,3 @@ def train_candidate(config: TrainConfig, *, registry_root: Path | str,
                                     created_by=created_by)
     log.info("registered candidate %s (test accuracy %.4f)", version, result.metrics["accuracy"])
     return Candidate(version, reused=False)
-
-
-def train_and_promote(config: TrainConfig, *, registry_root: Path | str,
-                      data_dir: Path | str | None = None, created_by: str,
-                      policy: GatePolicy, reuse_if_unchanged: bool = False,
-                      progress: bool = False) -> tuple[Candidate, GateDecision | None]:
-    """Train a candidate, then promote it through the gate (unless the champion was reused);
-    with real photos, the gate compares it with the champion on their current holdout."""
-    candidate = train_candidate(config, registry_root=registry_root, data_dir=data_dir,
-                                created_by=created_by, reuse_if_unchanged=reuse_if_unchanged,
-                                progress=progress)
-    if candidate.reused:
-        return candidate, None
-    registry = open_registry(registry_root)
-    labelled = load_labelled(config.label_store, config.real_photos)
-    scores = holdout_comparison(registry_root, candidate.version, registry.champion(),
-                                labelled.holdout if labelled is not None else None)
-    decision = registry.promote(candidate.version, policy=policy, actor=created_by,
-                                holdout=scores)
-    return candidate, decision
-
-

@@ -64,6 +64,8 @@ class DemoRun:
     registry: str
     champion: str | None
     days: list[DemoDay]
+    champion_input: str | None = None  # "pixels" or the encoder its features come from
+    champion_accuracy: float | None = None  # on the Fashion-MNIST test split
 
     @property
     def failed(self) -> list[str]:
@@ -105,7 +107,8 @@ def run_demo(workdir: Path, dates: list[str], *, train_overrides: dict | None = 
     return DemoRun(airflow_home=str(local.home), catalogue=str(local.catalogue),
                    table=str(table_root(local.catalogue)),
                    table_version=_table_version(local.catalogue),
-                   registry=str(local.registry), champion=_champion(local.registry), days=days)
+                   registry=str(local.registry), champion=_champion(local.registry), days=days,
+                   **_champion_figures(local.registry))
 
 
 def _local_airflow(workdir: Path | str, data_dir: Path | str | None) -> LocalAirflow:
@@ -122,6 +125,18 @@ def _champion(registry: Path) -> str | None:
     from tagging.model.registry import open_registry
 
     return open_registry(registry).champion()
+
+
+def _champion_figures(registry: Path) -> dict:
+    """The champion's input and Fashion-MNIST test accuracy (none without a champion)."""
+    from model_registry.render import input_of
+    from tagging.model.registry import open_registry
+
+    found = open_registry(registry)
+    if found.champion() is None:
+        return {}
+    meta = found.get("champion").metadata
+    return {"champion_input": input_of(meta), "champion_accuracy": meta["metrics"]["accuracy"]}
 
 
 # ---------------------------------------------------------------- the learning loop

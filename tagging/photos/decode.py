@@ -88,8 +88,9 @@ def _load_remote(uri: str, image_root: str, shown: str) -> bytes:
         raise
 
 
-def decode_photo(data: bytes | None) -> Image.Image:
-    """Decode photo bytes into an upright RGB image (JPEGs at reduced scale)."""
+def decode_photo(data: bytes | None, long_edge: int = DRAFT_LONG_EDGE) -> Image.Image:
+    """Decode photo bytes into an upright RGB image (JPEGs at reduced scale, keeping at
+    least `long_edge` pixels on the long edge)."""
     if data is None:
         raise ImageError("missing image")
     if len(data) == 0:
@@ -101,7 +102,7 @@ def decode_photo(data: bytes | None) -> Image.Image:
             _check_size(image)
             image.seek(0)  # first frame of a GIF / animated WebP
             if image.format in ("JPEG", "MPO"):
-                _draft(image)
+                _draft(image, max(long_edge, DRAFT_LONG_EDGE))
             _check_memory(image)
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -178,10 +179,10 @@ def _check_memory(image: Image.Image) -> None:
             f"to decode (limit {MAX_DECODE_BYTES:,} bytes)")
 
 
-def _draft(image: Image.Image) -> None:
-    """Ask the JPEG decoder for the smallest DCT scale that keeps DRAFT_LONG_EDGE pixels."""
+def _draft(image: Image.Image, long_edge: int) -> None:
+    """Ask the JPEG decoder for the smallest DCT scale that keeps `long_edge` pixels."""
     width, height = image.size
-    scale = DRAFT_LONG_EDGE / max(width, height)
+    scale = long_edge / max(width, height)
     if scale < 0.5:
         image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
 

@@ -4,14 +4,14 @@ A few hundred labelled real photos teach the classifier more about real photos t
 augmentation of Fashion-MNIST does. When the model trains on them, its temperature and review
 policy can no longer be fitted on the same photos (it knows them); they are fitted on
 *out-of-fold* predictions instead: each photo predicted by a model trained without its fold
-(cross-fitting, see `tagging.model.train`; the held-out figures are `tagging.photos.evaluate`'s).
+(cross-fitting, see `tagging.model.train`; the held-out figures are `tagging.model.evaluate`'s).
 """
 
 from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from tagging.errors import DataError
 from tagging.labels import NUM_CLASSES
 from tagging.photos.pool import DecodingPool
+from tagging.photos.render import PIXELS, PhotoInput
 
 SOURCE_PATTERN = re.compile(r"^\d+_([A-Za-z]+)_")  # e.g. 3_cd_017.jpg -> cd
 
@@ -32,11 +33,24 @@ class LabelledPhotos:
     sources: np.ndarray  # (n,) str: a `source` column, or the file-name prefix, or "all"
     files: list[str]
     description: str
+    # Other model inputs of the same photos, by key (tagging.model.inputs.ModelInput.key):
+    # an encoder's features (n, d), as computed when the photo was harvested.
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def inputs(self, key: str) -> np.ndarray:
+        """The photos as the model input `key` takes them: "pixels", or features."""
+        if key == "pixels":
+            return self.pixels
+        if key not in self.features:
+            raise DataError(f"{self.description}: no {key} features (harvested with "
+                            f"{', '.join(self.features) or 'none'})")
+        return self.features[key]
 
     def subset(self, keep: np.ndarray) -> LabelledPhotos:
         return LabelledPhotos(self.pixels[keep], self.labels[keep], self.sources[keep],
                               [f for f, k in zip(self.files, keep, strict=True) if k],
-                              f"{int(np.sum(keep))} of {self.description}")
+                              f"{int(np.sum(keep))} of {self.description}",
+                              {key: values[keep] for key, values in self.features.items()})
 
 
 def read_photo_manifest(manifest_csv: Path) -> list[tuple[str, int, str]]:
@@ -56,10 +70,11 @@ def read_photo_manifest(manifest_csv: Path) -> list[tuple[str, int, str]]:
     return out
 
 
-def preprocess_files(paths: list[Path], workers: int | None = None
-                     ) -> tuple[np.ndarray, list[str | None]]:
-    """Decode and preprocess in worker processes (tagging.photos.pool); failed images are zeros
-    plus their error."""
+def preprocess_files(paths: list[Path], workers: int | None = None,
+                     forms: tuple[PhotoInput, ...] = (PIXELS,)
+                     ) -> tuple[tuple[np.ndarray, ...], list[str | None]]:
+    """Decode and render in each form, in worker processes (tagging.photos.pool); failed
+    images are zeros plus their error."""
     photos: list[bytes | None] = []
     read_errors: list[str | None] = []
     for path in paths:
@@ -69,9 +84,9 @@ def preprocess_files(paths: list[Path], workers: int | None = None
         except OSError as e:
             photos.append(None)
             read_errors.append(f"unreadable: {e.strerror or e}")
-    with DecodingPool(Path(paths[0]).parent if paths else ".", workers) as pool:
-        pixels, errors = pool.decode(photos, [None] * len(photos))
-    return pixels, [r or e for r, e in zip(read_errors, errors, strict=True)]
+    with DecodingPool(Path(paths[0]).parent if paths else ".", workers, forms) as pool:
+        arrays, errors = pool.decode(photos, [None] * len(photos))
+    return arrays, [r or e for r, e in zip(read_errors, errors, strict=True)]
 
 
 def load_labelled_photos(root: Path | str, workers: int | None = None) -> LabelledPhotos:
@@ -80,7 +95,7 @@ def load_labelled_photos(root: Path | str, workers: int | None = None) -> Labell
     if not (root / "manifest.csv").is_file():
         raise DataError(f"{root}: not a labelled photo folder (needs manifest.csv and images/)")
     rows = read_photo_manifest(root / "manifest.csv")
-    pixels, errors = preprocess_files([root / "images" / f for f, _, _ in rows], workers)
+    (pixels,), errors = preprocess_files([root / "images" / f for f, _, _ in rows], workers)
     ok = np.array([e is None for e in errors])
     if not ok.any():
         raise DataError(f"{root}: none of the {len(rows)} photos could be read")

@@ -19,7 +19,7 @@ import numpy as np
 
 from tagging.errors import ImageError, TaggingError
 from tagging.photos.decode import load_image_uri
-from tagging.photos.segment import preprocess
+from tagging.photos.render import PIXELS, PhotoInput, render_forms
 
 log = logging.getLogger(__name__)
 
@@ -28,25 +28,32 @@ DIED = "decoding process died on this photo (killed, e.g. out of memory)"
 # A chunk of rows sent to a decoding worker: the pool it went to, its future, and its rows
 # (kept to retry them one by one if the worker dies).
 Chunk = tuple[ProcessPoolExecutor, Future, list, list]
-Decoded = tuple[np.ndarray, list[str | None], float]  # pixels (n, 28, 28), errors, CPU s
+# One array per form asked for (zeros where a row failed), per-row errors, CPU seconds.
+Decoded = tuple[tuple[np.ndarray, ...], list[str | None], float]
 
 
-def decode_chunk(images: list[bytes | None], uris: list[str | None],
-                 image_root: str) -> Decoded:
-    """Preprocess a chunk of rows (in a worker): pixels, per-row errors, CPU seconds."""
+def empty(forms: tuple[PhotoInput, ...], rows: int) -> tuple[np.ndarray, ...]:
+    """Zeroed arrays for `rows` rows of each form."""
+    return tuple(np.zeros((rows, *form.shape), np.uint8) for form in forms)
+
+
+def decode_chunk(images: list[bytes | None], uris: list[str | None], image_root: str,
+                 forms: tuple[PhotoInput, ...]) -> Decoded:
+    """Render a chunk of rows in each form (in a worker): arrays, per-row errors, CPU s."""
     start = time.process_time()
-    pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
+    arrays = empty(forms, len(images))
     errors: list[str | None] = [None] * len(images)
     for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
         try:
             if data is None and uri:
                 data = load_image_uri(uri, image_root)
-            pixels[i] = preprocess(data)
+            for array, rendered in zip(arrays, render_forms(data, forms), strict=True):
+                array[i] = rendered
         except ImageError as e:
             errors[i] = str(e)
         except Exception as e:  # a row must never take the batch down
             errors[i] = f"preprocessing failed: {type(e).__name__}: {e}"
-    return pixels, errors, time.process_time() - start
+    return arrays, errors, time.process_time() - start
 
 
 def aws_env() -> dict[str, str]:
@@ -58,9 +65,11 @@ def use_env(env: dict[str, str]) -> None:
 
 
 class DecodingPool:
-    """Warm forkserver workers that decode chunks of rows; replaced when one dies."""
+    """Warm forkserver workers that decode chunks of rows into the model input's `forms`
+    (default: the 28x28 pixels); replaced when one dies."""
 
-    def __init__(self, image_root: Path | str, workers: int | None = None):
+    def __init__(self, image_root: Path | str, workers: int | None = None,
+                 forms: tuple[PhotoInput, ...] = (PIXELS,)):
         if current_process().daemon:  # multiprocessing would refuse at the first submit
             raise TaggingError(
                 "cannot start the decoding processes from a daemonic process (a Celery "
@@ -68,6 +77,7 @@ class DecodingPool:
                 "concurrency 1 in Celery's solo pool (AIRFLOW__CELERY__POOL=solo), as "
                 "tagging.ops.stack and docker-compose.yml do")
         self.image_root = str(image_root)
+        self.forms = forms
         self.workers = workers or os.cpu_count() or 1
         self.pool = self._new_pool()
 
@@ -92,7 +102,8 @@ class DecodingPool:
     def submit(self, images: list, uris: list) -> Chunk:
         """Send a chunk of rows (image bytes, or image_uri under the root) to a worker."""
         pool = self.pool
-        return pool, pool.submit(decode_chunk, images, uris, self.image_root), images, uris
+        return (pool, pool.submit(decode_chunk, images, uris, self.image_root, self.forms),
+                images, uris)
 
     def result(self, chunk: Chunk) -> Decoded:
         """A chunk's decoding; if its worker died, its rows again one by one in fresh workers,
@@ -102,7 +113,7 @@ class DecodingPool:
             return future.result()
         except BrokenProcessPool:
             self._replace_pool(pool)
-        pixels = np.zeros((len(images), 28, 28), dtype=np.uint8)
+        arrays = empty(self.forms, len(images))
         errors: list[str | None] = [None] * len(images)
         cpu = 0.0
         for i, (data, uri) in enumerate(zip(images, uris, strict=True)):
@@ -114,15 +125,23 @@ class DecodingPool:
                 errors[i] = DIED
                 self._replace_pool(pool)
                 continue
-            pixels[i], errors[i] = one[0], error[0]
+            for array, row in zip(arrays, one, strict=True):
+                array[i] = row[0]
+            errors[i] = error[0]
             cpu += seconds
-        return pixels, errors, cpu
+        return arrays, errors, cpu
 
-    def decode(self, images: list, uris: list) -> tuple[np.ndarray, list[str | None]]:
-        """All rows, in order: pixels (n, 28, 28) (zeros where failed) and per-row errors."""
+    def decode(self, images: list, uris: list) -> tuple[tuple[np.ndarray, ...], list[str | None]]:
+        """All rows, in order: one array per form (zeros where failed), per-row errors."""
         chunks = [self.submit(images[i:i + CHUNK_ROWS], uris[i:i + CHUNK_ROWS])
                   for i in range(0, len(images), CHUNK_ROWS)]
-        results = [self.result(chunk) for chunk in chunks]
-        pixels = (np.concatenate([r[0] for r in results]) if results
-                  else np.zeros((0, 28, 28), np.uint8))
-        return pixels, [e for r in results for e in r[1]]
+        return joined(self.forms, [self.result(chunk) for chunk in chunks])
+
+
+def joined(forms: tuple[PhotoInput, ...], results: list[Decoded]
+           ) -> tuple[tuple[np.ndarray, ...], list[str | None]]:
+    """Decoded chunks as one array per form and one list of errors."""
+    if not results:
+        return empty(forms, 0), []
+    arrays = tuple(np.concatenate([r[0][k] for r in results]) for k in range(len(forms)))
+    return arrays, [e for r in results for e in r[1]]

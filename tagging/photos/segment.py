@@ -74,7 +74,7 @@ def preprocess(data: bytes | None) -> np.ndarray:
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
     """Segment the product and render it like Fashion-MNIST: bright on black, centred, 28 px."""
     pixels = _working_pixels(image)
-    if _colour_range(pixels) < MIN_THRESHOLD:
+    if colour_range(pixels) < MIN_THRESHOLD:
         raise ImageError("blank image: no product found")
     strength, mask = segment(pixels.astype(np.float32))
     if not mask.any():
@@ -105,7 +105,7 @@ def _working_pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
-def _colour_range(pixels: np.ndarray) -> int:
+def colour_range(pixels: np.ndarray) -> int:
     """The largest per-channel range (max - min) of a uint8 RGB image."""
     return max(int(high) - int(low) for low, high, *_ in map(cv2.minMaxLoc, cv2.split(pixels)))
 

@@ -14,10 +14,14 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from model_registry import GateDecision, GatePolicy
 from tagging.catalogue.published import read_manifest
+from tagging.encoder import DEFAULT_ENCODER
 from tagging.errors import TaggingError
 from tagging.loop.labelled import Labelled, load_labelled
 from tagging.loop.labelstore import LabelStore
+from tagging.model.config import TrainConfig
+from tagging.model.train import Candidate, train_candidate
 from tagging.pipeline.results import CandidateRef, GateOutcome, HarvestSummary, RetaggedDay
 from tagging.settings import LoopPolicy, Settings
 
@@ -30,13 +34,14 @@ log = logging.getLogger(__name__)
 def harvest_labels(catalogue_root: Path | str, day: str, *,
                    harvest_days: int = LoopPolicy.harvest_days,
                    real_photos: Path | str | None = None, image_root: Path | None = None,
-                   workers: int | None = None) -> HarvestSummary:
-    """Harvest the last `harvest_days` partitions up to `day` (and a labelled photo folder)."""
+                   workers: int | None = None, encoder: str | None = None) -> HarvestSummary:
+    """Harvest the last `harvest_days` partitions up to `day` (and a labelled photo folder),
+    with the features of `encoder` (the model input the next retrain takes)."""
     store = LabelStore.of_catalogue(catalogue_root)
     reports = store.harvest_recent(catalogue_root, day, harvest_days, image_root=image_root,
-                                   workers=workers)
+                                   workers=workers, encoder=encoder)
     if real_photos:
-        reports.append(store.add_photo_folder(real_photos, workers=workers))
+        reports.append(store.add_photo_folder(real_photos, workers=workers, encoder=encoder))
     status = store.status()
     return HarvestSummary(store=str(store.root),
                           harvested=[r.to_dict() for r in reports if r.harvested],
@@ -45,14 +50,18 @@ def harvest_labels(catalogue_root: Path | str, day: str, *,
                           holdout=status["holdout"], rejected=status["rejected"])
 
 
-def harvest(day: str, harvest_days: int = LoopPolicy.harvest_days) -> HarvestSummary:
+def harvest(day: str, harvest_days: int = LoopPolicy.harvest_days,
+            train_overrides: dict[str, Any] | None = None) -> HarvestSummary:
     """Harvest verified labels of the `harvest_days` days up to `day` into the label store
-    (and the `TAGGING_REAL_PHOTOS` folder, which joins the same store)."""
+    (and the `TAGGING_REAL_PHOTOS` folder, which joins the same store), with the features
+    of the model input the retrain's recipe takes (`train_overrides`' model_input)."""
     settings = Settings.from_env()
     catalogue = settings.catalogue_root
+    encoder = features_for(train_config(train_overrides or {}, catalogue_root=catalogue,
+                                        target_precision=LoopPolicy.target_precision))
     summary = harvest_labels(catalogue, day, harvest_days=harvest_days,
                              real_photos=settings.real_photos,
-                             image_root=settings.image_root_for(catalogue))
+                             image_root=settings.image_root_for(catalogue), encoder=encoder)
     log.info("label store: %d labels (%d train side, %d held out); harvested %s; rejected %s",
              summary["labels"], summary["train"], summary["holdout"],
              [h["source"] for h in summary["harvested"]] or "nothing new",
@@ -63,16 +72,18 @@ def harvest(day: str, harvest_days: int = LoopPolicy.harvest_days) -> HarvestSum
 # ---------------------------------------------------------------- retrain
 
 
-def train_config(overrides: dict, *, catalogue_root: Path | str, target_precision: float):
+def train_config(overrides: dict, *, catalogue_root: Path | str,
+                 target_precision: float) -> TrainConfig:
     """The scheduled retrain's TrainConfig: learn from the catalogue's label store.
 
     A `TAGGING_REAL_PHOTOS` folder is not passed here: harvest_labels put it in the store.
     """
-    from tagging.model.train import TrainConfig
-
     defaults = {"label_store": str(LabelStore.of_catalogue(catalogue_root).root),
                 "review_target_precision": target_precision}
-    return TrainConfig.from_dict(defaults | overrides)
+    try:
+        return TrainConfig.from_dict(defaults | overrides)
+    except (TypeError, ValueError) as e:
+        raise TaggingError(f"bad 'train' param: {e}") from e
 
 
 def retrain(train_overrides: dict[str, Any], *, force: bool, actor: str,
@@ -80,21 +91,46 @@ def retrain(train_overrides: dict[str, Any], *, force: bool, actor: str,
             target_precision: float = LoopPolicy.target_precision) -> CandidateRef:
     """Train a candidate on Fashion-MNIST and the label store's train side, or reuse the
     champion when data and config are unchanged or too few new labels arrived."""
-    from tagging.model.train import train_candidate
-
     settings = Settings.from_env()
-    try:
-        config = train_config(train_overrides, catalogue_root=settings.catalogue_root,
-                              target_precision=target_precision)
-    except (TypeError, ValueError) as e:
-        raise TaggingError(f"bad 'train' param: {e}") from e
-    candidate = train_candidate(config, registry_root=settings.registry_root,
-                                created_by=actor, reuse_if_unchanged=not force,
-                                min_new_labels=min_new_labels)
+    config = train_config(train_overrides, catalogue_root=settings.catalogue_root,
+                          target_precision=target_precision)
+    candidate = train_candidate(config, labelled=labels_of(config),
+                                registry_root=settings.registry_root, created_by=actor,
+                                reuse_if_unchanged=not force, min_new_labels=min_new_labels)
     log.info("candidate %s (%s)", candidate.version,
              candidate.reason or ("champion reused" if candidate.reused else "newly trained"))
     return CandidateRef(version=candidate.version, reused=candidate.reused,
                         reason=candidate.reason)
+
+
+def features_for(config: TrainConfig) -> str:
+    """The encoder whose features labels are harvested with: the recipe's, or the default
+    one for a pixels recipe (pixels are always stored), so that a pixels champion and an
+    encoder candidate can both be scored on the holdout, either way round."""
+    return DEFAULT_ENCODER if config.input.is_pixels else config.model_input
+
+
+def labels_of(config: TrainConfig) -> Labelled | None:
+    """The labelled photos a recipe learns from (its store and photo folder), with their
+    pixels and features (features_for)."""
+    return load_labelled(config.label_store, config.real_photos, encoder=features_for(config))
+
+
+def train_and_promote(config: TrainConfig, *, registry_root: Path | str,
+                      data_dir: Path | str | None = None, created_by: str,
+                      policy: GatePolicy, reuse_if_unchanged: bool = False,
+                      progress: bool = False) -> tuple[Candidate, GateDecision | None]:
+    """Train a candidate, then promote it through the gate (unless the champion was reused);
+    with real photos, the gate compares it with the champion on their current holdout."""
+    labelled = labels_of(config)
+    candidate = train_candidate(config, labelled=labelled, registry_root=registry_root,
+                                data_dir=data_dir, created_by=created_by,
+                                reuse_if_unchanged=reuse_if_unchanged, progress=progress)
+    if candidate.reused:
+        return candidate, None
+    decision = promote_through_gate(registry_root, candidate.version, catalogue_root=None,
+                                    policy=policy, actor=created_by, labelled=labelled)
+    return candidate, decision
 
 
 # ---------------------------------------------------------------- gate and promote
@@ -107,7 +143,6 @@ def promote_unless_reused(candidate: CandidateRef, gate_overrides: dict[str, Any
     A reused champion is not gated again. No champion at all (a first candidate refused)
     is an error: there is nothing to tag with.
     """
-    from model_registry import GatePolicy
     from tagging.model.registry import open_registry
 
     try:

@@ -22,22 +22,29 @@ from tagging.model.calibration import (
     reliability_bins,
 )
 from tagging.model.data import fingerprint
+from tagging.model.inference import Classifier, PhotoModel
 from tagging.model.policy import fit_calibration, needs_review
 from tagging.model.report import confusion_matrix, plot_confusion
 from tagging.photos.folder import LabelledPhotos, preprocess_files, read_photo_manifest
 
 
-def evaluate_photos(images_dir: Path, manifest_csv: Path, classifier, out_dir: Path,
-                    workers: int | None = None) -> dict:
-    """Accuracy (overall, per source, per class), review precision / coverage, ECE, pictures."""
+def evaluate_photos(images_dir: Path, manifest_csv: Path, classifier: Classifier,
+                    out_dir: Path, workers: int | None = None) -> dict:
+    """Accuracy (overall, per source, per class), review precision / coverage, ECE, pictures.
+
+    The photos go through the tagger's path: decoded and rendered in worker processes, then
+    the version's input (pixels, or its encoder's features) and its review policy.
+    """
+    model = PhotoModel.of(classifier)
     rows = read_photo_manifest(Path(manifest_csv))
     files = [f for f, _, _ in rows]
-    pixels, errors = preprocess_files([Path(images_dir) / f for f in files], workers)
+    (rendered,), errors = preprocess_files([Path(images_dir) / f for f in files], workers,
+                                           (model.form,))
     failed = np.array([e is not None for e in errors])
-    probs = np.asarray(classifier.predict_proba(pixels), np.float32)
+    probs = np.asarray(model.predict_proba(rendered, ~failed), np.float32)
     flagged = failed | needs_review(probs, classifier.review_policy)
     return photo_report(
-        out_dir, pixels, probs, np.array([label for _, label, _ in rows]),
+        out_dir, rendered, probs, np.array([label for _, label, _ in rows]),
         np.array([s for _, _, s in rows]), flagged, failed,
         {"images": len(rows), "review_policy": classifier.review_policy,
          "errors": {f: e for f, e in zip(files, errors, strict=True) if e is not None}})
@@ -151,7 +158,8 @@ def _plots(out_dir: Path, pixels, probs, predicted, labels, flagged, failed, rep
 
 def _contact_sheet(plt, path: Path, pixels, predicted, labels, flagged, columns: int = 16
                    ) -> None:
-    """Every preprocessed input, enlarged: predicted / true; red frame = wrong, '?' = review."""
+    """Every rendered input (28x28 grey, or an encoder's RGB): predicted / true; red frame =
+    wrong, '?' = review."""
     rows = -(-len(pixels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
@@ -165,8 +173,8 @@ def _contact_sheet(plt, path: Path, pixels, predicted, labels, flagged, columns:
         ax.set_title(f"{guess}{mark}\n{CATEGORY_SHORT[labels[i]]}", fontsize=7,
                      color="red" if wrong else "green")
         if wrong:
-            ax.add_patch(plt.Rectangle((-0.5, -0.5), 28, 28, fill=False, edgecolor="red",
-                                       linewidth=2))
+            ax.add_patch(plt.Rectangle((-0.5, -0.5), pixels.shape[2], pixels.shape[1],
+                                       fill=False, edgecolor="red", linewidth=2))
     fig.suptitle("predicted (? = needs review) / true", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=80)
