@@ -20,7 +20,7 @@ import pytest
 from tagging import storage
 from tagging.catalogue import table as T
 from tagging.catalogue.publications import publication_history
-from tagging.errors import PartitionInvalid, PartitionNotFound, StorageError
+from tagging.errors import ObjectExists, PartitionInvalid, PartitionNotFound, StorageError
 
 REPO = Path(__file__).resolve().parents[1]
 DAY, OTHER = "2026-11-20", "2026-11-21"
@@ -247,7 +247,7 @@ def test_manifest_objects_are_create_only(catalogue):
     pointer = T.open_table(catalogue).transaction_version(T.app_id(DAY))
     body = storage.read_bytes(T.manifest_object(catalogue, DAY, pointer))
     assert json.loads(body)["model_version"] == "a"
-    with pytest.raises(storage.ObjectExists):
+    with pytest.raises(ObjectExists):
         storage.write_bytes(T.manifest_object(catalogue, DAY, pointer), b"{}", create_only=True)
 
 
