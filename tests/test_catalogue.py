@@ -21,12 +21,12 @@ from tagging.catalogue.layout import images_dir, incoming_root, input_dir
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_partition
 from tagging.catalogue.published import read_manifest, read_published
-from tagging.catalogue.schema import OUTPUT_FIELDS
 from tagging.catalogue.table import history
 from tagging.catalogue.tagger import tag_shard_to_staging
 from tagging.catalogue.validate import validate_partition
 from tagging.errors import PartitionInvalid, PartitionNotFound
 from tagging.pipeline.tag import tag_partition
+from tagging.schema import OUTPUT_FIELDS
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]

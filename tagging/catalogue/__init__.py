@@ -1,7 +1,6 @@
 """One day's catalogue partition, from input to published output.
 
 layout    where every file lives (incoming/, tagged/, _staging/)
-schema    the output contract: the tag columns every published row gets
 planning  the partition cut into shards of whole row groups
 tagger    decode -> preprocess -> predict -> the tag columns, one shard at a time
 table     the tagged Delta table: a day's commit and manifest, history, restore, changes

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from tagging import storage
 from tagging.catalogue.layout import PARTITION_KEY, input_files
-from tagging.catalogue.schema import OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
+from tagging.schema import OUTPUT_NAMES
 from tagging.settings import MAX_MAP_LENGTH_ENV, Settings, TaggingLimits
 
 log = logging.getLogger(__name__)

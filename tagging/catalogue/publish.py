@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 from tagging import storage
 from tagging.catalogue.layout import input_files, published_dir, staging_day
 from tagging.catalogue.published import read_manifest
-from tagging.catalogue.schema import INPUT_KEY, parse_time
 from tagging.catalogue.table import commit_day
 from tagging.errors import PartitionInvalid
 from tagging.review.overlay import DayOverlay
+from tagging.schema import INPUT_KEY, parse_time
 from tagging.settings import TaggingLimits
 from tagging.storage import Root, as_root
 

@@ -2,7 +2,7 @@
 -> write.
 
 Output columns follow the catalogue contract (DESIGN.md): every input column, then
-OUTPUT_FIELDS (tagging.catalogue.schema). No TensorFlow on this path: an encoder version's
+OUTPUT_FIELDS (tagging.schema). No TensorFlow on this path: an encoder version's
 features come from LiteRT (tagging.encoder), batched in this process; predictions from
 tagging.model.inference (NumPy).
 """
@@ -27,7 +27,12 @@ import pyarrow.parquet as pq
 from tagging import storage
 from tagging.catalogue.layout import shard_path
 from tagging.catalogue.planning import Shard
-from tagging.catalogue.schema import (
+from tagging.errors import PartitionInvalid, TaggingError
+from tagging.memory import address_space_problem
+from tagging.model.inference import Classifier, PhotoModel
+from tagging.model.policy import needs_review
+from tagging.photos.pool import CHUNK_ROWS, Chunk, DecodingPool, joined
+from tagging.schema import (
     INPUT_KEY,
     OUTPUT_FIELDS,
     OUTPUT_NAMES,
@@ -36,11 +41,6 @@ from tagging.catalogue.schema import (
     TOP3_TYPE,
     parse_time,
 )
-from tagging.errors import PartitionInvalid, TaggingError
-from tagging.memory import address_space_problem
-from tagging.model.inference import Classifier, PhotoModel
-from tagging.model.policy import needs_review
-from tagging.photos.pool import CHUNK_ROWS, Chunk, DecodingPool, joined
 from tagging.settings import Settings
 
 log = logging.getLogger(__name__)

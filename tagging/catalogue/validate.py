@@ -10,9 +10,9 @@ import pyarrow.compute as pc
 from tagging.catalogue.layout import input_files, published_dir
 from tagging.catalogue.publish import parquet_file
 from tagging.catalogue.published import published_schema, read_manifest, read_published
-from tagging.catalogue.schema import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.errors import PartitionInvalid
 from tagging.loop.quality import check_live_quality, published_quality
+from tagging.schema import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.settings import LoopPolicy, TaggingLimits
 from tagging.storage import Root
 
