@@ -181,12 +181,6 @@ class Settings:
     def catalogue_root(self) -> Root:
         return self.catalogue or Root(self.home / "catalogue")
 
-    def image_root_for(self, catalogue: Root | Path | str) -> Root:
-        """Root that `image_uri` values are resolved under (never escaped)."""
-        from tagging.catalogue.layout import images_dir
-
-        return self.image_root or images_dir(catalogue)
-
 
 @dataclass(frozen=True)
 class AlertSettings:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from tagging import storage
 from tagging.errors import PartitionNotFound
+from tagging.settings import Settings
 from tagging.storage import Root, as_root
 
 ANSWERS = "answers.parquet"
@@ -68,6 +69,13 @@ def published_dir(catalogue_root: Root | str, date: str) -> Root:
 def images_dir(catalogue_root: Root | str) -> Root:
     """images/: where `image_uri` values resolve unless TAGGING_IMAGE_ROOT says otherwise."""
     return as_root(catalogue_root) / "images"
+
+
+def image_root_for(catalogue_root: Root | str, settings: Settings | None = None) -> Root:
+    """Root that `image_uri` values are resolved under (never escaped): TAGGING_IMAGE_ROOT
+    (settings.image_root), else the catalogue's images/."""
+    settings = settings or Settings.from_env()
+    return settings.image_root or images_dir(catalogue_root)
 
 
 def label_store_dir(catalogue_root: Root | str) -> Root:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging import storage
-from tagging.catalogue.layout import shard_path
+from tagging.catalogue.layout import image_root_for, shard_path
 from tagging.catalogue.planning import Shard
 from tagging.errors import PartitionInvalid, TaggingError
 from tagging.memory import address_space_problem
@@ -41,7 +41,6 @@ from tagging.schema import (
     TOP3_TYPE,
     parse_time,
 )
-from tagging.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +243,7 @@ def tag_shard_to_staging(shard: Shard, *, catalogue_root: storage.Root | Path | 
     classifier = Classifier.from_registry(registry_root, model_version)
     start = time.perf_counter()
     with Tagger(classifier, review_threshold=review_threshold, workers=workers,
-                image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger:
+                image_root=image_root_for(catalogue_root)) as tagger:
         stats = tagger.write_shard(shard, out, parse_time(tagged_at))
     log.info("shard %d: %d rows (%d errors, %d need review) in %.1f s (stages: %s) -> %s",
              shard["index"], stats.rows, stats.errors, stats.needs_review,

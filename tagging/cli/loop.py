@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tagging.catalogue.layout import image_root_for
 from tagging.cli.render import (
     console,
     print_label_status,
@@ -19,7 +20,7 @@ def labels_harvest(args) -> int:
     catalogue = args.catalogue or Settings.from_env().catalogue_root
     summary = harvest_labels(catalogue, args.date, harvest_days=args.days,
                              real_photos=args.real_photos,
-                             image_root=Settings.from_env().image_root_for(catalogue),
+                             image_root=image_root_for(catalogue),
                              encoder=args.encoder)
     for h in summary["harvested"]:
         console.print(f"harvested {h['source']}: {h['accepted']} of {h['verified_rows']} "

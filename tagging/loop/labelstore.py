@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.store import AlreadyExists, Conflict, open_store
-from tagging.catalogue.layout import has_input, input_files, label_store_dir
+from tagging.catalogue.layout import has_input, image_root_for, input_files, label_store_dir
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
 from tagging.loop.harvest import (
     SCHEMA,
@@ -56,7 +56,7 @@ from tagging.loop.harvest import (
     same_preprocessing,
 )
 from tagging.review.overlay import DayOverlay
-from tagging.settings import LoopPolicy, Settings
+from tagging.settings import LoopPolicy
 from tagging.storage import Root, as_root, read_parquet_bytes
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class LabelStore:
         its files, its answers file and the encoder are unchanged); `encoder`: whose
         features to store with each label (tagging.model.inputs)."""
         source = f"dt={date.fromisoformat(day).isoformat()}"
-        image_root = image_root or _default_image_root(catalogue_root)
+        image_root = image_root or image_root_for(catalogue_root)
 
         def build(entry: dict | None, previous: pa.Table | None) -> tuple[Any, SourceRows | None]:
             files = input_files(catalogue_root, day)
@@ -323,7 +323,3 @@ def _decode(data: bytes, where: str) -> tuple[pa.Table, dict | None]:
     except (pa.ArrowException, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LabelStoreError(f"{where}: unreadable ({e}); remove it to harvest its source "
                               "again") from None
-
-
-def _default_image_root(catalogue_root: Root | Path | str) -> Root:
-    return Settings.from_env().image_root_for(catalogue_root)

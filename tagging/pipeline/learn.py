@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from model_registry import GateDecision, GatePolicy
+from tagging.catalogue.layout import image_root_for
 from tagging.catalogue.published import read_manifest
 from tagging.encoder import DEFAULT_ENCODER
 from tagging.errors import TaggingError
@@ -61,7 +62,7 @@ def harvest(day: str, harvest_days: int = LoopPolicy.harvest_days,
                                         target_precision=LoopPolicy.target_precision))
     summary = harvest_labels(catalogue, day, harvest_days=harvest_days,
                              real_photos=settings.real_photos,
-                             image_root=settings.image_root_for(catalogue), encoder=encoder)
+                             image_root=image_root_for(catalogue, settings), encoder=encoder)
     log.info("label store: %d labels (%d train side, %d held out); harvested %s; rejected %s",
              summary["labels"], summary["train"], summary["holdout"],
              [h["source"] for h in summary["harvested"]] or "nothing new",

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from tagging.catalogue.layout import published_dir, shard_path
+from tagging.catalogue.layout import image_root_for, published_dir, shard_path
 from tagging.catalogue.planning import plan_shards
 from tagging.catalogue.publish import is_published, publish_partition
 from tagging.catalogue.published import read_manifest
@@ -108,7 +108,7 @@ def tag_partition(catalogue_root: Root | str, date: str, *, registry_root: Root 
     start = time.perf_counter()
     staged, seconds = [], dict.fromkeys(STAGES, 0.0)
     with Tagger(classifier, review_threshold=review_threshold, workers=workers,
-                image_root=Settings.from_env().image_root_for(catalogue_root)) as tagger, \
+                image_root=image_root_for(catalogue_root)) as tagger, \
             Progress(disable=not progress) as bar:
         task = bar.add_task(f"tagging {date}", total=sum(s["rows"] for s in shards))
         for shard in shards:

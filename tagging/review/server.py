@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from tagging.catalogue.layout import image_root_for
 from tagging.review.app import create_app
 from tagging.review.service import ReviewService
 from tagging.review.store import ReviewStore
@@ -21,7 +22,7 @@ def open_service(catalogue: Path | str | None = None, db: str | None = None) -> 
     review = ReviewSettings.from_env()
     root = Path(catalogue) if catalogue else settings.catalogue_root
     store = ReviewStore(db or review.db_for(root))
-    return ReviewService(store, root, settings.image_root_for(root), review)
+    return ReviewService(store, root, image_root_for(root, settings), review)
 
 
 def app_from_env(single_user: str | None = None) -> FastAPI:
