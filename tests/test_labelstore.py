@@ -21,9 +21,9 @@ import pytest
 from helpers import photo, write_input
 
 from tagging.catalogue.layout import images_dir
-from tagging.labels import parse_label
+from tagging.labels import is_holdout, parse_label
 from tagging.loop.harvest import LabelStoreError, photo_folder_source
-from tagging.loop.labelstore import LabelStore, is_holdout
+from tagging.loop.labelstore import LabelStore
 from tagging.photos.segment import preprocess
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,8 @@ from oncall_support import Sinks, alert_env, closed_port, sinks
 from model_registry import Registry
 from tagging.catalogue.publications import publication_history
 from tagging.catalogue.published import read_manifest
-from tagging.loop.labelstore import LabelStore, is_holdout
+from tagging.labels import is_holdout
+from tagging.loop.labelstore import LabelStore
 from tagging.ops.demo import real_photo_days
 from tagging.ops.local import LocalAirflow
 from tagging.settings import DATA_ENV

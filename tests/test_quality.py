@@ -15,7 +15,7 @@ from tagging.catalogue.publications import publication_history
 from tagging.catalogue.table import commit_day
 from tagging.catalogue.validate import validate_partition
 from tagging.errors import PartitionInvalid
-from tagging.loop.labelstore import is_holdout
+from tagging.labels import is_holdout
 from tagging.loop.quality import (
     check_live_quality,
     expectations,

@@ -11,8 +11,9 @@ import pytest
 from conftest import LOW_GATE, QUICK, REPO
 
 from model_registry import GatePolicy, Registry
+from tagging.labels import is_holdout
 from tagging.loop.labelled import Labelled, load_labelled
-from tagging.loop.labelstore import LabelStore, is_holdout
+from tagging.loop.labelstore import LabelStore
 from tagging.model.config import TrainConfig
 from tagging.model.features import as_input
 from tagging.model.inference import Classifier

@@ -20,12 +20,12 @@ the inputs again and finds them harvested (or harvests the newer ones), so harve
 same input again adds nothing. The store a trainer reads (tagging.loop.labelled) is the
 union, deduplicated: by product_id (the latest verification wins), then by photo bytes (the
 product seen first keeps the photo, so a photo never changes side). The holdout is a fixed
-hash of product_id: a product never changes side as the store grows.
+hash of product_id (tagging.labels.is_holdout): a product never changes side as the store
+grows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -36,13 +36,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.store import AlreadyExists, Conflict, open_store
 from tagging.catalogue.layout import has_input, image_root_for, input_files, label_store_dir
-from tagging.labels import CATEGORY_NAMES, NUM_CLASSES
+from tagging.labels import CATEGORY_NAMES, NUM_CLASSES, is_holdout
 from tagging.loop.harvest import (
     SCHEMA,
     LabelStoreError,
@@ -65,15 +64,6 @@ DATA = "data/"
 LEGACY_STATE = "_HARVEST.json"
 STATE_KEY = b"tagging.harvest"  # a source object's state, in its Parquet footer
 MAX_SWAPS = 20  # harvests of one source lost in a row to other harvests of it
-HOLDOUT_FRACTION = 0.2  # fixed: changing it would move products between the two sides
-SPLIT_SALT = b"catalogue-tagging holdout v1:"
-
-
-def is_holdout(product_ids: list[str] | np.ndarray) -> np.ndarray:
-    """True for the ~20 % of products held out: a salted SHA-256 of the id, nothing else."""
-    limit = int(HOLDOUT_FRACTION * 2**64)
-    return np.array([int.from_bytes(hashlib.sha256(SPLIT_SALT + str(p).encode()).digest()[:8],
-                                    "big") < limit for p in product_ids], bool)
 
 
 class HarvestedSource(TypedDict):

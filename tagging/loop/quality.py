@@ -32,7 +32,7 @@ from tagging.catalogue.published import (
     read_manifest,
     read_published,
 )
-from tagging.labels import CATEGORY_SLUGS, parse_label
+from tagging.labels import CATEGORY_SLUGS, is_holdout, parse_label
 from tagging.model.policy import reviews_everything, wilson_lower_bound
 from tagging.settings import LoopPolicy
 from tagging.storage import Root
@@ -86,9 +86,6 @@ def live_quality(table: pa.Table, trained_on: Collection[str] | None = None) -> 
 
 def _unseen(tagged: pa.Table, trained_on: Collection[str] | None) -> tuple[np.ndarray, str]:
     """Which rows' products the version did not train on, and how that was decided."""
-    from tagging.loop.labelstore import is_holdout  # it imports the review overlay, which
-    # imports this module
-
     if "product_id" not in tagged.column_names:
         return np.ones(tagged.num_rows, bool), "every verified row (no product ids)"
     ids = tagged["product_id"].to_pylist()
