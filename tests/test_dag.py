@@ -28,8 +28,9 @@ from model_registry import Registry
 from tagging import settings
 from tagging.catalogue.layout import input_dir, label_store_dir, published_dir
 from tagging.catalogue.published import read_manifest, read_published
+from tagging.catalogue.quality import check_live_quality
 from tagging.catalogue.table import history
-from tagging.loop.quality import check_live_quality, expected_of
+from tagging.loop.quality import expected_of
 from tagging.ops import metrics
 from tagging.ops.airflow import DAGS_DIR
 from tagging.ops.demo import run_demo

@@ -12,15 +12,14 @@ import pytest
 from model_registry import Registry
 from tagging.catalogue.demo import generate_demo_catalogue
 from tagging.catalogue.publications import publication_history
+from tagging.catalogue.quality import check_live_quality, live_quality
 from tagging.catalogue.table import commit_day
 from tagging.catalogue.validate import validate_partition
 from tagging.errors import PartitionInvalid
 from tagging.labels import is_holdout
 from tagging.loop.quality import (
-    check_live_quality,
     expectations,
     expected_of,
-    live_quality,
     plot_quality,
     quality_history,
     trained_products,

@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 from tagging.catalogue.layout import input_files, published_dir
 from tagging.catalogue.publish import parquet_file
 from tagging.catalogue.published import published_schema, read_manifest, read_published
+from tagging.catalogue.quality import check_live_quality, published_quality
 from tagging.errors import PartitionInvalid
-from tagging.loop.quality import check_live_quality, published_quality
 from tagging.schema import OUTPUT_FIELDS, OUTPUT_NAMES
 from tagging.settings import LoopPolicy, TaggingLimits
 from tagging.storage import Root
@@ -39,10 +39,10 @@ def validate_partition(catalogue_root: Root | str, date: str, *,
                        ) -> ValidationReport:
     """Check a published partition against its input and the quality limits.
 
-    expected: the tagging version's held-out real-photo figures (tagging.loop.quality
-    .expectations); the live quality of the verified rows is checked against them, and an
-    expected review rate replaces the fixed max_review_rate. A version that reviews every
-    tag is reported in `warnings`, never failed for it.
+    expected: the tagging version's held-out real-photo figures, as the caller passes them
+    (tagging.loop.quality.expectations); the live quality of the verified rows is checked
+    against them, and an expected review rate replaces the fixed max_review_rate. A version
+    that reviews every tag is reported in `warnings`, never failed for it.
     """
     manifest = read_manifest(catalogue_root, date)
     if manifest is None:

@@ -161,7 +161,7 @@ class LoopDay:
     holdout_photos: int | None  # the champion's held-out real-photo figures
     holdout_accuracy: float | None
     holdout_coverage: float | None
-    quality: dict  # the day's live quality (tagging.loop.quality.live_quality)
+    quality: dict  # the day's live quality (tagging.catalogue.quality.live_quality)
     retagged: list[str]  # earlier days re-tagged by the run
     error: str | None = None
 

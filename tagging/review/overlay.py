@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from tagging import storage
 from tagging.catalogue.layout import answers_path
+from tagging.catalogue.quality import live_quality
 from tagging.labels import CATEGORY_SLUGS, parse_label
-from tagging.loop.quality import live_quality
 from tagging.review.export import SCHEMA as ANSWERS_SCHEMA
 from tagging.review.store import UNUSABLE
 from tagging.storage import Root
@@ -92,7 +92,7 @@ def staged_quality(staged: list[Root], answers: pa.Table | None,
     day's unbiased truth: `verified_category` from the input, else the answer to an audit
     question. Answers to rows the model flagged are left out: those are the hard photos.
     Only products the version did not train on are graded (`trained_on`: its train side;
-    None: the holdout side only; tagging.loop.quality.live_quality)."""
+    None: the holdout side only; tagging.catalogue.quality.live_quality)."""
     names = _parquet(staged[0]).schema_arrow.names if staged else []
     columns = [c for c in ("product_id", "category", "needs_review", "verified_category")
                if c in names]
