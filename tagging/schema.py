@@ -23,8 +23,8 @@ OUTPUT_FIELDS = [
     pa.field("model_version", pa.string()),
     pa.field("tagged_at", TAGGED_AT_TYPE),
     pa.field("tag_error", pa.string()),
-    # "model": the tag is the prediction; "verified": a person's answer (tagging.review.overlay
-    # at publish); null: untagged
+    # "model": the tag is the prediction; "verified": a person's answer (applied at publish:
+    # tagging.catalogue.answers); null: untagged
     pa.field("category_source", pa.string()),
 ]
 OUTPUT_NAMES = [f.name for f in OUTPUT_FIELDS]

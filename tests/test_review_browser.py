@@ -30,8 +30,9 @@ from review_support import (
     tagged_catalogue,
 )
 
+from tagging.catalogue.answers import UNUSABLE
 from tagging.labels import CATEGORY_SLUGS
-from tagging.review.store import UNUSABLE, ReviewStore
+from tagging.review.store import ReviewStore
 
 WAIT_S = 30
 

@@ -11,6 +11,7 @@ from conftest import DAG_CONF, FMNIST_DIR, LOW_GATE
 from review_support import DAY, app_env, request, running, tag_day, write_partition
 
 from model_registry import GatePolicy, Registry
+from tagging.catalogue.answers import UNUSABLE
 from tagging.catalogue.layout import answers_path
 from tagging.catalogue.published import read_manifest, read_published
 from tagging.labels import CATEGORY_SLUGS
@@ -18,7 +19,7 @@ from tagging.loop.labelstore import LabelStore
 from tagging.ops.local import LocalAirflow
 from tagging.pipeline.learn import train_config
 from tagging.review.queue import fill
-from tagging.review.store import UNUSABLE, ReviewStore
+from tagging.review.store import ReviewStore
 from tagging.settings import DATA_ENV, ReviewSettings
 
 

@@ -8,15 +8,14 @@ import pytest
 from review_support import DAY, ESCAPE_ID, VERIFIED_ID, filled_store, tag_day, tagged_catalogue
 
 from model_registry.files import sha256_file
+from tagging.catalogue.answers import UNUSABLE, apply_answers, read_answers
 from tagging.catalogue.layout import answers_path
 from tagging.catalogue.published import read_manifest, read_published
 from tagging.catalogue.validate import validate_partition
 from tagging.labels import CATEGORY_SLUGS
 from tagging.loop.labelstore import LabelStore
 from tagging.pipeline.review import days_with_new_answers
-from tagging.review.export import export_answers, read_answers
-from tagging.review.overlay import apply_answers
-from tagging.review.store import UNUSABLE
+from tagging.review.export import export_answers
 
 
 @pytest.fixture(scope="module")

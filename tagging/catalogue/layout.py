@@ -9,8 +9,8 @@ s3://bucket/prefix (tagging.storage); the layout is the same on both:
                                                  .table: the commit points at it)
     images/                                      image_uri root (default; TAGGING_IMAGE_ROOT)
     labels/                                      the label store (tagging.loop.labelstore)
-    reviews/dt=YYYY-MM-DD/answers.parquet        the day's review answers (tagging.review
-                                                 .export)
+    reviews/dt=YYYY-MM-DD/answers.parquet        the day's review answers (tagging.catalogue
+                                                 .answers; written by tagging.review.export)
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ with SHA-256 and row counts, counts, live quality, the day's columns.
 
 Re-publishing what is already published (same model, same input bytes, same review
 answers) commits nothing, also when another run published it a moment before. The day's
-review answers are applied on the way (tagging.review.overlay: a person's answer wins over
-the model's tag in what search reads; the manifest's `reviews` says which answers).
+review answers are applied on the way (tagging.catalogue.answers: a person's answer wins
+over the model's tag in what search reads; the manifest's `reviews` says which answers);
+live quality is measured on the model's own tags, before them (`staged_quality`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tagging import storage
+from tagging.catalogue.answers import DayAnswers
 from tagging.catalogue.layout import input_files, published_dir, staging_day
 from tagging.catalogue.published import read_manifest
+from tagging.catalogue.quality import live_quality
 from tagging.catalogue.table import commit_day
 from tagging.errors import PartitionInvalid
-from tagging.review.overlay import DayOverlay
 from tagging.schema import INPUT_KEY, parse_time
 from tagging.settings import TaggingLimits
 from tagging.storage import Root, as_root
@@ -84,25 +86,25 @@ def publish_partition(catalogue_root: Root | str, date: str, *, staged: list[str
     if not shards:
         raise PartitionInvalid(f"{date}: nothing staged to publish")
     inputs = staged_inputs(date, shards)
-    overlay = DayOverlay.load(root, date)
-    out_schema = overlay.schema(parquet_file(shards[0]).schema_arrow).remove_metadata()
+    answers = DayAnswers.load(root, date)
+    out_schema = answers.schema(parquet_file(shards[0]).schema_arrow).remove_metadata()
     manifest = {
         "partition": date, "model_version": model_version,
         "tagged_at": parse_time(tagged_at).isoformat(),
         "published_at": datetime.now(UTC).isoformat(),
-        "inputs": inputs, "counts": _counts(shards, overlay),
-        "quality": overlay.quality(shards, trained_on),  # the model's tags, before overlay
-        "reviews": overlay.manifest(),
+        "inputs": inputs, "counts": _counts(shards, answers),
+        "quality": staged_quality(shards, answers, trained_on),
+        "reviews": answers.manifest(),
         "columns": out_schema.names,
     }
 
     def rows() -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(out_schema, _batches(shards, out_schema,
-                                                                      overlay))
+                                                                      answers))
 
     version = commit_day(root, date, rows, manifest,
                          current=lambda now: _same(now, model_version, inputs)
-                         and _reviews_sha256(now) == overlay.sha256)
+                         and _reviews_sha256(now) == answers.sha256)
     log.info("published %s (table version %s): %s", published_dir(root, date), version,
              manifest["counts"])
     for run_dir in {s.parent for s in shards}:
@@ -116,26 +118,49 @@ def _reviews_sha256(manifest: dict | None) -> str | None:
 
 
 def _batches(shards: list[Root], schema: pa.Schema,
-             overlay: DayOverlay) -> Iterator[pa.RecordBatch]:
+             answers: DayAnswers) -> Iterator[pa.RecordBatch]:
     """The staged rows with the day's answers applied, batch by batch (memory stays flat)."""
     for shard in shards:
         for batch in parquet_file(shard).iter_batches(batch_size=1024):
-            yield from overlay.apply(pa.Table.from_batches([batch])).cast(schema).to_batches()
+            yield from answers.apply(pa.Table.from_batches([batch])).cast(schema).to_batches()
 
 
-def _counts(shards: list[Root], overlay: DayOverlay) -> Counts:
+def _counts(shards: list[Root], answers: DayAnswers) -> Counts:
     """Counts of the rows as published (answers applied), from the few columns they need."""
     counts = Counts(rows=0, tagged=0, errors=0, needs_review=0)
     for shard in shards:
         source = parquet_file(shard)
-        table = overlay.apply(source.read(columns=[
-            c for c in source.schema_arrow.names if c in overlay.COLUMNS or c == "tag_error"]))
+        table = answers.apply(source.read(columns=[
+            c for c in source.schema_arrow.names if c in answers.COLUMNS or c == "tag_error"]))
         errors = table.num_rows - table["tag_error"].null_count
         counts["rows"] += table.num_rows
         counts["errors"] += errors
         counts["tagged"] += table.num_rows - errors
         counts["needs_review"] += pc.sum(table["needs_review"]).as_py() or 0
     return counts
+
+
+def staged_quality(staged: list[Root], answers: DayAnswers,
+                   trained_on: Collection[str] | None = None) -> dict:
+    """Live quality of the model's own tags (the staged shards, before the answers are
+    applied), on the day's unbiased truth: `verified_category` from the input, else the
+    answer to an audit question. Answers to rows the model flagged are left out: those are
+    the hard photos. Only products the version did not train on are graded (`trained_on`:
+    its train side; None: the holdout side only; tagging.catalogue.quality.live_quality)."""
+    names = parquet_file(staged[0]).schema_arrow.names if staged else []
+    columns = [c for c in ("product_id", "category", "needs_review", "verified_category")
+               if c in names]
+    if not staged or "category" not in columns:
+        return live_quality(pa.table({"category": pa.array([], pa.string()),
+                                      "needs_review": pa.array([], pa.bool_())}))
+    table = pa.concat_tables(parquet_file(s).read(columns=columns) for s in staged)
+    audit = answers.audited()
+    given = (table["verified_category"].to_pylist() if "verified_category" in columns
+             else [None] * table.num_rows)
+    truth = [str(g) if g is not None else audit.get(p)
+             for g, p in zip(given, table["product_id"].to_pylist(), strict=True)]
+    return live_quality(table.select(["product_id", "category", "needs_review"]).append_column(
+        "verified_category", pa.array(truth, pa.string())), trained_on)
 
 
 def staged_inputs(date: str, staged: list[Root]) -> list[InputFile]:

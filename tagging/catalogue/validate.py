@@ -108,7 +108,7 @@ def truth_agreement(catalogue_root: Root | str, date: str) -> dict:
 
     `verified_category` (merchandiser-confirmed) wins over `true_category` (demo data).
     Rows with `verified_category` are published with the person's answer
-    (tagging.review.overlay), so their figures are the manifest's live quality, measured on
+    (tagging.catalogue.answers), so their figures are the manifest's live quality, measured on
     the model's own tags at publication; otherwise the model's guess is `category_top3[0]`.
     Rows without a label or without a tag are left out; `unflagged` covers rows not
     marked needs_review.

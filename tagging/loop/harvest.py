@@ -29,13 +29,13 @@ import pyarrow.parquet as pq
 
 from model_registry.files import sha256_file
 from tagging import storage
+from tagging.catalogue.answers import UNUSABLE
 from tagging.errors import ImageError, TaggingError
 from tagging.labels import parse_label
 from tagging.model.inputs import PIXELS_NAME, ModelInput
 from tagging.photos.decode import load_image_uri
 from tagging.photos.pool import DecodingPool
 from tagging.photos.render import PIXELS, render_forms
-from tagging.review.store import UNUSABLE
 
 PIXEL_BYTES = 28 * 28
 MAX_EXAMPLES = 20  # rejected rows named per source in the state (the rest are counted)
@@ -249,7 +249,7 @@ def partition_rows(source: str, files: list[storage.Root], *, image_root: storag
                    answers: pa.Table | None = None, encoder: str | None = None,
                    reuse: bool = False) -> SourceRows:
     """The verified rows of one catalogue partition's input files: `verified_category`, and
-    the review answers about the day (tagging.review.export; an answer wins over the
+    the review answers about the day (tagging.catalogue.answers; an answer wins over the
     input's value). Photos answered "unusable" are counted, never trained on."""
     answered = {} if answers is None else {
         pid: (answer, at) for pid, answer, at in zip(

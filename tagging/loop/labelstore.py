@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_registry.store import AlreadyExists, Conflict, open_store
+from tagging.catalogue.answers import DayAnswers
 from tagging.catalogue.layout import has_input, image_root_for, input_files, label_store_dir
 from tagging.labels import CATEGORY_NAMES, NUM_CLASSES, is_holdout
 from tagging.loop.harvest import (
@@ -54,7 +55,6 @@ from tagging.loop.harvest import (
     photo_folder_source,
     same_preprocessing,
 )
-from tagging.review.overlay import DayOverlay
 from tagging.settings import LoopPolicy
 from tagging.storage import Root, as_root, read_parquet_bytes
 
@@ -114,7 +114,7 @@ class LabelStore:
 
         def build(entry: dict | None, previous: pa.Table | None) -> tuple[Any, SourceRows | None]:
             files = input_files(catalogue_root, day)
-            answers = DayOverlay.load(catalogue_root, day)
+            answers = DayAnswers.load(catalogue_root, day)
             key = files_key(files, entry and entry.get("key"), encoder)
             if answers.sha256:
                 key.append({"review_answers_sha256": answers.sha256})
@@ -122,7 +122,7 @@ class LabelStore:
                 return key, None
             return key, partition_rows(source, files, image_root=image_root,
                                        previous=previous, now=harvest_time(), workers=workers,
-                                       answers=answers.answers, encoder=encoder,
+                                       answers=answers.table, encoder=encoder,
                                        reuse=same_preprocessing(entry and entry.get("key"), key))
 
         return self._harvest(source, build)

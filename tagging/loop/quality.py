@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from tagging.catalogue.published import published_days, read_manifest
 from tagging.catalogue.quality import published_quality
+from tagging.loop.labelstore import LabelStore
 from tagging.model.policy import reviews_everything, wilson_lower_bound
 from tagging.storage import Root
 
@@ -24,8 +25,6 @@ def trained_products(catalogue_root: Root | Path | str,
                      version_metadata: dict) -> frozenset[str]:
     """Product ids a version trained on: its label store's train side, harvested up to the
     newest label it was trained with (none when it learnt from no label store)."""
-    from tagging.loop.labelstore import LabelStore
-
     since = (version_metadata.get("metrics", {}).get("labels") or {}).get("harvested_through")
     store_root = version_metadata.get("hyperparameters", {}).get("label_store")
     if since is None or store_root is None:

@@ -68,7 +68,7 @@ def fill_review_queue(partition: str) -> dict[str, Any]:
 
 def days_with_new_answers(catalogue_root: Path | str) -> list[str]:
     """Published days whose answers file is not the one their publication applied."""
-    from tagging.review.export import answers_fingerprint, exported_days
+    from tagging.catalogue.answers import answers_fingerprint, exported_days
 
     days = []
     for day in exported_days(catalogue_root):

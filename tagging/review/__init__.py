@@ -6,6 +6,6 @@ service   claim, answer, skip, undo, status (what the page and the API do)
 app, api  the FastAPI page (templates/, static/) and the JSON API (/docs)
 photos    a queued row's photo, type sniffed from its bytes
 server    the app from the environment (uvicorn), `tagging review serve`
-export    each day's winning answers -> <catalogue>/reviews/dt=D/answers.parquet
-overlay   publishing: a person's answer wins over the model's tag (category_source)
+export    each day's winning answers -> <catalogue>/reviews/dt=D/answers.parquet (read by
+          the catalogue and the label store: tagging.catalogue.answers)
 """

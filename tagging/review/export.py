@@ -1,10 +1,11 @@
-"""Each day's winning answers as a Parquet file beside the catalogue, for the label store
-and the publication of that day.
+"""Each day's winning answers written as a Parquet file beside the catalogue, for the label
+store and the publication of that day.
 
-`<catalogue>/reviews/dt=D/answers.parquet` (tagging.catalogue.layout.answers_path) holds
-one row per product a person answered (the latest answer in force: later answers win,
-retracted ones are gone), sorted by product id. It is replaced atomically, and only when
-its content changes, so exporting again changes nothing (same bytes, same mtime).
+`<catalogue>/reviews/dt=D/answers.parquet` (its format and reading:
+tagging.catalogue.answers) holds one row per product a person answered (the latest answer
+in force: later answers win, retracted ones are gone), sorted by product id. It is replaced
+atomically, and only when its content changes, so exporting again changes nothing (same
+bytes, same mtime).
 """
 
 from __future__ import annotations
@@ -19,25 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tagging import storage
-from tagging.catalogue.layout import ANSWERS, PARTITION_KEY, answers_path, reviews_root
+from tagging.catalogue.answers import SCHEMA, UNUSABLE, read_answers_file
+from tagging.catalogue.layout import answers_path
 from tagging.labels import CATEGORY_SLUGS
-from tagging.review.store import UNUSABLE, ReviewStore
+from tagging.review.store import ReviewStore
 from tagging.storage import Root
 
 log = logging.getLogger(__name__)
-
-SCHEMA = pa.schema([
-    pa.field("product_id", pa.string(), nullable=False),
-    pa.field("answer", pa.string(), nullable=False),  # a category slug or "unusable"
-    pa.field("category_id", pa.int8()),  # null for "unusable"
-    pa.field("reviewer", pa.string(), nullable=False),
-    pa.field("answered_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("reason", pa.string()),  # why it was asked: needs_review | audit | null (API)
-    pa.field("model_version", pa.string()),  # the tag the reviewer saw
-    pa.field("model_category", pa.string()),  # the model's top guess they saw
-    pa.field("reviewers", pa.int16(), nullable=False),  # people who answered the product
-    pa.field("disagreement", pa.bool_(), nullable=False),  # they did not all agree
-])
 
 
 def answers_table(store: ReviewStore, day: str) -> pa.Table:
@@ -86,30 +75,3 @@ def export_answers(store: ReviewStore, catalogue_root: Root | str,
     """Export every day that has answers (or `days`); idempotent."""
     return [export_day(store, catalogue_root, day)
             for day in (days if days is not None else store.answered_partitions())]
-
-
-def read_answers_file(path: Root | str) -> pa.Table:
-    return storage.read_parquet_bytes(storage.read_bytes(path), SCHEMA)
-
-
-def read_answers(catalogue_root: Root | str, day: str) -> pa.Table | None:
-    """The day's exported answers (None: nobody answered about that day)."""
-    path = answers_path(catalogue_root, day)
-    return read_answers_file(path) if storage.exists(path) else None
-
-
-def exported_days(catalogue_root: Root | str) -> list[str]:
-    """The days with an answers file, oldest first."""
-    folder = reviews_root(catalogue_root)
-    prefix = f"{PARTITION_KEY}="
-    return sorted(o.root.parent.name.removeprefix(prefix)
-                  for o in storage.list_objects(folder)
-                  if o.root.name == ANSWERS and o.root.parent.parent == folder
-                  and o.root.parent.name.startswith(prefix))
-
-
-def answers_fingerprint(catalogue_root: Root | str, day: str) -> str | None:
-    """The SHA-256 of the day's answers file (None: none): a publication records the one it
-    applied, so a day whose answers changed since is published again."""
-    path = answers_path(catalogue_root, day)
-    return storage.sha256(path)[0] if storage.exists(path) else None

@@ -16,10 +16,11 @@ from urllib.parse import quote
 
 import pyarrow.compute as pc
 
+from tagging.catalogue.answers import UNUSABLE
 from tagging.catalogue.published import read_published
 from tagging.errors import PartitionNotFound
 from tagging.labels import CATEGORY_NAMES, CATEGORY_SLUGS
-from tagging.review.store import UNUSABLE, Item, ReviewError, ReviewStore
+from tagging.review.store import Item, ReviewError, ReviewStore
 from tagging.settings import ReviewSettings
 
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

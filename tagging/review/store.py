@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tagging.catalogue.answers import UNUSABLE
 from tagging.errors import TaggingError
 from tagging.labels import CATEGORY_SLUGS
 from tagging.review.db import Database
 
-UNUSABLE = "unusable"  # the answer for a photo that shows no single product
 ANSWERS = (*CATEGORY_SLUGS, UNUSABLE)
 REASONS = ("needs_review", "audit")
 
