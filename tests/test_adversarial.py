@@ -57,7 +57,7 @@ from tagging.catalogue.validate import validate_partition
 from tagging.cli import main
 from tagging.errors import ImageError, ModelError, PartitionInvalid
 from tagging.model.inference import Classifier
-from tagging.photos.segment import preprocess
+from tagging.photos.render import PIXELS
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]
@@ -293,7 +293,7 @@ def test_image_memory_is_bounded_by_bytes_per_pixel():  # hole 10
     assert len(data) < 300_000
     start = time.process_time()
     with pytest.raises(ImageError, match=r"^image too large: .*bytes"):
-        preprocess(data)
+        PIXELS.render(data)
     assert time.process_time() - start < 0.5
 
 
