@@ -2,7 +2,7 @@
 
 Every case ends in a clear error or a per-row `tag_error`, with no row lost and the
 inputs unchanged. Real files, real Parquet, real processes; one quickly trained model
-(conftest's champion_registry) shared by all. README "What it withstands" lists the kinds.
+(conftest's champion_registry) shared by all. docs/platform/withstands.md lists the kinds.
 """
 
 from __future__ import annotations
