@@ -11,7 +11,8 @@ ifneq ($(SHARED_FMNIST),)
 export TAGGING_FASHION_MNIST_DIR ?= $(SHARED_FMNIST)
 endif
 
-.PHONY: setup system-deps demo test lint bench clean stack stack-status stack-down
+.PHONY: setup system-deps demo test lint bench clean stack stack-status stack-down docs \
+	docs-build screenshots
 
 setup: $(VENV)/.installed
 
@@ -47,9 +48,27 @@ stack-down: setup
 demo: setup  ## demo catalogue + the Airflow DAG end to end (SQLite), then a summary
 	$(VENV)/bin/tagging demo --workdir var/demo
 
-test: setup system-deps  ## lint, then the whole test suite (the stack test included)
+test: setup system-deps  ## lint, the docs site (strict), then the whole test suite (the stack test included)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mkdocs build --strict --quiet
 	$(VENV)/bin/pytest
+
+# Material's notice about MkDocs 2 on every build: read once, not at every test run.
+export NO_MKDOCS_2_WARNING := 1
+
+# The documentation site (mkdocs.yml, docs/): served on 127.0.0.1 with live reload; built
+# into var/site. The reference pages are generated from the code at build time.
+docs: setup
+	$(VENV)/bin/mkdocs serve
+
+docs-build: setup
+	$(VENV)/bin/mkdocs build --strict
+
+# The site's pictures, from a real run (docs/screenshots.py): the quality plot and the
+# Airflow graph from the learning-loop demo (run into var/demo-loop when missing), the
+# review page from its browser test. Commit the PNGs it changes.
+screenshots: setup system-deps
+	$(PY) docs/screenshots.py
 
 bench: setup
 	$(PY) benchmarks/bench_tagging.py

@@ -12,7 +12,8 @@
    batched in the main process, the NumPy head, the Delta commit), in a fresh process,
    sampled as a process tree (wall, images/s, peak RSS); also at --rows / 5, to show that
    memory does not grow with the partition.
-4. The peer: tf.data over the same Parquet column (decode_image, resize keeping the aspect
+4. Each encoder alone (efficientnet-lite0 and -lite1), in LiteRT and in Keras, on 256 photos.
+5. The peer: tf.data over the same Parquet column (decode_image, resize keeping the aspect
    ratio with antialiasing, pad to a square in the border colour), the same encoder as a
    Keras model (`model.predict` on batches of 32), then the version's Keras head; in a fresh
    process, measured the same way. Both are scored against `true_category` and against
@@ -164,7 +165,36 @@ def child_peer(p: dict) -> dict:
             "same_category_as_the_job": round(float(np.mean(same)), 4)}
 
 
-CHILDREN = {"train": child_train, "job": child_job, "peer": child_peer}
+def child_encoders(p: dict) -> dict:
+    """Each encoder alone, on 256 shared photos rendered as the tagger renders them: LiteRT
+    (the job's runtime) and Keras, wall ms per photo after a warm-up; the largest feature
+    difference between the two."""
+    from tagging.encoder import ENCODERS, Encoder, keras_encoder
+    from tagging.photos.render import PhotoInput
+
+    files = sorted((SHARED / "real-photos-stream" / "images").iterdir())[:256]
+    out = {}
+    for name, spec in ENCODERS.items():
+        form = PhotoInput("encoder", spec.input_size)
+        images = np.stack([form.render(f.read_bytes()) for f in files])
+        fast = Encoder.load(name)
+        fast.features(images[:8])
+        start = time.perf_counter()
+        features = fast.features(images)
+        litert_ms = 1000 * (time.perf_counter() - start) / len(images)
+        model = keras_encoder(spec)
+        model.predict(images[:32], batch_size=32, verbose=0)
+        start = time.perf_counter()
+        reference = model.predict(images, batch_size=32, verbose=0)
+        keras_ms = 1000 * (time.perf_counter() - start) / len(images)
+        out[name] = {"input_size": spec.input_size, "litert_ms_per_photo": round(litert_ms, 2),
+                     "keras_ms_per_photo": round(keras_ms, 2),
+                     "max_feature_difference": float(np.abs(features - reference).max())}
+    return out
+
+
+CHILDREN = {"train": child_train, "job": child_job, "peer": child_peer,
+            "encoders": child_encoders}
 
 
 # ---------------------------------------------------------------- the run
@@ -212,11 +242,13 @@ def main() -> int:
         if name == "full":
             log(f"the tf.data + Keras peer on {rows} rows")
             results["peer"] = run_child("peer", {**common, "file": str(file)})
+    log("each encoder alone: LiteRT and Keras")
+    results["encoders"] = run_child("encoders", {})
     job, peer = results["job_full"], results["peer"]
     results["speed_up_vs_peer"] = round(job["wall_s"] and peer["wall_s"] / job["wall_s"], 2)
     out = work / "results.json"
     out.write_text(json.dumps(results, indent=2))
-    for key in ("version", "job_small", "job_full", "peer"):
+    for key in ("version", "job_small", "job_full", "peer", "encoders"):
         print(key, json.dumps(results[key]))
     print(f"job {job['rows'] / job['wall_s']:.1f} images/s end to end (process wall), "
           f"peer {peer['rows'] / peer['wall_s']:.1f}: x{results['speed_up_vs_peer']}; "

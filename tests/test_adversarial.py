@@ -2,7 +2,7 @@
 
 Every case ends in a clear error or a per-row `tag_error`, with no row lost and the
 inputs unchanged. Real files, real Parquet, real processes; one quickly trained model
-(conftest's champion_registry) shared by all. README "What it withstands" lists the kinds.
+(conftest's champion_registry) shared by all. docs/platform/withstands.md lists the kinds.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from tagging.catalogue.validate import validate_partition
 from tagging.cli import main
 from tagging.errors import ImageError, ModelError, PartitionInvalid
 from tagging.model.inference import Classifier
-from tagging.photos.segment import preprocess
+from tagging.photos.render import PIXELS
 
 DATE = "2026-11-20"
 REPO = Path(__file__).resolve().parents[1]
@@ -293,7 +293,7 @@ def test_image_memory_is_bounded_by_bytes_per_pixel():  # hole 10
     assert len(data) < 300_000
     start = time.process_time()
     with pytest.raises(ImageError, match=r"^image too large: .*bytes"):
-        preprocess(data)
+        PIXELS.render(data)
     assert time.process_time() - start < 0.5
 
 

@@ -13,7 +13,8 @@ from scipy import ndimage
 from tagging.errors import ImageError
 from tagging.photos import segment
 from tagging.photos.decode import MAX_PIXELS, decode_photo, load_image_uri
-from tagging.photos.segment import preprocess, to_fashion_mnist
+from tagging.photos.render import PIXELS
+from tagging.photos.segment import to_fashion_mnist
 
 
 def trouser_photo(size: tuple[int, int] = (300, 400), product=(40, 40, 60),
@@ -37,7 +38,7 @@ def foreground_box(pixels: np.ndarray, level: int = 40) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def reference() -> np.ndarray:
-    return preprocess(encode(trouser_photo(), "PNG"))
+    return PIXELS.render(encode(trouser_photo(), "PNG"))
 
 
 def test_output_is_fashion_mnist_form(reference):
@@ -51,7 +52,7 @@ def test_output_is_fashion_mnist_form(reference):
 
 def test_same_bytes_same_output():
     data = encode(trouser_photo(), "JPEG", quality=80)
-    assert np.array_equal(preprocess(data), preprocess(data))
+    assert np.array_equal(PIXELS.render(data), PIXELS.render(data))
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -63,19 +64,19 @@ def test_same_bytes_same_output():
 ])
 def test_bad_bytes_give_clear_errors(data, message):
     with pytest.raises(ImageError, match=f"^{re.escape(message)}"):
-        preprocess(data)
+        PIXELS.render(data)
 
 
 def test_truncated_jpeg():
     data = encode(trouser_photo(), "JPEG", quality=90)
     with pytest.raises(ImageError, match=r"^truncated image"):
-        preprocess(data[: len(data) // 2])
+        PIXELS.render(data[: len(data) // 2])
 
 
 def test_truncated_png():
     data = encode(trouser_photo(), "PNG")
     with pytest.raises(ImageError, match=r"^(truncated|undecodable) image"):
-        preprocess(data[: len(data) // 2])
+        PIXELS.render(data[: len(data) // 2])
 
 
 @pytest.mark.parametrize(("width", "height"), [(50_000, 50_000), (10_000, 8_500)])
@@ -84,19 +85,19 @@ def test_decompression_bomb_is_refused_before_decoding(width, height):
     data = png_claiming(width, height)
     assert len(data) < 1000
     with pytest.raises(ImageError, match=r"^image too large.*decompression bomb"):
-        preprocess(data)
+        PIXELS.render(data)
 
 
 def test_just_under_the_pixel_limit_is_not_a_bomb():
     side = int(MAX_PIXELS**0.5) - 1
     with pytest.raises(ImageError) as caught:  # the header passes; the fake pixel data does not
-        preprocess(png_claiming(side, side))
+        PIXELS.render(png_claiming(side, side))
     assert "too large" not in str(caught.value)
 
 
 def test_blank_photo_has_no_product():
     with pytest.raises(ImageError, match=r"^blank image"):
-        preprocess(encode(Image.new("RGB", (200, 300), (250, 250, 250)), "PNG"))
+        PIXELS.render(encode(Image.new("RGB", (200, 300), (250, 250, 250)), "PNG"))
 
 
 def test_exif_rotation_is_applied():
@@ -105,7 +106,7 @@ def test_exif_rotation_is_applied():
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view: stands up again
     data = encode(lying, "JPEG", quality=90, exif=exif)
     assert decode_photo(data).size == (300, 400)
-    height, width = foreground_box(preprocess(data))
+    height, width = foreground_box(PIXELS.render(data))
     assert height == 28 and width < 16
 
 
@@ -142,7 +143,7 @@ def test_image_modes_give_the_same_product(mode, reference):
     data = encode(image, fmt)
     decoded = decode_photo(data)
     assert decoded.mode == "RGB"
-    pixels = preprocess(data)
+    pixels = PIXELS.render(data)
     assert np.abs(pixels.astype(int) - reference).mean() < 12, mode
 
 
@@ -157,7 +158,7 @@ def test_sixteen_bit_values_are_scaled_not_clipped():
 
 def test_transparent_areas_are_background():
     image, _ = as_mode(trouser_photo(), "RGBA")
-    pixels = preprocess(encode(image, "PNG"))
+    pixels = PIXELS.render(encode(image, "PNG"))
     assert pixels[:, :6].max() == 0 and foreground_box(pixels)[0] == 28
 
 
@@ -165,7 +166,7 @@ def test_transparent_areas_are_background():
     ("JPEG", {"quality": 70}), ("PNG", {}), ("WEBP", {"quality": 80}), ("GIF", {}),
 ])
 def test_formats(fmt, options, reference):
-    pixels = preprocess(encode(trouser_photo(), fmt, **options))
+    pixels = PIXELS.render(encode(trouser_photo(), fmt, **options))
     assert np.abs(pixels.astype(int) - reference).mean() < 12
 
 
@@ -173,13 +174,13 @@ def test_animated_gif_uses_the_first_frame(reference):
     first = trouser_photo().convert("P")
     second = Image.new("RGB", (300, 400), (0, 0, 0)).convert("P")
     data = encode(first, "GIF", save_all=True, append_images=[second], duration=100)
-    assert np.abs(preprocess(data).astype(int) - reference).mean() < 12
+    assert np.abs(PIXELS.render(data).astype(int) - reference).mean() < 12
 
 
 @pytest.mark.parametrize("width", [28, 64, 400, 1500, 4000])
 def test_photo_sizes(width, reference):
     photo = trouser_photo((width, width * 4 // 3))
-    pixels = preprocess(encode(photo, "JPEG", quality=90))
+    pixels = PIXELS.render(encode(photo, "JPEG", quality=90))
     assert np.abs(pixels.astype(int) - reference).mean() < (25 if width < 64 else 12)
 
 
@@ -190,7 +191,7 @@ def test_large_jpeg_is_decoded_at_reduced_scale():
 
 def test_light_product_on_light_background():
     photo = trouser_photo(product=(225, 226, 230), background=(248, 247, 245))
-    height, width = foreground_box(preprocess(encode(photo, "PNG")))
+    height, width = foreground_box(PIXELS.render(encode(photo, "PNG")))
     assert height == 28 and width < 16
 
 
@@ -200,7 +201,7 @@ def test_product_on_a_textured_background():
     photo = np.asarray(trouser_photo(product=(30, 30, 90)), dtype=np.float64)
     is_product = photo[..., 2] < 100
     photo = np.where(is_product[..., None], photo, floor).astype(np.uint8)
-    height, width = foreground_box(preprocess(encode(Image.fromarray(photo), "JPEG")))
+    height, width = foreground_box(PIXELS.render(encode(Image.fromarray(photo), "JPEG")))
     assert height == 28 and width < 16
 
 
@@ -224,7 +225,7 @@ def render_demo_photo(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
 def test_rendered_fashion_mnist_photos_come_back(fmnist):
     rng = np.random.default_rng(0)
     originals = fmnist.x_test[:60]
-    restored = np.stack([preprocess(render_demo_photo(x, rng)) for x in originals])
+    restored = np.stack([PIXELS.render(render_demo_photo(x, rng)) for x in originals])
     diff = np.abs(restored.astype(int) - originals.astype(int)).mean(axis=(1, 2))
     assert diff.mean() < 18, diff
     correlation = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(

@@ -24,7 +24,7 @@ from tagging.catalogue.layout import images_dir
 from tagging.labels import is_holdout, parse_label
 from tagging.loop.harvest import LabelStoreError, photo_folder_source
 from tagging.loop.labelstore import LabelStore
-from tagging.photos.segment import preprocess
+from tagging.photos.render import PIXELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_harvest_counts_rejects_and_stores_what_the_tagger_sees(tmp_path, photos
     table = store.table()
     row = table.filter(pa.compute.equal(table["product_id"], "p5")).to_pylist()[0]
     np.testing.assert_array_equal(np.frombuffer(row["pixels"], np.uint8).reshape(28, 28),
-                                  preprocess(photos[5][0]))
+                                  PIXELS.render(photos[5][0]))
     assert row["source"] == "dt=2026-03-01" and len(row["photo_sha256"]) == 64
     status = store.status()
     assert status["labels"] == 3 and status["train"] + status["holdout"] == 3

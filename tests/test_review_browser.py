@@ -3,7 +3,8 @@ the real app on loopback, over a partition published by the real tagger.
 
 Reviewers are told apart by the sign-in proxy's header, which each browser sends on every
 request (as an SSO proxy adds it). Measured, not asserted: answers per minute by keyboard.
-Set REVIEW_SCREENSHOT=docs/review-page.png to keep the screenshot for the README.
+Set REVIEW_SCREENSHOT=docs/review-page.png to keep the screenshot for the documentation site
+(`make screenshots` does).
 """
 
 from __future__ import annotations

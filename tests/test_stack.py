@@ -4,9 +4,10 @@ PostgreSQL, Redis, an S3 server (SeaweedFS), api-server, scheduler, dag-processo
 triggerer and Celery workers (general, training, tagging-1, tagging-2) as local processes on
 127.0.0.1, with catalogue, registry, label store and review answers on S3 and the review
 store in PostgreSQL (no shared disk); two days backfilled with `airflow backfill create`,
-then a tagging worker SIGKILLed mid-shard; then the README's stack sequence, command by
-command (fill a day with `tagging demo-catalogue`, backfill it, read it with DuckDB, the
-review page, an answer that reaches search at the day's next run).
+then a tagging worker SIGKILLed mid-shard; then the documented stack sequence
+(docs/platform/native-stack.md), command by command (fill a day with `tagging
+demo-catalogue`, backfill it, read it with DuckDB, the review page, an answer that reaches
+search at the day's next run).
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ FAULT_DAY = "2026-04-03"
 ROWS_PER_SHARD = 15  # demo days of 40 + 5 broken rows in row groups of 15: 3 shards a day
 CONF = {**DAG_CONF, "rows_per_shard": ROWS_PER_SHARD}
 TAGGING_WORKERS = {"tagging-1", "tagging-2"}
-README = Path(__file__).resolve().parents[1] / "README.md"
-SEQUENCE_DAY = "2026-11-27"  # the README's day
+# The documented sequence (docs/platform/native-stack.md), run command by command below.
+SEQUENCE_PAGE = Path(__file__).resolve().parents[1] / "docs" / "platform" / "native-stack.md"
+SEQUENCE_DAY = "2026-11-27"  # the page's day
 
 
 def write_days(local: Path, catalogue: storage.Root, days: list[str], rows: int) -> None:
@@ -198,12 +200,12 @@ def test_a_worker_killed_mid_shard_loses_nothing_and_reruns_change_nothing(stack
     assert Registry(stack.registry).version_ids() == ["v0001"]
 
 
-# ---------------------------------------------------------------- the README's sequence
+# -------------------------------------------------------------- the documented sequence
 
 
-def readme_commands() -> list[str]:
-    """The README's stack sequence: each command (comments dropped; a heredoc is one)."""
-    text = README.read_text().split("<!-- stack-sequence -->", 1)[1]
+def documented_commands() -> list[str]:
+    """The documented stack sequence: each command (comments dropped; a heredoc is one)."""
+    text = SEQUENCE_PAGE.read_text().split("<!-- stack-sequence -->", 1)[1]
     block = text.split("```bash\n", 1)[1].split("\n```", 1)[0]
     commands, lines = [], iter(block.splitlines())
     for line in lines:
@@ -214,14 +216,14 @@ def readme_commands() -> list[str]:
     return commands
 
 
-def readme_command(start: str) -> str:
-    [command] = [c for c in readme_commands() if c.startswith(start)]
+def documented_command(start: str) -> str:
+    [command] = [c for c in documented_commands() if c.startswith(start)]
     return command
 
 
 def shell(stack: Stack, command: str, **popen: object) -> subprocess.CompletedProcess | \
         subprocess.Popen:
-    """`command` in a shell that sourced the stack's airflow.env, as the README says."""
+    """`command` in a shell that sourced the stack's airflow.env, as the page says."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "USER": "stack-reviewer"}
     argv = ["bash", "-c", f"source {shlex.quote(str(stack.env_file))} && {command}"]
@@ -234,7 +236,7 @@ def shell(stack: Stack, command: str, **popen: object) -> subprocess.CompletedPr
 
 
 def backfilled(stack: Stack, command: str) -> dict:
-    """Run a README backfill command (with this test's tiny-model params, which the test
+    """Run a documented backfill command (with this test's tiny-model params, which the test
     champion needs) and wait for its one run."""
     shell(stack, f"{command} --dag-run-conf {shlex.quote(json.dumps(DAG_CONF))}")
     [run] = stack.wait_backfill(stack.query("SELECT max(id) FROM backfill")[0][0],
@@ -248,26 +250,26 @@ def get(url: str, **headers: str) -> tuple[int, str, bytes]:
         return response.status, response.headers.get_content_type(), response.read()
 
 
-def test_the_readme_sequence_fills_backfills_reads_and_reviews(stack):
-    assert readme_commands()[:2] == ["make stack", "source var/stack/stack/airflow.env"]
-    assert readme_commands()[-1] == "make stack-down"  # the fixture's up and down
+def test_the_documented_sequence_fills_backfills_reads_and_reviews(stack):
+    assert documented_commands()[:2] == ["make stack", "source var/stack/stack/airflow.env"]
+    assert documented_commands()[-1] == "make stack-down"  # the fixture's up and down
     started = time.monotonic()
-    shell(stack, readme_command("tagging demo-catalogue"))
+    shell(stack, documented_command("tagging demo-catalogue"))
     incoming = stack.catalogue / f"incoming/dt={SEQUENCE_DAY}/part-0.parquet"
     assert storage.exists(incoming)
-    shell(stack, readme_command("airflow dags unpause"))
-    backfill = readme_command("airflow backfill create")
+    shell(stack, documented_command("airflow dags unpause"))
+    backfill = documented_command("airflow backfill create")
     run = backfilled(stack, backfill)
     assert (run["day"], run["state"]) == (SEQUENCE_DAY, "success")
-    listed = shell(stack, readme_command("airflow dags list-runs")).stdout
+    listed = shell(stack, documented_command("airflow dags list-runs")).stdout
     assert f"{SEQUENCE_DAY}" in listed and "success" in listed
-    print(f"README sequence, fill to published: {time.monotonic() - started:.0f} s wall")
+    print(f"documented sequence, fill to published: {time.monotonic() - started:.0f} s wall")
 
-    read = shell(stack, readme_command("python - <<'EOF'")).stdout
+    read = shell(stack, documented_command("python - <<'EOF'")).stdout
     assert SEQUENCE_DAY in read and any(slug in read for slug in CATEGORY_SLUGS)
 
     port = free_port()
-    serve = readme_command("tagging review serve").replace("--port 8000", f"--port {port}")
+    serve = documented_command("tagging review serve").replace("--port 8000", f"--port {port}")
     app = shell(stack, f"exec {serve}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True)
     try:

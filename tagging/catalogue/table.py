@@ -220,9 +220,11 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
             max_commit_retries=limits.commit_retries)
         try:
             with storage.storage_errors(root):
-                write_deltalake(root.url, reader, partition_by=[PARTITION_KEY], mode="overwrite",
+                # the table as checked above, not the URL: delta-rs then checks our commit
+                # against every commit since that check (with the URL it re-read the table,
+                # and a same-day publish in between committed twice)
+                write_deltalake(table, reader, partition_by=[PARTITION_KEY], mode="overwrite",
                                 predicate=f"{PARTITION_KEY} = '{date}'", schema_mode="merge",
-                                storage_options=storage.delta_options(root),
                                 writer_properties=writer_properties(reader.schema),
                                 commit_properties=properties)
         except CommitFailedError as e:

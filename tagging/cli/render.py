@@ -79,7 +79,7 @@ def print_demo_summary(run: DemoRun) -> None:
 
 
 def print_table_readers(table: str, version: int, days: list[str]) -> None:
-    """How to read the published Delta table (README: "Reading the published catalogue")."""
+    """How to read the published Delta table (docs/search/reading.md)."""
     day = days[-1] if days else "YYYY-MM-DD"
     console.print(f"published: the Delta table {table} (table version {version}, one dt= "
                   "partition a day); read it as a Delta table, not by globbing its Parquet "
@@ -88,8 +88,8 @@ def print_table_readers(table: str, version: int, days: list[str]) -> None:
                   f".to_pandas(filters=[('dt', '=', '{day}')]))\"", soft_wrap=True, markup=False)
     console.print(f"  tagging catalogue --catalogue {table.removesuffix('/tagged')} history "
                   f"--date {day}", soft_wrap=True, markup=False)
-    console.print("  DuckDB, Spark, the change feed: README, \"Reading the published "
-                  "catalogue\"", soft_wrap=True, markup=False)
+    console.print("  DuckDB, Spark, the change feed: docs/search/reading.md",
+                  soft_wrap=True, markup=False)
 
 
 def share(value: float | None) -> str:

@@ -8,11 +8,10 @@ not buy an optimistic threshold. Without enough evidence, every tag is reviewed.
 
 Classes differ: shoes and bags are easy, shirts are not, and one threshold for all makes the
 easy classes wait behind the hard ones. A predicted class with enough evidence of its own
-(MIN_CLASS_EVIDENCE photos predicted as it) whose own photos certify a cut, chosen the same
-way on them only, gets that cut as its threshold: lower than the global one for an easy
-class, higher for a hard one, certified on its own photos either way. The other classes
-keep the global threshold (a class too uncertain to certify alone is no reason to review
-more of it than before).
+(MIN_CLASS_EVIDENCE photos predicted as it) whose own photos certify a lower cut, chosen
+the same way on them only, publishes from that cut; no class is held above the global
+threshold (raising the hard classes too cost the encoder a tenth of its coverage for less
+than a point of precision: benchmarks/README.md, "Per-class thresholds").
 """
 
 from __future__ import annotations
@@ -106,15 +105,17 @@ def choose_review_policy(probs: np.ndarray, labels: np.ndarray, *,
         cut = lowest_safe_threshold(confidence[rows], correct[rows], target_precision, z)
         return round(max(cut, min_threshold), 6) if cut else None
 
+    overall = (enough and safe_cut(np.ones(len(labels), bool))) or 1.0
+    own = [safe_cut(predicted == k) if enough and (predicted == k).sum() >= min_class_evidence
+           else None for k in range(probs.shape[1])]
     policy = {
-        "confidence_threshold": (enough and safe_cut(np.ones(len(labels), bool))) or 1.0,
-        "class_thresholds": [
-            safe_cut(predicted == k) if enough and (predicted == k).sum() >= min_class_evidence
-            else None for k in range(probs.shape[1])],
+        "confidence_threshold": overall,
+        "class_thresholds": [cut if cut is not None and cut < overall else None for cut in own],
         "target_precision": target_precision,
         "method": (f"lowest confidence threshold whose Wilson lower bound (z={z:g}) of "
                    f"precision on the selection set >= target (>= {min_evidence} photos); "
-                   f"per predicted class on its own photos (>= {min_class_evidence})"),
+                   f"lower for a predicted class its own photos certify "
+                   f"(>= {min_class_evidence})"),
         "selection_samples": len(labels),
         "selection_source": source,
     }

@@ -5,9 +5,9 @@ Follows how Fashion-MNIST was made (trim the background, longest edge to 28, cen
 border; the foreground is segmented (colour distance and outlines on plain backgrounds, an
 iterated colour model on cluttered ones), not only trimmed to a rectangle; the main object is
 kept; a garment worn by a model is separated from the head, skin and the other garment; the
-object's contrast is normalised (faint, light products lifted). `preprocess` is the whole
-path from bytes (tagging.photos.decode, the security boundary) to pixels. No TensorFlow
-here: this runs in decoding worker processes.
+object's contrast is normalised (faint, light products lifted). The whole path from bytes
+(tagging.photos.decode, the security boundary) to pixels is tagging.photos.render's
+`PIXELS.render`. No TensorFlow here: this runs in decoding worker processes.
 
 Over 400 lines on purpose: one algorithm, its parameters and the OpenCV primitives it runs on
 (each equal to the SciPy operation it replaced, see tests/test_imaging.py), read in order.
@@ -23,7 +23,6 @@ from PIL import Image
 from scipy import ndimage
 
 from tagging.errors import ImageError
-from tagging.photos.decode import decode_photo
 
 # Decoding runs in one worker process per core: OpenCV's own threads would oversubscribe them.
 cv2.setNumThreads(1)
@@ -57,18 +56,6 @@ FILL_FLOOR = 0.2  # minimum intensity inside the object (a filled silhouette, li
 MIN_MEDIAN = 0.45  # faint (light) objects are lifted to this median intensity
 WHITE_POINT_PERCENTILE = 99.0
 TRIM_FRACTION = 0.05
-
-
-def preprocess(data: bytes | None) -> np.ndarray:
-    """Photo bytes -> uint8 (28, 28) classifier input; any failure is an ImageError."""
-    try:
-        return to_fashion_mnist(decode_photo(data))
-    except ImageError:
-        raise
-    except MemoryError as e:
-        raise ImageError("image too large: out of memory while decoding") from e
-    except Exception as e:  # Pillow raises many kinds of errors on hostile bytes
-        raise ImageError(f"undecodable image: {type(e).__name__}: {e}") from e
 
 
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
