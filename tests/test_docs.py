@@ -127,3 +127,13 @@ def test_the_review_api_page_has_every_operation(gen):
     for path, methods in spec["paths"].items():
         for method in methods:
             assert f"## {method.upper()} {path}" in page
+
+
+def test_the_modules_page_lists_every_module_in_its_layer(gen):
+    page = gen.render_modules()
+    for top in gen.CODE_TOPS:
+        for path in (REPO / top).rglob("*.py"):
+            if path.name != "__main__.py":
+                assert f"| `{path.relative_to(REPO)}` |" in page, path
+    storage = page.index("`tagging/storage/roots.py`")
+    assert page.index("## `ground`") < storage < page.index("## `encoder` · `photos`")
