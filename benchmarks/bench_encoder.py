@@ -10,8 +10,9 @@
    labelled photos (--train overrides; default: the first 12,000 Fashion-MNIST images).
 3. The job: `tagging tag`'s path (tag_partition: planning, the warm decoding pool, LiteRT
    batched in the main process, the NumPy head, the Delta commit), in a fresh process,
-   sampled as a process tree (wall, images/s, peak RSS); also at --rows / 5, to show that
-   memory does not grow with the partition.
+   sampled as a process tree (wall, images/s, peak RSS and address space per process); also
+   at --rows / 5, to show that memory does not grow with the partition. Its answers are
+   graded in a process of their own.
 4. Each encoder alone (efficientnet-lite0 and -lite1), in LiteRT and in Keras, on 256 photos.
 5. The peer: tf.data over the same Parquet column (decode_image, resize keeping the aspect
    ratio with antialiasing, pad to a square in the border colour), the same encoder as a
@@ -90,11 +91,18 @@ def child_train(p: dict) -> dict:
 
 
 def child_job(p: dict) -> dict:
-    from tagging.catalogue.published import read_published
     from tagging.pipeline.tag import tag_partition
 
     summary = tag_partition(p["catalogue"], p["date"], registry_root=p["registry"],
                             model=p["version"])
+    return {"rows": summary["rows"], "seconds": summary["seconds"],
+            "images_per_s": summary["images_per_s"], "stages_s": summary["stage_seconds"]}
+
+
+def child_grade(p: dict) -> dict:
+    """The job's published answers, graded (its own process: not in the job's memory)."""
+    from tagging.catalogue.published import read_published
+
     table = read_published(p["catalogue"], p["date"],
                            columns=["product_id", "category", "true_category"])
     answers = dict(zip(table["product_id"].to_pylist(), table["category"].to_pylist(),
@@ -102,9 +110,7 @@ def child_job(p: dict) -> dict:
     Path(p["answers"]).write_text(json.dumps(answers))
     truth = table["true_category"].to_pylist()
     correct = [a == t for a, t in zip(table["category"].to_pylist(), truth, strict=True)]
-    return {"rows": summary["rows"], "seconds": summary["seconds"],
-            "images_per_s": summary["images_per_s"], "stages_s": summary["stage_seconds"],
-            "accuracy": round(float(np.mean(correct)), 4)}
+    return {"accuracy": round(float(np.mean(correct)), 4)}
 
 
 def child_peer(p: dict) -> dict:
@@ -193,7 +199,7 @@ def child_encoders(p: dict) -> dict:
     return out
 
 
-CHILDREN = {"train": child_train, "job": child_job, "peer": child_peer,
+CHILDREN = {"train": child_train, "job": child_job, "grade": child_grade, "peer": child_peer,
             "encoders": child_encoders}
 
 
@@ -237,8 +243,9 @@ def main() -> int:
         answers = work / f"answers-{name}.json"
         common = {"registry": str(registry), "version": version, "answers": str(answers)}
         log(f"the job on {rows} rows")
-        results[f"job_{name}"] = run_child("job", {**common, "catalogue": str(catalogue),
-                                                   "date": DATE})
+        where = {"catalogue": str(catalogue), "date": DATE}
+        results[f"job_{name}"] = run_child("job", {**common, **where})
+        results[f"job_{name}"]["accuracy"] = run_child("grade", {**common, **where})["accuracy"]
         if name == "full":
             log(f"the tf.data + Keras peer on {rows} rows")
             results["peer"] = run_child("peer", {**common, "file": str(file)})

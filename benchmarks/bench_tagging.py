@@ -71,7 +71,8 @@ def log(message: str) -> None:
 
 
 class TreeMonitor(threading.Thread):
-    """Samples a process and all its descendants: peak summed RSS, CPU seconds per process."""
+    """Samples a process and all its descendants: peak summed RSS, CPU seconds per process,
+    peak RSS and address space (VmSize) per kind of process."""
 
     def __init__(self, pid: int, interval: float = 0.05):
         super().__init__(daemon=True)
@@ -79,6 +80,7 @@ class TreeMonitor(threading.Thread):
         self.peak_rss = 0
         self.cpu: dict[int, float] = {}
         self.peaks: dict[int, tuple[str, int]] = {}  # pid -> (role, peak RSS)
+        self.vms: dict[int, int] = {}  # pid -> peak address space
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -94,7 +96,9 @@ class TreeMonitor(threading.Thread):
             for proc in procs:
                 try:
                     with proc.oneshot():
-                        mine = proc.memory_info().rss
+                        memory = proc.memory_info()
+                        mine = memory.rss
+                        self.vms[proc.pid] = max(memory.vms, self.vms.get(proc.pid, 0))
                         times = proc.cpu_times()
                         self.cpu[proc.pid] = times.user + times.system
                         role = self.peaks.get(proc.pid, (None, 0))[0] or role_of(proc, root)
@@ -109,10 +113,13 @@ class TreeMonitor(threading.Thread):
         self.done.set()
         self.join()
         by_role: dict[str, float] = {}
-        for role, peak in self.peaks.values():
+        vms_by_role: dict[str, float] = {}
+        for pid, (role, peak) in self.peaks.items():
             by_role[role] = max(by_role.get(role, 0.0), round(peak / 2**20, 1))
+            vms_by_role[role] = max(vms_by_role.get(role, 0.0), round(self.vms[pid] / 2**20, 1))
         return {"peak_rss_mb": round(self.peak_rss / 2**20, 1),
                 "peak_rss_mb_per_process": by_role,
+                "peak_vms_mb_per_process": vms_by_role,
                 "cpu_s": round(sum(self.cpu.values()), 2)}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# name -> (kind, meaning); README "On call" lists them (tests/test_oncall.py keeps it so).
+# name -> (kind, meaning); docs/platform/on-call.md lists them (tests/test_oncall.py keeps it so).
 ROWS = "tagging.rows"
 TAGGED = "tagging.tagged"
 ERRORS = "tagging.errors"
