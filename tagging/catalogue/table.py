@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -203,7 +204,8 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
     if open_table(catalogue) is None:
         _create(catalogue, limits)
     files: list | None = None  # the day's data files: written once, for every attempt
-    for attempt in range(1, limits.commit_attempts + 1):
+    lost = 0  # commits lost to another publisher of the same day
+    for attempt in range(1, limits.commit_attempts + limits.commit_retries + 1):
         table = open_table(catalogue)
         now = read_manifest(catalogue, date, table=table)
         if current is not None and current(now):
@@ -238,10 +240,15 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
                     commit_properties=properties)
         except CommitFailedError as e:
             # another publisher of the day, or (delta-rs reads the whole table for a commit
-            # of file actions) a re-publish of another day
-            log.warning("%s: a concurrent commit conflicted with ours for %s (attempt %d of "
-                        "%d): %s", root, date, attempt, limits.commit_attempts,
+            # of file actions) a re-publish of another day: only the first kind counts
+            same_day = _pointer(open_table(catalogue), date) != _pointer(table, date)
+            lost += same_day
+            log.warning("%s: a concurrent commit %s conflicted with ours (attempt %d): %s",
+                        root, f"of {date}" if same_day else "of another day", attempt,
                         str(e).splitlines()[0])
+            if lost == limits.commit_attempts:
+                break
+            time.sleep(random.uniform(0, 0.05 * attempt))  # racers do not retry in step
             continue
         except StorageError:
             raise
@@ -254,8 +261,9 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
         return version
     _discard(root, files)
     raise PartitionInvalid(
-        f"{root}: {date} was published by other runs {limits.commit_attempts} times while "
-        "this one tried: refusing to publish over them; re-run when they are done")
+        f"{root}: {date} was published by other runs {lost} times, and the table changed "
+        f"under {attempt} attempts, while this one tried: refusing to publish over them; "
+        "re-run when they are done")
 
 
 def _needs_timestamp_ntz(table, schema) -> bool:
