@@ -77,7 +77,7 @@ class TableLimits:
     retention_days: int = 7  # superseded files and log entries kept (time travel, restore)
     checkpoint_interval: int = 10  # a checkpoint every N commits (log clean-up needs one)
     commit_attempts: int = 5  # a publisher of a day re-tries after losing to another of it
-    commit_retries: int = 15  # delta-rs's own retries against publishers of other days
+    commit_retries: int = 15  # retries against publishers of other days (delta-rs's and ours)
 
 
 @dataclass(frozen=True)

@@ -168,17 +168,11 @@ def test_missing_partition_is_a_clear_error(tmp_path):
 CRASH = """
 import os, signal, sys
 import deltalake
-import pyarrow as pa
 import tagging.catalogue.publish as publish
-real = deltalake.write_deltalake
-def killed_mid_write(url, reader, **kwargs):
-    def batches():
-        for i, batch in enumerate(reader):
-            if i == 1:  # the first data is written, the commit is not
-                os.kill(os.getpid(), signal.SIGKILL)
-            yield batch
-    real(url, pa.RecordBatchReader.from_batches(reader.schema, batches()), **kwargs)
-deltalake.write_deltalake = killed_mid_write
+def killed_before_commit(table, actions, **kwargs):
+    assert actions  # the day's data files are written, the commit is not
+    os.kill(os.getpid(), signal.SIGKILL)
+deltalake.DeltaTable.create_write_transaction = killed_before_commit
 publish.publish_partition(sys.argv[1], sys.argv[2], staged=sys.argv[3:], model_version="v0002",
                           tagged_at="2026-11-22T00:00:00")
 """

@@ -2,8 +2,10 @@
 
 The same code on local disk and on S3 (tagging.storage gives the storage options and the
 pyarrow filesystem). Publishing a day is one Delta commit replacing that day's rows
-(`mode="overwrite"`, `predicate="dt = 'D'"`): a reader sees the old complete day or the new
-one. The day's manifest (inputs with SHA-256, counts, live quality, model version) is
+(`mode="overwrite"` of the partition dt=D): a reader sees the old complete day or the new
+one. We write the day's data files ourselves, streamed (tagging.catalogue.datafiles), and
+delta-rs commits them (`create_write_transaction`). The day's manifest (inputs with
+SHA-256, counts, live quality, model version) is
 
 - written first as its own create-only object `tagged/_manifests/dt=D/<n>.json`
   (underscore: no Delta reader or vacuum looks there), and
@@ -18,16 +20,19 @@ no reader sees (vacuum removes the files after the retention period).
 Concurrency is delta-rs's: commits are create-only writes of the next log entry; a
 publisher of another day is retried by delta-rs's conflict checker; a publisher of the
 same day loses with CommitFailedError, and `commit_day` re-reads the day (nothing to do if
-the winner published the same thing) and tries again, a bounded number of times.
+the winner published the same thing) and tries again, a bounded number of times. So does
+a re-publish of another day: a commit of file actions reads the whole table for delta-rs
+(no predicate), so files removed by any concurrent commit conflict with it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +41,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from tagging import storage
+from tagging.catalogue.datafiles import write_day_files
 from tagging.catalogue.publications import record_publication
 from tagging.errors import ObjectExists, PartitionInvalid, PartitionNotFound, StorageError
 from tagging.settings import TableLimits
@@ -164,28 +170,21 @@ def iter_day(catalogue: Root | str, date: str, *, version: int | None = None,
     return scanner.to_reader()
 
 
-def _with_partition(reader: pa.RecordBatchReader, date: str) -> pa.RecordBatchReader:
-    schema = reader.schema.append(pa.field(PARTITION_KEY, pa.string()))
+def merged_schema(table, day: pa.Schema, root: Root):
+    """The table's schema with the day's new columns after its own (Delta types); a column
+    the day has with another type than the table's is refused."""
+    from deltalake import Schema
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
-            yield pa.RecordBatch.from_arrays(
-                [*batch.columns, pa.repeat(pa.scalar(date, pa.string()), batch.num_rows)],
-                schema=schema)
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def writer_properties(schema: pa.Schema):
-    """zstd, row groups of 1,024 rows (readers stream them); photo bytes are already
-    compressed: no compression, dictionary or statistics for binary columns."""
-    from deltalake import ColumnProperties, WriterProperties
-
-    plain = ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE")
-    return WriterProperties(
-        compression="ZSTD", max_row_group_size=1024,
-        column_properties={f.name: plain for f in schema
-                           if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)})
+    fields = {f.name: f for f in table.schema().fields}
+    added = []
+    for field in Schema.from_arrow(day).fields:
+        if field.name not in fields:
+            added.append(field)
+        elif field.type != fields[field.name].type:
+            ours, theirs = (getattr(t, "type", t) for t in (field.type, fields[field.name].type))
+            raise PartitionInvalid(f"{root}: column {field.name} is {ours} in the day, "
+                                   f"{theirs} in the table")
+    return Schema([*table.schema().fields, *added])
 
 
 def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[str, Any], *,
@@ -198,20 +197,31 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
     publish (checked first, and again after losing a race to another publisher of the
     day): then nothing is committed and None is returned. Otherwise the new table version.
     """
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, Transaction
     from deltalake.exceptions import CommitFailedError
 
     root = table_root(catalogue)
     if open_table(catalogue) is None:
         _create(catalogue, limits)
-    for attempt in range(1, limits.commit_attempts + 1):
+    files: list | None = None  # the day's data files: written once, for every attempt
+    lost = 0  # commits lost to another publisher of the same day
+    for attempt in range(1, limits.commit_attempts + limits.commit_retries + 1):
         table = open_table(catalogue)
         now = read_manifest(catalogue, date, table=table)
         if current is not None and current(now):
             log.info("%s: %s is already published as wanted: no new commit", root, date)
+            _discard(root, files)
             return None
+        if files is None:
+            reader = rows()
+        schema = merged_schema(table, reader.schema, root)
+        if _needs_timestamp_ntz(table, schema):
+            _add_timestamp_ntz(catalogue)
+            continue
         pointer = _write_manifest(catalogue, date, manifest, after=_pointer(table, date))
-        reader = _with_partition(rows(), date)
+        if files is None:
+            with storage.storage_errors(root):
+                files = write_day_files(root, PARTITION_KEY, date, reader)
         commit_id = uuid.uuid4().hex
         properties = CommitProperties(
             custom_metadata={OPERATION: operation, PARTITION: date, COMMIT_ID: commit_id,
@@ -223,13 +233,22 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
                 # the table as checked above, not the URL: delta-rs then checks our commit
                 # against every commit since that check (with the URL it re-read the table,
                 # and a same-day publish in between committed twice)
-                write_deltalake(table, reader, partition_by=[PARTITION_KEY], mode="overwrite",
-                                predicate=f"{PARTITION_KEY} = '{date}'", schema_mode="merge",
-                                writer_properties=writer_properties(reader.schema),
-                                commit_properties=properties)
+                table.create_write_transaction(
+                    files, mode="overwrite", schema=schema,
+                    partition_by=[PARTITION_KEY],
+                    partition_filters=[(PARTITION_KEY, "=", date)],
+                    commit_properties=properties)
         except CommitFailedError as e:
-            log.warning("%s: another publisher of %s committed first (attempt %d of %d): %s",
-                        root, date, attempt, limits.commit_attempts, str(e).splitlines()[0])
+            # another publisher of the day, or (delta-rs reads the whole table for a commit
+            # of file actions) a re-publish of another day: only the first kind counts
+            same_day = _pointer(open_table(catalogue), date) != _pointer(table, date)
+            lost += same_day
+            log.warning("%s: a concurrent commit %s conflicted with ours (attempt %d): %s",
+                        root, f"of {date}" if same_day else "of another day", attempt,
+                        str(e).splitlines()[0])
+            if lost == limits.commit_attempts:
+                break
+            time.sleep(random.uniform(0, 0.05 * attempt))  # racers do not retry in step
             continue
         except StorageError:
             raise
@@ -240,9 +259,41 @@ def commit_day(catalogue: Root | str, date: str, rows: Batches, manifest: dict[s
         record_publication(catalogue, manifest, version)  # what search sees changed
         maintain(catalogue, limits)
         return version
+    _discard(root, files)
     raise PartitionInvalid(
-        f"{root}: {date} was published by other runs {limits.commit_attempts} times while "
-        "this one tried: refusing to publish over them; re-run when they are done")
+        f"{root}: {date} was published by other runs {lost} times, and the table changed "
+        f"under {attempt} attempts, while this one tried: refusing to publish over them; "
+        "re-run when they are done")
+
+
+def _needs_timestamp_ntz(table, schema) -> bool:
+    """A timestamp without time zone needs the table feature; write_deltalake added it in
+    its commit, create_write_transaction does not (it commits a table no reader opens)."""
+    features = table.protocol().writer_features or []
+    return '"timestamp_ntz"' in schema.to_json() and "timestampNtz" not in features
+
+
+def _add_timestamp_ntz(catalogue: Root | str) -> None:
+    """Enable timestampNtz in a commit of its own (another publisher may do it too)."""
+    from deltalake import TableFeatures
+
+    try:
+        with storage.storage_errors(table_root(catalogue)):
+            # the table's features then are listed: the change data feed's too (config on)
+            open_table(catalogue).alter.add_feature(
+                [TableFeatures.TimestampWithoutTimezone, TableFeatures.ChangeDataFeed],
+                allow_protocol_versions_increase=True)
+    except StorageError:
+        raise
+    except Exception as e:  # a concurrent commit: the next attempt sees the table anew
+        log.warning("%s: enabling timestampNtz: %s", table_root(catalogue), e)
+
+
+def _discard(root: Root, files: list | None) -> None:
+    """Delete data files written for a commit that will not be made (nothing refers to
+    them)."""
+    for add in files or []:
+        storage.delete(root / add.path)
 
 
 def _version_of(catalogue: Root | str, commit_id: str) -> int:
