@@ -214,7 +214,8 @@ def test_server_stopped_mid_publish(tmp_path, monkeypatch):
             monkeypatch.setenv(key, value)
         root = storage.Root("s3://tagging/cat")
         publish(root, "old")
-        with pytest.raises(StorageError, match="cannot reach"):
+        # a stopping SeaweedFS answers 403 to the last requests it gets: either is one line
+        with pytest.raises(StorageError, match=r"cannot reach|access denied"):
             publish(root, "cut", on_batch=lambda i: server.stop() if i == 1 else None)
         server.start(buckets=("tagging",))  # same ports, same data
         # a restarted SeaweedFS answers 500 for older objects for a moment (seen here)
